@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine (each creates .venv when missing):
+#   make demo   - install, then train the built-in demo (no hub, no GPU) and export a diffusers folder
+#   make test   - install, then lint and run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: demo test lint install clean
+
+install: $(STAMP)
+
+# torch is installed first, pinned, so that nothing later pulls a different multi-GB build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/asymvae train demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf work_dirs .pytest_cache

@@ -1,0 +1,1 @@
+"""Training data: sources, image decoding and validation, transforms and the resumable sampler."""

@@ -1,0 +1,1 @@
+"""Training losses: pixel, perceptual (LPIPS), adversarial (PatchGAN hinge) and KL."""

@@ -1,0 +1,1 @@
+"""The VAE: configuration, construction from a base model, and training-time wrapper."""

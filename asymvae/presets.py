@@ -1,0 +1,117 @@
+"""Named experiment presets: plain functions returning a config; a new preset edits an old one."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from asymvae.config import ConfigError, ExperimentConfig
+from asymvae.data.config import DataConfig
+from asymvae.losses.config import GANConfig, LossConfig, LPIPSConfig
+from asymvae.masks import MaskConfig
+from asymvae.model.config import ModelConfig
+from asymvae.training.config import OptimConfig, TrainConfig
+
+PRESETS: dict[str, Callable[[], ExperimentConfig]] = {}
+
+
+def preset(fn: Callable[[], ExperimentConfig]) -> Callable[[], ExperimentConfig]:
+    """Register `fn` under its name; its docstring's first line is the description `asymvae configs` shows."""
+    PRESETS[fn.__name__] = fn
+    return fn
+
+
+def get_preset(name: str) -> ExperimentConfig:
+    """A fresh config for preset `name`."""
+    if name not in PRESETS:
+        raise ConfigError(f"no preset {name!r}; `asymvae configs` lists them: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+def describe(name: str) -> str:
+    """One-line description of a preset."""
+    return (PRESETS[name].__doc__ or "").strip().splitlines()[0]
+
+
+SD15_VAE = "runwayml/stable-diffusion-v1-5"
+POKEMON = "diffusers/pokemon-gpt4-captions"
+
+
+@preset
+def asymmetric_autoencoderkl_sdv15_pokemon() -> ExperimentConfig:
+    """x1.5 asymmetric decoder on SD 1.5's frozen encoder, Pokemon images at 512², the paper's loss recipe."""
+    return ExperimentConfig(
+        name="asymmetric_autoencoderkl_sdv15_pokemon",
+        model=ModelConfig(kind="asymmetric", pretrained=SD15_VAE, subfolder="vae", decoder="x1.5"),
+        data=DataConfig(source=POKEMON, resolution=512, crop="random_scale", crop_scale_min=0.5, num_workers=4),
+        masks=MaskConfig(full_mask_prob=0.5),
+        # Official: L1 + 1.0 LPIPS(vgg); PatchGAN hinge from step 50,001 at 0.8 x adaptive weight.
+        loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=1.0, net="vgg"), gan=GANConfig(weight=0.8, start_step=50_001)),
+        # Official: Adam(0.5, 0.9), lr 4.5e-6 x global batch, 5k warm-up then cosine to 1e-6.
+        optim=OptimConfig(
+            lr=4.5e-6, scale_lr=True, betas=(0.5, 0.9), warmup_steps=5000, schedule="cosine", min_lr=1e-6
+        ),
+        train=TrainConfig(
+            max_steps=60_000, batch_size=4, mixed_precision="bf16", checkpoint_every=2000, log_every=50, ema=False
+        ),
+    )
+
+
+@preset
+def asymmetric_autoencoderkl_x2_pokemon_finetune() -> ExperimentConfig:
+    """The reference engine's recipe: fine-tune the released x2 asymmetric VAE on Pokemon, L2 + 0.1 LPIPS(alex)."""
+    cfg = asymmetric_autoencoderkl_sdv15_pokemon()
+    return dataclasses.replace(
+        cfg,
+        name="asymmetric_autoencoderkl_x2_pokemon_finetune",
+        model=ModelConfig(kind="asymmetric", pretrained="cross-attention/asymmetric-autoencoder-kl-x-2", subfolder=None),
+        masks=MaskConfig(full_mask_prob=0.1),
+        loss=LossConfig(pixel="l2", lpips=LPIPSConfig(weight=0.1, net="alex")),
+        optim=OptimConfig(lr=1e-5, betas=(0.9, 0.999), schedule="constant", max_grad_norm=1.0),
+        train=TrainConfig(max_steps=20_850, batch_size=2, mixed_precision="bf16", checkpoint_every=2000, log_every=50),
+    )
+
+
+@preset
+def autoencoderkl_sdv15_pokemon() -> ExperimentConfig:
+    """Fine-tune SD 1.5's plain AutoencoderKL decoder on Pokemon (the reference engine's other config)."""
+    cfg = asymmetric_autoencoderkl_x2_pokemon_finetune()
+    return dataclasses.replace(
+        cfg,
+        name="autoencoderkl_sdv15_pokemon",
+        model=ModelConfig(kind="autoencoderkl", pretrained=SD15_VAE, subfolder="vae"),
+    )
+
+
+# The demo: offline, CPU, minutes. Both stages use ST-LPIPS, whose weights ship inside a package.
+_DEMO_DATA = DataConfig(source="builtin:demo", resolution=64, crop="random_scale", crop_scale_min=0.6, num_workers=0)
+
+
+@preset
+def demo_base() -> ExperimentConfig:
+    """Stage 1 of the demo: fit a tiny plain AutoencoderKL from scratch on the built-in photos (CPU, ~1 min)."""
+    return ExperimentConfig(
+        name="demo_base",
+        # Four levels (8x downsampling) as in SD: the mask branch of AsymmetricAutoencoderKL assumes it.
+        model=ModelConfig(
+            kind="autoencoderkl", pretrained=None, scratch_channels=[32, 32, 64, 64], scratch_layers=1, norm_num_groups=8
+        ),
+        data=_DEMO_DATA,
+        loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=0.0), kl_weight=1e-6),
+        optim=OptimConfig(lr=2e-3, betas=(0.9, 0.99), warmup_steps=20, schedule="cosine", min_lr=1e-4),
+        train=TrainConfig(max_steps=300, batch_size=8, mixed_precision="no", checkpoint_every=100, log_every=10),
+    )
+
+
+@preset
+def demo() -> ExperimentConfig:
+    """Stage 2 of the demo: an x1.5 asymmetric decoder on demo_base's frozen encoder (trains demo_base first)."""
+    return ExperimentConfig(
+        name="demo",
+        model=ModelConfig(kind="asymmetric", pretrained="preset:demo_base", decoder="x1.5"),
+        data=_DEMO_DATA,
+        masks=MaskConfig(full_mask_prob=0.5),
+        loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=0.1, net="alex", variant="shift_tolerant")),
+        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.99), warmup_steps=20, schedule="cosine", min_lr=5e-5),
+        train=TrainConfig(max_steps=300, batch_size=8, mixed_precision="no", checkpoint_every=100, log_every=10),
+    )

@@ -1,0 +1,77 @@
+"""Resumable checkpoints that count only when complete, and atomic folder publication.
+
+A checkpoint is written to a hidden temporary folder and renamed to `checkpoints/step-00000100` only
+after every file (and the `COMPLETE` marker) is on disk, so a run killed mid-save leaves nothing that
+looks like a checkpoint; resume picks the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+MARKER = "COMPLETE"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoints_root(output_dir: Path) -> Path:
+    """The folder holding a run's checkpoints."""
+    return Path(output_dir) / "checkpoints"
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint taken after `step` optimizer steps."""
+    return f"step-{step:08d}"
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / MARKER).is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    found = complete_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def write_marker(folder: Path, info: dict[str, Any]) -> None:
+    """Mark a checkpoint folder complete (last write before it is published)."""
+    (folder / MARKER).write_text(json.dumps(info, indent=1))
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder to its final name, replacing an older one without a gap."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def staging_dir(final: Path) -> Path:
+    """An empty hidden folder beside `final` to write into before `publish`."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def prune(output_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints, and stale temporary folders."""
+    for old in complete_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    root = checkpoints_root(output_dir)
+    for stale in root.glob(".step-*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,75 @@
+"""Configuration of the optimiser and of the training run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay (or a constant rate)."""
+
+    lr: float = 1e-4
+    """Peak learning rate (after warm-up), per `lr_scale` below."""
+    scale_lr: bool = False
+    """Multiply `lr` by the global batch size (the official recipe: 4.5e-6 x global batch)."""
+    betas: tuple[float, float] = (0.5, 0.9)
+    """Adam betas (official: 0.5, 0.9)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    schedule: str = "cosine"
+    """`cosine`: warm-up then cosine to `min_lr`; `constant`: warm-up then flat."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0, in optimizer steps."""
+    min_lr: float = 1e-6
+    """Floor of the cosine decay (absolute, not scaled)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this (None: no clipping)."""
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"optim.schedule must be cosine or constant, got {self.schedule!r}")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError("optim.lr must be > 0 and optim.warmup_steps >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """Length, batch, precision, checkpoints and logging of a run."""
+
+    max_steps: int = 1000
+    """Optimizer steps to train for."""
+    batch_size: int = 4
+    """Images per device per micro-step; the global batch is batch_size x processes x grad_accum."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step."""
+    mixed_precision: str = "bf16"
+    """`no` (fp32), `bf16` or `fp16` autocast; weights stay fp32."""
+    seed: int = 0
+    """Seeds model init, data order, augmentation, masks and posterior samples."""
+    checkpoint_every: int = 500
+    """Save a resumable checkpoint every N optimizer steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Keep only the newest N complete checkpoints."""
+    log_every: int = 10
+    """Refresh the progress bar and write metrics every N steps (the only host syncs of the loop)."""
+    ema: bool = False
+    """Keep an exponential moving average of the trained weights; the export then uses it."""
+    ema_decay: float = 0.9999
+    """EMA decay per optimizer step."""
+    output_dir: str | None = None
+    """Where checkpoints, logs and the export go (default: work_dirs/<name>)."""
+    progress: bool = True
+    """Show a progress bar on rank 0."""
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"train.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")

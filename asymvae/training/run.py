@@ -1,0 +1,37 @@
+"""Run a training job from a config: resolve `preset:` bases, train, report."""
+
+from __future__ import annotations
+
+import logging
+
+from asymvae.config import ExperimentConfig
+from asymvae.presets import get_preset
+from asymvae.training.export import latest_export
+from asymvae.training.trainer import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+PRESET_PREFIX = "preset:"
+
+
+def resolve_pretrained(spec: str | None) -> str | None:
+    """Turn `preset:NAME` into the folder of that preset's newest export, training it first if there is none."""
+    if not spec or not spec.startswith(PRESET_PREFIX):
+        return spec
+    name = spec[len(PRESET_PREFIX) :]
+    base_cfg = get_preset(name)
+    found = latest_export(base_cfg.output_dir)
+    if found is None:
+        log.info("model.pretrained=%s: no export in %s yet, training preset %s first", spec, base_cfg.output_dir, name)
+        found = train(base_cfg, resume=True).export
+    else:
+        log.info("model.pretrained=%s: using %s", spec, found)
+    return str(found / "vae")
+
+
+def train(cfg: ExperimentConfig, resume: bool | str = False) -> TrainResult:
+    """Train `cfg` to the end; `resume=True` continues from the newest checkpoint, a string from that folder."""
+    trainer = Trainer(cfg, pretrained=resolve_pretrained(cfg.model.pretrained))
+    if resume:
+        trainer.resume(resume if isinstance(resume, str) else None)
+    return trainer.fit()

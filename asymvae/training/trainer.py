@@ -1,0 +1,323 @@
+"""The training loop: accelerate for devices, precision, DDP and state; everything seeded by the step."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from asymvae.config import ExperimentConfig, to_dict
+from asymvae.data.dataset import TrainImages
+from asymvae.data.sampler import ResumableBatchSampler
+from asymvae.data.sources import open_source, scan_source
+from asymvae.losses.discriminator import PatchDiscriminator
+from asymvae.losses.objective import Objective
+from asymvae.losses.perceptual import build_lpips
+from asymvae.model.build import build_vae
+from asymvae.model.trainable import Reconstructor
+from asymvae.training import checkpoint as ckpt
+from asymvae.training.export import export_diffusers
+from asymvae.training.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving the bad weights."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    step: int
+    export: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """Step counter and data position: checkpointed with the model so resume neither repeats nor skips data."""
+
+    sampler: ResumableBatchSampler
+    step: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """For accelerate's checkpointing."""
+        return {"step": self.step, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """For accelerate's checkpointing."""
+        self.step = int(state["step"])
+        self.sampler.load_state_dict(state["sampler"])
+
+
+class Trainer:
+    """Builds everything from an ExperimentConfig, then `fit()` trains, checkpoints and exports."""
+
+    def __init__(self, cfg: ExperimentConfig, pretrained: str | None = None) -> None:
+        self.cfg = cfg
+        self.out = cfg.output_dir
+        t = cfg.train
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum)
+        acc = self.accelerator
+        set_seed(t.seed)
+        self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+        vae = build_vae(cfg.model, pretrained)
+        self.model = Reconstructor(vae, cfg.model.sample_posterior)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        lpips = build_lpips(cfg.loss.lpips)
+        self.objective = Objective(cfg.loss, lpips.to(acc.device) if lpips is not None else None)
+
+        global_batch = t.batch_size * acc.num_processes * t.grad_accum
+        self.images_per_step = global_batch
+        peak_lr = cfg.optim.lr * (global_batch if cfg.optim.scale_lr else 1)
+        fused = acc.device.type == "cuda"
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=peak_lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps, fused=fused
+        )
+        self.scheduler = build_scheduler(self.optimizer, o, t.max_steps, peak_lr)
+
+        self.disc = self.disc_optimizer = None
+        if cfg.loss.gan.enabled:
+            g = cfg.loss.gan
+            self.disc = PatchDiscriminator(3, g.channels, g.layers)
+            self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), lr=peak_lr, betas=o.betas, fused=fused)
+
+        self.sampler, self.dataset = self._data()
+        self.state = TrainState(self.sampler)
+
+        if self.disc is not None:
+            self.model, self.optimizer, self.disc, self.disc_optimizer = acc.prepare(
+                self.model, self.optimizer, self.disc, self.disc_optimizer
+            )
+        else:
+            self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.ema = EMAModel(self.params, decay=t.ema_decay) if t.ema else None
+        acc.register_for_checkpointing(self.scheduler, self.state)
+        if self.ema is not None:
+            acc.register_for_checkpointing(self.ema)
+
+    def _data(self) -> tuple[ResumableBatchSampler, TrainImages]:
+        cfg, acc = self.cfg, self.accelerator
+        d = cfg.data
+        source = open_source(d.source, split=d.split, image_column=d.image_column, max_samples=d.max_samples)
+        # Rank 0 validates every image once; the others take its list, so all ranks agree on the data.
+        good = [None]
+        if acc.is_main_process:
+            report = scan_source(source, d.effective_min_side, d.max_bad_share, progress=cfg.train.progress)
+            if report.bad:
+                log.warning("%s", report.summary())
+            good = [report.good]
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(good, from_process=0)
+        log.info("training on %d images from %s", len(good[0]), source.description)
+        sampler = ResumableBatchSampler(
+            len(good[0]), cfg.train.batch_size, acc.num_processes, acc.process_index, cfg.train.seed
+        )
+        return sampler, TrainImages(source, good[0], d, cfg.masks, cfg.train.seed)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Load `path`, or the newest complete checkpoint of this run; returns the step reached."""
+        folder = Path(path) if path else ckpt.latest_checkpoint(self.out)
+        if folder is None:
+            log.info("no checkpoint in %s: starting from step 0", ckpt.checkpoints_root(self.out))
+            return 0
+        if not (folder / ckpt.MARKER).is_file():
+            raise FileNotFoundError(f"{folder} is not a complete checkpoint (no {ckpt.MARKER} marker)")
+        self.accelerator.load_state(str(folder))
+        log.info("resumed from %s at step %d", folder, self.state.step)
+        return self.state.step
+
+    def save_checkpoint(self) -> Path:
+        """Write a resumable checkpoint of the current step (collective: every process calls it)."""
+        acc = self.accelerator
+        final = ckpt.checkpoints_root(self.out) / ckpt.checkpoint_name(self.state.step)
+        tmp = final.with_name(f".{final.name}.tmp")
+        if acc.is_main_process:
+            tmp = ckpt.staging_dir(final)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / "config.yaml").write_text(self.config_yaml)
+            ckpt.write_marker(tmp, {"step": self.state.step, "images": self.state.step * self.images_per_step})
+            ckpt.publish(tmp, final)
+            ckpt.prune(self.out, self.cfg.train.keep_checkpoints)
+        acc.wait_for_everyone()
+        return final
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train to `train.max_steps`, checkpointing on the way; export on rank 0 at the end."""
+        cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
+        device = acc.device
+        start = time.perf_counter()
+        metrics_file = self.out / "logs" / "metrics.jsonl"
+        if acc.is_main_process:
+            metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        bar = tqdm(
+            total=t.max_steps,
+            initial=self.state.step,
+            desc=cfg.name,
+            unit="step",
+            disable=not (acc.is_main_process and t.progress),
+            dynamic_ncols=True,
+        )
+        nonfinite = torch.zeros((), device=device)
+        last_good = ckpt.latest_checkpoint(self.out)
+        terms: dict[str, torch.Tensor] = {}
+        window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
+        micro = 0
+        batches = iter(loader)
+        while self.state.step < t.max_steps:
+            waited = time.perf_counter()
+            batch = next(batches)
+            data_wait += time.perf_counter() - waited
+            pixels = batch["pixels"].to(device, non_blocking=True)
+            mask = batch["mask"].to(device, non_blocking=True)
+            if acc.num_processes > 1:
+                log.debug("rank %d step %d images %s", acc.process_index, self.state.step, batch["index"].tolist())
+            terms = self._micro_step(pixels, mask, micro)
+            nonfinite += ~torch.isfinite(terms["loss"])
+            self.sampler.advance()
+            micro += 1
+            if not acc.sync_gradients:
+                continue
+            self.state.step += 1
+            window_steps += 1
+            if self.ema is not None:
+                self.ema.step(self.params)
+            step = self.state.step
+            if step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == t.max_steps:
+                self._check_finite(nonfinite, terms, last_good)
+            if step % t.log_every == 0 or step == t.max_steps:
+                elapsed = time.perf_counter() - window_start
+                row = {k: float(v) for k, v in terms.items()}
+                row.update(
+                    step=step,
+                    lr=self.scheduler.get_last_lr()[0],
+                    img_per_s=window_steps * self.images_per_step / max(elapsed, 1e-9),
+                    data_wait_pct=100.0 * data_wait / max(elapsed, 1e-9),
+                )
+                if acc.is_main_process:
+                    with metrics_file.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                bar.set_postfix(_postfix(row), refresh=False)
+                window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
+            bar.update(1)
+            if step % t.checkpoint_every == 0 or step == t.max_steps:
+                last_good = self.save_checkpoint()
+        bar.close()
+        result = TrainResult(self.state.step, self._export(), {k: float(v) for k, v in terms.items()})
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _micro_step(self, pixels: torch.Tensor, mask: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
+        acc, cfg = self.accelerator, self.cfg
+        gan_on = self.disc is not None and self.state.step >= cfg.loss.gan.start_step
+        models = (self.model, self.disc) if self.disc is not None else (self.model,)
+        # Posterior noise depends only on (seed, step, micro-step, rank): resume is exact.
+        gen = torch.Generator(acc.device).manual_seed(
+            hash((cfg.train.seed, self.state.step, micro % cfg.train.grad_accum, acc.process_index)) & 0x7FFF_FFFF
+        )
+        with acc.accumulate(*models):
+            with acc.autocast():
+                rec, kl = self.model(pixels, mask, gen)
+            disc = acc.unwrap_model(self.disc) if gan_on else None
+            if disc is not None:
+                disc.requires_grad_(False)
+            last_layer = acc.unwrap_model(self.model).last_layer() if gan_on else None
+            with acc.autocast():
+                loss, terms = self.objective.generator(rec, pixels, kl, disc, last_layer)
+            acc.backward(loss)
+            if acc.sync_gradients and cfg.optim.max_grad_norm:
+                terms["grad_norm"] = acc.clip_grad_norm_(self.params, cfg.optim.max_grad_norm)
+            self.optimizer.step()
+            if acc.sync_gradients:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if gan_on:
+                self.disc.requires_grad_(True)
+                with acc.autocast():
+                    d_loss, d_terms = self.objective.discriminator(self.disc, rec, pixels)
+                acc.backward(d_loss)
+                self.disc_optimizer.step()
+                self.disc_optimizer.zero_grad(set_to_none=True)
+                terms.update(d_terms)
+        return terms
+
+    def _check_finite(self, nonfinite: torch.Tensor, terms: dict[str, torch.Tensor], last_good: Path | None) -> None:
+        # One host sync per log/checkpoint interval, not per step; a bad step is caught before any save.
+        if int(self.accelerator.reduce(nonfinite.clone(), reduction="sum")) == 0:
+            return
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"the loss became NaN or infinite at or before step {self.state.step} ({shown}). "
+            f"Stopped without saving these weights; the last good checkpoint is {last_good or 'none (none saved yet)'}"
+            f"{'' if last_good is None else ' (continue with --resume)'}. Usual causes: a learning rate too high "
+            "(optim.lr), fp16 overflow (use train.mixed_precision=bf16 or no), or broken input images."
+        )
+
+    def _export(self) -> Path:
+        acc = self.accelerator
+        self._check_replicas_agree()
+        vae = acc.unwrap_model(self.model).vae
+        path = self.out / f"step{self.state.step}"
+        if acc.is_main_process:
+            if self.ema is not None:
+                self.ema.store(self.params)
+                self.ema.copy_to(self.params)
+            path = export_diffusers(vae, self.out, self.state.step, self.config_yaml)
+            if self.ema is not None:
+                self.ema.restore(self.params)
+        acc.wait_for_everyone()
+        return path
+
+    def _check_replicas_agree(self) -> None:
+        """With several processes, verify every rank ends with identical weights before exporting."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return
+        with torch.no_grad():
+            local = torch.stack([torch.cat([p.detach().double().flatten() for p in self.params]).sum()])
+        sums = acc.gather(local.to(acc.device)).cpu()
+        spread = float(sums.max() - sums.min())
+        if spread > 1e-6 * max(1.0, float(sums.abs().max())):
+            raise RuntimeError(f"ranks ended with different weights (checksums {sums.tolist()}): DDP sync failed")
+        log.info("weights identical on all %d ranks (checksum %.10g)", acc.num_processes, float(sums[0]))
+
+
+def _postfix(row: dict[str, float]) -> dict[str, str]:
+    keys = ("loss", "l1", "l2", "lpips", "g_adv", "d_loss", "kl")
+    shown = {k: f"{row[k]:.4f}" for k in keys if k in row and math.isfinite(row[k])}
+    shown["img/s"] = f"{row['img_per_s']:.1f}"
+    shown["lr"] = f"{row['lr']:.2e}"
+    return shown
