@@ -129,9 +129,7 @@ def _draw_capsule(hole: np.ndarray, x0: float, y0: float, x1: float, y1: float, 
     hole[top:bottom, left:right] |= dist_sq <= radius * radius
 
 
-def _stroke_mask(
-    cfg: MaskConfig, rng: np.random.Generator, height: int, width: int, scale: float
-) -> np.ndarray:
+def _stroke_mask(cfg: MaskConfig, rng: np.random.Generator, height: int, width: int, scale: float) -> np.ndarray:
     hole = np.zeros((height, width), dtype=bool)
     for _ in range(_pick(rng, *cfg.stroke_count)):
         # Start anywhere on the image; fractions of the side keep the layout resolution-independent.

@@ -46,13 +46,20 @@ def asymmetric_autoencoderkl_sdv15_pokemon() -> ExperimentConfig:
         data=DataConfig(source=POKEMON, resolution=512, crop="random_scale", crop_scale_min=0.5, num_workers=4),
         masks=MaskConfig(full_mask_prob=0.5),
         # Official: L1 + 1.0 LPIPS(vgg); PatchGAN hinge from step 50,001 at 0.8 x adaptive weight.
-        loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=1.0, net="vgg"), gan=GANConfig(weight=0.8, start_step=50_001)),
+        loss=LossConfig(
+            pixel="l1", lpips=LPIPSConfig(weight=1.0, net="vgg"), gan=GANConfig(weight=0.8, start_step=50_001)
+        ),
         # Official: Adam(0.5, 0.9), lr 4.5e-6 x global batch, 5k warm-up then cosine to 1e-6.
         optim=OptimConfig(
             lr=4.5e-6, scale_lr=True, betas=(0.5, 0.9), warmup_steps=5000, schedule="cosine", min_lr=1e-6
         ),
         train=TrainConfig(
-            max_steps=60_000, batch_size=4, mixed_precision="bf16", checkpoint_every=2000, log_every=50, ema=False
+            max_steps=60_000,
+            batch_size=4,
+            mixed_precision="bf16",
+            checkpoint_every=2000,
+            log_every=50,
+            ema=False,
         ),
     )
 
@@ -64,7 +71,9 @@ def asymmetric_autoencoderkl_x2_pokemon_finetune() -> ExperimentConfig:
     return dataclasses.replace(
         cfg,
         name="asymmetric_autoencoderkl_x2_pokemon_finetune",
-        model=ModelConfig(kind="asymmetric", pretrained="cross-attention/asymmetric-autoencoder-kl-x-2", subfolder=None),
+        model=ModelConfig(
+            kind="asymmetric", pretrained="cross-attention/asymmetric-autoencoder-kl-x-2", subfolder=None
+        ),
         masks=MaskConfig(full_mask_prob=0.1),
         loss=LossConfig(pixel="l2", lpips=LPIPSConfig(weight=0.1, net="alex")),
         optim=OptimConfig(lr=1e-5, betas=(0.9, 0.999), schedule="constant", max_grad_norm=1.0),
@@ -94,7 +103,11 @@ def demo_base() -> ExperimentConfig:
         name="demo_base",
         # Four levels (8x downsampling) as in SD: the mask branch of AsymmetricAutoencoderKL assumes it.
         model=ModelConfig(
-            kind="autoencoderkl", pretrained=None, scratch_channels=[32, 32, 64, 64], scratch_layers=1, norm_num_groups=8
+            kind="autoencoderkl",
+            pretrained=None,
+            scratch_channels=[32, 32, 64, 64],
+            scratch_layers=1,
+            norm_num_groups=8,
         ),
         data=_DEMO_DATA,
         loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=0.0), kl_weight=1e-6),

@@ -32,9 +32,7 @@ def test_same_inputs_give_identical_mask_whatever_the_global_rng_state() -> None
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
     # The default mix (full masks included) is deterministic too.
-    np.testing.assert_array_equal(
-        make_mask(MaskConfig(), 64, 64, 5, 9), make_mask(MaskConfig(), 64, 64, 5, 9)
-    )
+    np.testing.assert_array_equal(make_mask(MaskConfig(), 64, 64, 5, 9), make_mask(MaskConfig(), 64, 64, 5, 9))
 
 
 def test_different_index_or_seed_gives_different_masks() -> None:
@@ -112,9 +110,7 @@ def test_stroke_share_follows_stroke_prob(monkeypatch: pytest.MonkeyPatch) -> No
 # Boxes can be checked by hand: a side is uniform on 30..150 px (mean 90), so one box covers
 # 90² / 256² = 0.124 of the image on average; 1..3 boxes (mean 2) with some overlap give about 0.21.
 # Strokes are LaMa's "thick" setting (up to 5 strokes of up to 5 segments, 5..104 px wide): 0.3..0.55.
-@pytest.mark.parametrize(
-    ("cfg", "lo", "hi"), [(STROKES, 0.30, 0.55), (BOXES, 0.15, 0.28)], ids=["strokes", "boxes"]
-)
+@pytest.mark.parametrize(("cfg", "lo", "hi"), [(STROKES, 0.30, 0.55), (BOXES, 0.15, 0.28)], ids=["strokes", "boxes"])
 def test_mean_hole_ratio_is_in_the_expected_band(cfg: MaskConfig, lo: float, hi: float) -> None:
     ratios = _ratios(cfg, 256, 200)
     assert lo < ratios.mean() < hi

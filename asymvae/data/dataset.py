@@ -24,9 +24,7 @@ class TrainImages(Dataset):
     run sees exactly the samples an uninterrupted one would.
     """
 
-    def __init__(
-        self, source: ImageSource, good: list[int], data: DataConfig, masks: MaskConfig, seed: int
-    ) -> None:
+    def __init__(self, source: ImageSource, good: list[int], data: DataConfig, masks: MaskConfig, seed: int) -> None:
         self.source = source
         self.good = good
         self.data = data

@@ -17,9 +17,7 @@ import torch
 class ResumableBatchSampler:
     """Yields per-rank batches of (epoch, index) keys, forever; `advance()` records consumption."""
 
-    def __init__(
-        self, size: int, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0
-    ) -> None:
+    def __init__(self, size: int, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
         self.size = size
         self.batch_size = batch_size
         self.num_replicas = num_replicas

@@ -15,7 +15,7 @@ def crop_and_resize(image: Image.Image, cfg: DataConfig, rng: np.random.Generato
     w, h = image.size
     short = min(w, h)
     if cfg.crop == "random_scale":
-        side = max(1, int(round(short * rng.uniform(cfg.crop_scale_min, 1.0))))
+        side = max(1, round(short * rng.uniform(cfg.crop_scale_min, 1.0)))
         x0 = int(rng.integers(0, w - side + 1))
         y0 = int(rng.integers(0, h - side + 1))
         out = image.resize((res, res), Image.Resampling.BICUBIC, box=(x0, y0, x0 + side, y0 + side))

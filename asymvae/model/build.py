@@ -31,7 +31,7 @@ def decoder_sizes(cfg: ModelConfig, base_channels: list[int], base_layers: int, 
         channels, layers = list(cfg.decoder_channels or []), int(cfg.decoder_layers or 0)
     else:
         scale, extra = _DECODER_SCALE[cfg.decoder]
-        channels = [int(round(c * scale / groups)) * groups for c in base_channels]
+        channels = [round(c * scale / groups) * groups for c in base_channels]
         layers = base_layers + extra
     if len(channels) != len(base_channels):
         raise ValueError(
@@ -112,7 +112,9 @@ def asymmetric_from_base(base: AutoencoderKL, cfg: ModelConfig) -> AsymmetricAut
         result = vae.decoder.load_state_dict(base.decoder.state_dict(), strict=False)
         stray = [k for k in result.missing_keys if not k.startswith("condition_encoder.")]
         if stray or result.unexpected_keys:
-            raise RuntimeError(f"base decoder weights did not map onto the asymmetric decoder: {stray + result.unexpected_keys}")
+            raise RuntimeError(
+                f"base decoder weights did not map onto the asymmetric decoder: {stray + result.unexpected_keys}"
+            )
         log.info("copied the base decoder's weights into the asymmetric decoder (mask branch starts fresh)")
     return vae
 

@@ -14,11 +14,11 @@ class ModelConfig:
 
     kind: str = "asymmetric"
     """`asymmetric`: an AsymmetricAutoencoderKL (mask-conditioned decoder); `autoencoderkl`: a plain VAE."""
-    pretrained: str | None = None
+    pretrained: str | None = "runwayml/stable-diffusion-v1-5"
     """Hub id or local diffusers folder. For `asymmetric` either a base AutoencoderKL (a new asymmetric
     decoder is built on its encoder) or an AsymmetricAutoencoderKL (fine-tuned as it is); the folder's
     config.json tells which. `preset:NAME` means the export of preset NAME, trained first if missing.
-    Unset: a fresh AutoencoderKL of the `scratch_*` sizes (kind `autoencoderkl` only)."""
+    Null: a fresh AutoencoderKL of the `scratch_*` sizes (kind `autoencoderkl` only)."""
     subfolder: str | None = "vae"
     """Subfolder of `pretrained` holding the VAE (skipped for a local folder that has config.json itself)."""
     decoder: str = "x1.5"

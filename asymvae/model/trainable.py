@@ -32,10 +32,8 @@ class Reconstructor(nn.Module):
         with torch.set_grad_enabled(trains_encoder and torch.is_grad_enabled()):
             posterior = self.vae.encode(pixels).latent_dist
             z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
-        if self.asymmetric:
-            rec = self.vae.decode(z, image=pixels, mask=mask).sample
-        else:
-            rec = self.vae.decode(z).sample
+        # diffusers' decode takes image and mask by keyword only; a plain VAE has no mask branch.
+        rec = self.vae.decode(z, image=pixels, mask=mask).sample if self.asymmetric else self.vae.decode(z).sample
         kl = posterior.kl().mean() if trains_encoder else None
         return rec, kl
 

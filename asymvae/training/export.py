@@ -15,7 +15,9 @@ def export_dir(output_dir: Path, step: int) -> Path:
 
 def latest_export(output_dir: Path) -> Path | None:
     """The export with the most steps under `output_dir`, or None."""
-    found = [p for p in Path(output_dir).glob("step*") if p.name[4:].isdigit() and (p / "vae" / "config.json").is_file()]
+    found = [
+        p for p in Path(output_dir).glob("step*") if p.name[4:].isdigit() and (p / "vae" / "config.json").is_file()
+    ]
     return max(found, key=lambda p: int(p.name[4:])) if found else None
 
 

@@ -22,7 +22,12 @@ def resolve_pretrained(spec: str | None) -> str | None:
     base_cfg = get_preset(name)
     found = latest_export(base_cfg.output_dir)
     if found is None:
-        log.info("model.pretrained=%s: no export in %s yet, training preset %s first", spec, base_cfg.output_dir, name)
+        log.info(
+            "model.pretrained=%s: no export in %s yet, training preset %s first",
+            spec,
+            base_cfg.output_dir,
+            name,
+        )
         found = train(base_cfg, resume=True).export
     else:
         log.info("model.pretrained=%s: using %s", spec, found)

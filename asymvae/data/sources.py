@@ -1,0 +1,532 @@
+"""Uniform random-access view of where training images come from, and the up-front scan for bad images.
+
+`open_source(spec)` understands:
+
+* `builtin:demo` (optionally `builtin:demo?count=96&size=256&seed=0`): crops of photos shipped with
+  scikit-image, see `asymvae.data.demo_images`; needs no network.
+* a local folder, recognised by its content, in this order:
+  - `dataset_dict.json`: a `DatasetDict.save_to_disk` folder (the `split` is picked);
+  - `dataset_info.json` + `state.json`: a `Dataset.save_to_disk` folder (`split` is ignored);
+  - `*.parquet` files anywhere below it (e.g. `data/train-00000-of-00001.parquet`, the layout of a
+    downloaded hub repository): splits are inferred from file names as `datasets` does;
+  - otherwise plain image files, found recursively (hidden files/folders and `__MACOSX` skipped). A
+    Hugging Face "imagefolder" (images plus `metadata.jsonl`/`metadata.csv`) is read this way too: the
+    metadata only holds captions/labels, which the VAE does not need, and reading files directly lets
+    corrupt ones be reported instead of breaking the load. If the folder has split subfolders (`train/`
+    next to `test/`, `validation/`, `valid/`, `val/` or `dev/`), only the `split` subfolder is used.
+* a single `.parquet` file;
+* anything else that is not an existing path: a Hugging Face hub dataset id (`datasets.load_dataset`).
+
+Sources return raw, undecoded images (`load(i)`); `asymvae.data.images.decode_image` validates and converts
+them. `scan_source` does that once up front for every image and keeps the usable indices.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
+
+from asymvae.data.images import BadImageError, check_image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DataSourceError",
+    "FolderSource",
+    "HFDatasetSource",
+    "ImageSource",
+    "ScanReport",
+    "open_source",
+    "scan_source",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+BUILTIN_SOURCES = ("builtin:demo",)
+# Column names that hold images in common datasets whose image column is not typed as `datasets.Image`
+# (webdataset-style parquet uses the file extension as the column name).
+_IMAGE_COLUMN_NAMES = ("image", "img", "picture", "png", "jpg", "jpeg", "webp", "photo")
+_SPLIT_DIR_PARTNERS = ("test", "validation", "valid", "val", "dev")
+_SKIPPED_DIRS = frozenset({"__MACOSX"})
+_MAX_LISTED_BAD = 20
+
+
+class DataSourceError(RuntimeError):
+    """A training data source that cannot be opened or used; the message says what, where and how to fix."""
+
+
+class ImageSource(ABC):
+    """Random access to the raw images of a source; `load(i)` is not validated or converted yet."""
+
+    description: str
+    """One line naming the source, for logs and error messages."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def load(self, i: int) -> bytes | Image.Image:
+        """Encoded bytes (or a PIL image) of image `i`; raises `BadImageError` when it cannot be read."""
+
+    @abstractmethod
+    def name(self, i: int) -> str:
+        """Where image `i` comes from (a file path or `<dataset>[split][row]`), for reports."""
+
+    def _check_index(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"image index {i} out of range for {self.description} ({n} images)")
+        return i % n
+
+
+class FolderSource(ImageSource):
+    """Image files on disk, in sorted path order."""
+
+    def __init__(self, paths: list[Path], description: str) -> None:
+        self.paths = paths
+        self.description = description
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> bytes:
+        """The file's bytes."""
+        path = self.paths[self._check_index(i)]
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise BadImageError(f"cannot read file: {e.strerror or e}", "unreadable") from e
+
+    def name(self, i: int) -> str:
+        """The file path."""
+        return str(self.paths[self._check_index(i)])
+
+
+class HFDatasetSource(ImageSource):
+    """One column of a `datasets.Dataset`, read raw: an Image column is cast to `Image(decode=False)`."""
+
+    def __init__(self, dataset: Any, column: str, label: str, split: str, base_dir: Path | None = None) -> None:
+        # Only the image column: rows are then cheap to fetch and captions etc. are never materialised.
+        self.dataset = dataset.select_columns([column])
+        self.column = column
+        self.label = label
+        self.split = split
+        self.base_dir = base_dir
+        self.description = f"dataset {label} (split {split!r}, column {column!r}, {len(self.dataset)} rows)"
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, i: int) -> bytes | Image.Image:
+        """The row's encoded image bytes (read from its `path` when the dataset stores only paths)."""
+        value = self.dataset[self._check_index(i)][self.column]
+        if isinstance(value, dict):
+            if value.get("bytes") is not None:
+                return bytes(value["bytes"])
+            value = value.get("path")
+        if value is None:
+            raise BadImageError("missing image (empty value in this row)", "empty")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        if isinstance(value, Image.Image):
+            return value
+        if isinstance(value, str):
+            path = Path(value).expanduser()
+            if not path.is_absolute() and self.base_dir is not None and not path.exists():
+                path = self.base_dir / path
+            try:
+                return path.read_bytes()
+            except OSError as e:
+                raise BadImageError(f"cannot read file {value!r}: {e.strerror or e}", "unreadable") from e
+        raise BadImageError(f"not an image value: {type(value).__name__}", "not_image")
+
+    def name(self, i: int) -> str:
+        """`<dataset>[split][row]`."""
+        return f"{self.label}[{self.split}][{self._check_index(i)}]"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Opening
+
+
+def open_source(
+    spec: str, split: str = "train", image_column: str | None = None, max_samples: int | None = None
+) -> ImageSource:
+    """Opens a source of training images (see the module docstring for the accepted `spec`s).
+
+    `image_column` names the image column of a dataset (found automatically when None); `max_samples`
+    keeps only the first N images. Raises `DataSourceError` with a fix when the source cannot be used.
+    """
+    if max_samples is not None and max_samples <= 0:
+        raise DataSourceError(f"data.max_samples must be positive or unset, got {max_samples}")
+    spec = spec.strip()
+    if not spec:
+        raise DataSourceError("data.source is empty: set it to a folder, a hub dataset id or builtin:demo")
+    if spec.startswith("builtin:"):
+        source = _open_builtin(spec)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            source = _open_folder(path, split, image_column)
+        elif path.is_file():
+            source = _open_file(path, split, image_column)
+        elif _looks_like_path(spec) or path.exists():
+            raise DataSourceError(
+                f"data.source {spec!r}: no such folder ({path.resolve()}). Fix: point data.source at an "
+                "existing folder of images or a save_to_disk / parquet folder, or use a hub dataset id."
+            )
+        else:
+            source = _open_hub(spec, split, image_column)
+    if max_samples is not None and max_samples < len(source):
+        source = _truncate(source, max_samples)
+    return source
+
+
+def _looks_like_path(spec: str) -> bool:
+    # Hub ids are `name` or `owner/name`; anything else that is not on disk is a mistyped path.
+    if spec.startswith(("/", "./", "../", "~", "\\")) or spec in (".", ".."):
+        return True
+    if "\\" in spec or spec.count("/") > 1:
+        return True
+    return len(spec) >= 2 and spec[1] == ":" and spec[0].isalpha()  # C:\... on Windows
+
+
+def _truncate(source: ImageSource, n: int) -> ImageSource:
+    if isinstance(source, FolderSource):
+        return FolderSource(source.paths[:n], f"{source.description}, first {n}")
+    if isinstance(source, HFDatasetSource):
+        truncated = HFDatasetSource(
+            source.dataset.select(range(n)), source.column, source.label, source.split, source.base_dir
+        )
+        truncated.description += f", first {n}"
+        return truncated
+    from asymvae.data.demo_images import DemoSource
+
+    if isinstance(source, DemoSource):
+        return DemoSource(count=n, size=source.size, seed=source.seed)
+    raise TypeError(f"cannot truncate {type(source).__name__}")
+
+
+def _open_builtin(spec: str) -> ImageSource:
+    parts = urlsplit(spec)
+    base = f"{parts.scheme}:{parts.path}"
+    if base != "builtin:demo":
+        raise DataSourceError(f"data.source {spec!r}: unknown built-in source; available: {BUILTIN_SOURCES}")
+    from asymvae.data.demo_images import DemoSource
+
+    options = {"count": 96, "size": 256, "seed": 0}
+    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if key not in options:
+            raise DataSourceError(f"data.source {spec!r}: unknown option {key!r}; options: {sorted(options)}")
+        try:
+            options[key] = int(values[-1])
+        except ValueError as e:
+            raise DataSourceError(f"data.source {spec!r}: option {key} must be an integer") from e
+    if options["count"] <= 0 or options["size"] <= 0:
+        raise DataSourceError(f"data.source {spec!r}: count and size must be positive")
+    return DemoSource(**options)
+
+
+def _open_file(path: Path, split: str, image_column: str | None) -> ImageSource:
+    if path.suffix.lower() == ".parquet":
+        return _load_parquet([path], path, split, image_column)
+    raise DataSourceError(
+        f"data.source {str(path)!r} is a file; expected a folder (of images, or made by save_to_disk), "
+        "a .parquet file, a hub dataset id or builtin:demo"
+    )
+
+
+def _open_folder(path: Path, split: str, image_column: str | None) -> ImageSource:
+    if (path / "dataset_dict.json").is_file():
+        return _load_saved(path, split, image_column, is_dict=True)
+    if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
+        return _load_saved(path, split, image_column, is_dict=False)
+    parquet = sorted(p for p in _walk_files(path) if p.suffix.lower() == ".parquet")
+    if parquet:
+        return _load_parquet(parquet, path, split, image_column)
+    root = _split_subfolder(path, split)
+    images = sorted(p for p in _walk_files(root) if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise DataSourceError(
+            f"data.source {str(path)!r}: the folder contains no image files "
+            f"({', '.join(sorted(IMAGE_EXTENSIONS))}) and is not a datasets folder (no dataset_dict.json, "
+            "dataset_info.json or *.parquet). Fix: point data.source at the folder that holds the images."
+        )
+    where = str(root) if root == path else f"{path} (split subfolder {root.name!r})"
+    return FolderSource(images, f"image folder {where} ({len(images)} files)")
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Files below root, following symlinked folders once, skipping hidden entries and macOS zip debris."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        for name in filenames:
+            if not name.startswith("."):  # includes macOS "._x.jpg" resource forks, which are not images
+                yield Path(dirpath) / name
+
+
+def _split_subfolder(path: Path, split: str) -> Path:
+    subdirs = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
+    if "train" not in subdirs or not any(s in subdirs for s in _SPLIT_DIR_PARTNERS):
+        return path
+    if split.lower() in subdirs:
+        return subdirs[split.lower()]
+    splits = sorted(s for s in subdirs if s == "train" or s in _SPLIT_DIR_PARTNERS)
+    raise DataSourceError(
+        f"data.source {str(path)!r} has split subfolders {splits} but none named {split!r}. "
+        f"Fix: --set data.split=<one of {splits}>."
+    )
+
+
+def _load_saved(path: Path, split: str, image_column: str | None, is_dict: bool) -> ImageSource:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise DataSourceError(
+            f"data.source {str(path)!r} looks like a save_to_disk folder but cannot be loaded: "
+            f"{type(e).__name__}: {e}. Fix: re-create it with Dataset.save_to_disk or "
+            f"DatasetDict.save_to_disk (datasets {datasets.__version__})."
+        ) from e
+    if isinstance(loaded, datasets.DatasetDict):
+        loaded = _pick_split(loaded, split, str(path))
+    else:
+        split = str(loaded.split) if loaded.split is not None else split
+    return _dataset_source(loaded, image_column, label=str(path), split=split, base_dir=path)
+
+
+def _load_parquet(files: list[Path], path: Path, split: str, image_column: str | None) -> ImageSource:
+    import datasets
+
+    try:
+        if path.is_dir():
+            # data_dir makes datasets infer splits from file names (train-*.parquet, data/test/...).
+            loaded = datasets.load_dataset("parquet", data_dir=str(path))
+        else:
+            loaded = datasets.load_dataset("parquet", data_files={"train": [str(f) for f in files]})
+    except Exception as e:
+        raise DataSourceError(
+            f"data.source {str(path)!r}: cannot read its parquet files ({len(files)} found, e.g. "
+            f"{files[0]}): {type(e).__name__}: {e}. Fix: check that they are valid parquet files with one "
+            "schema."
+        ) from e
+    dataset = _pick_split(loaded, split, str(path))
+    return _dataset_source(dataset, image_column, label=str(path), split=split, base_dir=path)
+
+
+def _pick_split(dataset_dict: Any, split: str, where: str) -> Any:
+    if split not in dataset_dict:
+        available = sorted(dataset_dict.keys())
+        raise DataSourceError(
+            f"data.source {where!r} has no split {split!r}; available splits: {available}. "
+            f"Fix: --set data.split=<one of {available}>."
+        )
+    return dataset_dict[split]
+
+
+def _open_hub(spec: str, split: str, image_column: str | None) -> ImageSource:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(spec, split=split)
+    except Exception as e:
+        offline = bool(datasets.config.HF_HUB_OFFLINE)
+        raise DataSourceError(
+            f"data.source {spec!r} is not a local path, so it was loaded as a Hugging Face hub dataset id "
+            f"(split {split!r}), which failed: {type(e).__name__}: {e}\n"
+            "Fix, depending on the cause:\n"
+            f"  - a typo in the id or split: check https://huggingface.co/datasets/{spec} and data.split;\n"
+            "  - no network: run where the hub is reachable, or download once and reuse the cache with "
+            f"HF_HUB_OFFLINE=1 (offline mode is {'on' if offline else 'off'} now);\n"
+            "  - gated/private dataset: log in with `hf auth login` or set HF_TOKEN;\n"
+            "  - or use local data: a folder of images, or a folder made with "
+            "datasets' `save_to_disk` (data.source=/path/to/folder)."
+        ) from e
+    if isinstance(dataset, datasets.IterableDataset):
+        raise DataSourceError(f"data.source {spec!r} loaded as a streaming dataset; random access is needed")
+    return _dataset_source(dataset, image_column, label=spec, split=split, base_dir=None)
+
+
+def _dataset_source(
+    dataset: Any, image_column: str | None, label: str, split: str, base_dir: Path | None
+) -> HFDatasetSource:
+    import datasets
+
+    features = dataset.features
+    columns = list(features)
+    if image_column is not None:
+        if image_column not in features:
+            raise DataSourceError(
+                f"data.source {label!r}: no column {image_column!r}; columns: {columns}. "
+                "Fix: --set data.image_column=<one of these>, or unset it to detect the image column."
+            )
+        column = image_column
+    else:
+        column = _find_image_column(features)
+        if column is None:
+            raise DataSourceError(
+                f"data.source {label!r}: cannot tell which column holds the images (none is typed "
+                f"datasets.Image or named like {list(_IMAGE_COLUMN_NAMES)}); columns: "
+                + ", ".join(f"{c} ({_feature_type(features[c])})" for c in columns)
+                + ". Fix: --set data.image_column=<name>."
+            )
+    feature = features[column]
+    if isinstance(feature, datasets.Image):
+        # Raw bytes instead of decoded images: a corrupt row then becomes one reported bad image instead
+        # of an exception from deep inside datasets.
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    elif not _is_raw_image_feature(feature):
+        raise DataSourceError(
+            f"data.source {label!r}: column {column!r} is {_feature_type(feature)}, not images (expected "
+            "datasets.Image, binary bytes or file-path strings). Fix: --set data.image_column=<image column>."
+        )
+    return HFDatasetSource(dataset, column, label, split, base_dir)
+
+
+def _find_image_column(features: Any) -> str | None:
+    import datasets
+
+    for name, feature in features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    for wanted in _IMAGE_COLUMN_NAMES:
+        for name, feature in features.items():
+            if name.lower() == wanted and _is_raw_image_feature(feature):
+                return name
+    return None
+
+
+def _is_raw_image_feature(feature: Any) -> bool:
+    import datasets
+
+    if isinstance(feature, datasets.Value):
+        return feature.dtype in ("binary", "large_binary", "string", "large_string")
+    # {"bytes": ..., "path": ...} structs, e.g. parquet written without datasets' feature metadata.
+    return isinstance(feature, dict) and set(feature) <= {"bytes", "path"} and "bytes" in feature
+
+
+def _feature_type(feature: Any) -> str:
+    return getattr(feature, "dtype", None) or type(feature).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scanning
+
+
+@dataclass
+class ScanReport:
+    """Result of `scan_source`: usable indices, and unusable images by name with the reason."""
+
+    good: list[int]
+    bad: list[tuple[str, str]]
+    total: int
+    description: str = ""
+    kinds: dict[str, int] = field(default_factory=dict)
+    """Number of bad images per `BadImageError.kind`."""
+
+    @property
+    def bad_share(self) -> float:
+        """Share of unusable images (0 for an empty source)."""
+        return len(self.bad) / self.total if self.total else 0.0
+
+    def summary(self) -> str:
+        """A readable multi-line report: counts, then up to 20 bad images with their reasons."""
+        what = f" of {self.description}" if self.description else ""
+        lines = [
+            f"Scanned {self.total} images{what}: {len(self.good)} usable, "
+            f"{len(self.bad)} unusable ({100 * self.bad_share:.1f}%)."
+        ]
+        if self.kinds:
+            lines.append("  by reason: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())))
+        for name, reason in self.bad[:_MAX_LISTED_BAD]:
+            lines.append(f"  {name}: {reason}")
+        if len(self.bad) > _MAX_LISTED_BAD:
+            lines.append(f"  ... and {len(self.bad) - _MAX_LISTED_BAD} more")
+        return "\n".join(lines)
+
+
+def _check_one(source: ImageSource, i: int, min_side: int) -> tuple[int, BadImageError | None]:
+    try:
+        check_image(source.load(i), min_side)
+    except BadImageError as e:
+        return i, e
+    except Exception as e:  # a source failing on one row must not abort the whole scan
+        return i, BadImageError(f"cannot load ({type(e).__name__}: {e})", "unreadable")
+    return i, None
+
+
+def scan_source(
+    source: ImageSource,
+    min_side: int,
+    max_bad_share: float,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> ScanReport:
+    """Decodes every image of the source once; returns the usable indices and the bad images with reasons.
+
+    Raises `DataSourceError` when the source is empty, has no usable image, or when the share of bad
+    images exceeds `max_bad_share`. Decoding runs on `num_threads` threads (default: up to 8); Pillow
+    releases the GIL while decoding, so this scales on large sources.
+    """
+    total = len(source)
+    if total == 0:
+        raise DataSourceError(f"{source.description} has no images. Fix: check data.source and data.split.")
+    threads = num_threads or min(8, os.cpu_count() or 1)
+    show = progress and sys.stderr.isatty()
+    good: list[int] = []
+    bad: list[tuple[str, str]] = []
+    kinds: Counter[str] = Counter()
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="Checking images", unit="img", file=sys.stderr)
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            # Blocks bound the number of pending futures on sources with millions of images.
+            block = 256 * threads
+            for start in range(0, total, block):
+                indices = range(start, min(start + block, total))
+                for i, error in pool.map(lambda i: _check_one(source, i, min_side), indices):
+                    if error is None:
+                        good.append(i)
+                    else:
+                        bad.append((source.name(i), error.reason))
+                        kinds[error.kind] += 1
+                if bar is not None:
+                    bar.update(len(indices))
+    finally:
+        if bar is not None:
+            bar.close()
+    report = ScanReport(good, bad, total, source.description, dict(kinds))
+    if not good:
+        raise DataSourceError(
+            f"no usable image in {source.description}.\n{report.summary()}\n"
+            f"Fix: check the files, or lower data.min_side (now {min_side}) if they are just small."
+        )
+    if report.bad_share > max_bad_share:
+        needed = math.ceil(report.bad_share * 100) / 100
+        fixes = [f"repair or remove the files listed above, or accept them with --set data.max_bad_share={needed}"]
+        if kinds.get("too_small"):
+            fixes.append(f"keep small images with --set data.min_side=<smaller> (now {min_side})")
+        raise DataSourceError(
+            f"too many unusable images: {len(bad)} of {total} ({100 * report.bad_share:.1f}%) > "
+            f"data.max_bad_share={max_bad_share}.\n{report.summary()}\nFix: " + "; or ".join(fixes) + "."
+        )
+    return report
