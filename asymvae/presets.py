@@ -98,7 +98,7 @@ _DEMO_DATA = DataConfig(source="builtin:demo", resolution=64, crop="random_scale
 
 @preset
 def demo_base() -> ExperimentConfig:
-    """Stage 1 of the demo: fit a tiny plain AutoencoderKL from scratch on the built-in photos (CPU, ~1 min)."""
+    """Stage 1 of the demo: fit a tiny plain AutoencoderKL from scratch on the built-in photos (CPU, ~2 min)."""
     return ExperimentConfig(
         name="demo_base",
         # Four levels (8x downsampling) as in SD: the mask branch of AsymmetricAutoencoderKL assumes it.
@@ -112,7 +112,7 @@ def demo_base() -> ExperimentConfig:
         data=_DEMO_DATA,
         loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=0.0), kl_weight=1e-6),
         optim=OptimConfig(lr=2e-3, betas=(0.9, 0.99), warmup_steps=20, schedule="cosine", min_lr=1e-4),
-        train=TrainConfig(max_steps=300, batch_size=8, mixed_precision="no", checkpoint_every=100, log_every=10),
+        train=TrainConfig(max_steps=600, batch_size=8, mixed_precision="no", checkpoint_every=100, log_every=10),
     )
 
 
@@ -126,5 +126,5 @@ def demo() -> ExperimentConfig:
         masks=MaskConfig(full_mask_prob=0.5),
         loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=0.1, net="alex", variant="shift_tolerant")),
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.99), warmup_steps=20, schedule="cosine", min_lr=5e-5),
-        train=TrainConfig(max_steps=300, batch_size=8, mixed_precision="no", checkpoint_every=100, log_every=10),
+        train=TrainConfig(max_steps=400, batch_size=8, mixed_precision="no", checkpoint_every=100, log_every=10),
     )

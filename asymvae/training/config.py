@@ -65,7 +65,7 @@ class TrainConfig:
     output_dir: str | None = None
     """Where checkpoints, logs and the export go (default: work_dirs/<name>)."""
     progress: bool = True
-    """Show a progress bar on rank 0."""
+    """Show a progress bar on rank 0 (on a terminal; elsewhere progress is logged every `log_every` steps)."""
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +74,16 @@ class Trainer:
         self.cfg = cfg
         self.out = cfg.output_dir
         t = cfg.train
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum)
+        # cpu=True when there is no GPU: accelerate only forms a gloo group across CPU processes when told so.
+        self.accelerator = Accelerator(
+            mixed_precision=t.mixed_precision,
+            gradient_accumulation_steps=t.grad_accum,
+            cpu=not torch.cuda.is_available(),
+        )
         acc = self.accelerator
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if acc.num_processes != world:
+            raise RuntimeError(f"WORLD_SIZE={world} but accelerate formed a group of {acc.num_processes}")
         set_seed(t.seed)
         self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
@@ -188,7 +198,8 @@ class Trainer:
             initial=self.state.step,
             desc=cfg.name,
             unit="step",
-            disable=not (acc.is_main_process and t.progress),
+            # A bar only on a terminal; in pod logs and CI the same figures come as log lines instead.
+            disable=not (acc.is_main_process and t.progress and sys.stderr.isatty()),
             dynamic_ncols=True,
         )
         nonfinite = torch.zeros((), device=device)
@@ -231,6 +242,9 @@ class Trainer:
                     with metrics_file.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                 bar.set_postfix(_postfix(row), refresh=False)
+                if bar.disable and acc.is_main_process:
+                    shown = " ".join(f"{k}={v}" for k, v in _postfix(row).items())
+                    log.info("step %d/%d %s", step, t.max_steps, shown)
                 window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
             bar.update(1)
             if step % t.checkpoint_every == 0 or step == t.max_steps:

@@ -1,0 +1,137 @@
+"""End to end through the CLI: torchrun with 2 processes, a killed run resumed, bad data, the launcher."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AsymmetricAutoencoderKL
+
+from asymvae.config import save_yaml
+from asymvae.training.checkpoint import MARKER, complete_checkpoints
+from asymvae.training.launch import torchrun_command
+from asymvae.training.run import train
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def asymvae(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "asymvae", *args], capture_output=True, text=True, cwd=ROOT, env=full_env, **kw
+    )
+
+
+def test_launcher_uses_torchrun_for_several_processes_and_pet_variables():
+    assert torchrun_command(["train", "demo"], {}) is None
+    assert torchrun_command(["train", "demo"], {"NPROC_PER_NODE": "1"}) is None
+    cmd = torchrun_command(["train", "demo"], {"NPROC_PER_NODE": "4"})
+    expected = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "asymvae"]
+    assert cmd[1:] == [*expected, "train", "demo"]
+    # A PyTorchJob: torchrun reads PET_NNODES/PET_NODE_RANK/PET_MASTER_ADDR itself; no --standalone.
+    pet = {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "8", "PET_NODE_RANK": "1", "PET_MASTER_ADDR": "job-master-0"}
+    cmd = torchrun_command(["train", "x"], pet)
+    assert "--standalone" not in cmd and cmd[1:3] == ["-m", "torch.distributed.run"]
+    # Inside a torchrun worker: never launch again.
+    assert torchrun_command(["train", "x"], {**pet, "LOCAL_RANK": "0"}) is None
+
+
+def test_two_processes_under_torchrun_split_data_agree_and_export_once(base_vae_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cfg_file = tmp_path / "ddp.yaml"
+    save_yaml(tiny_config(base_vae_dir, out, "loss.gan.weight=0.8", "loss.gan.start_step=2"), cfg_file)
+    run = asymvae("train", str(cfg_file), env={"NPROC_PER_NODE": "2", "ASYMVAE_LOG_LEVEL": "DEBUG"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen: dict[int, dict[int, list[int]]] = {0: {}, 1: {}}
+    for rank, step, images in re.findall(r"rank (\d) step (\d+) images \[([\d, ]+)\]", run.stderr):
+        seen[int(rank)][int(step)] = [int(i) for i in images.split(",")]
+    assert sorted(seen[0]) == sorted(seen[1]) == [0, 1, 2, 3]
+    for step in range(4):
+        assert not set(seen[0][step]) & set(seen[1][step]), f"ranks shared images at step {step}"
+    assert len(re.findall(r"weights identical on all 2 ranks", run.stderr)) == 2
+    assert [p.name for p in out.glob("step*")] == ["step4"]
+    assert run.stdout.count("Exported:") == 1
+    AsymmetricAutoencoderKL.from_pretrained(out / "step4", subfolder="vae")
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(base_vae_dir, tmp_path):
+    extra = ("train.max_steps=40", "train.checkpoint_every=5", "train.log_every=5")
+    straight = tmp_path / "straight"
+    train(tiny_config(base_vae_dir, straight, *extra))
+
+    out = tmp_path / "killed"
+    cfg_file = tmp_path / "killed.yaml"
+    save_yaml(tiny_config(base_vae_dir, out, *extra), cfg_file)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asymvae", "train", str(cfg_file)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    first = out / "checkpoints" / "step-00000005" / MARKER
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), proc.stderr.read().decode()[-2000:]
+    assert not (out / "step40").exists(), "the run finished before it could be killed"
+    killed_at = complete_checkpoints(out)[-1].name
+
+    run = asymvae("train", str(cfg_file), "--resume", timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"resumed from {out / 'checkpoints' / killed_at}" in run.stderr
+    expected = AsymmetricAutoencoderKL.from_pretrained(straight / "step40", subfolder="vae").state_dict()
+    got = AsymmetricAutoencoderKL.from_pretrained(out / "step40", subfolder="vae").state_dict()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_bad_images_beyond_the_allowed_share_stop_the_run_with_names(base_vae_dir, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        Image.new("RGB", (48, 48), (40 * i, 100, 200)).save(images / f"ok{i}.png")
+    (images / "empty.png").write_bytes(b"")
+    (images / "notes.jpg").write_text("not a picture")
+    Image.new("RGB", (8, 8)).save(images / "tiny.png")
+    cfg_file = tmp_path / "bad.yaml"
+    save_yaml(tiny_config(base_vae_dir, tmp_path / "out", f"data.source={images}", "data.max_samples=null"), cfg_file)
+    run = asymvae("train", str(cfg_file), timeout=300)
+    assert run.returncode == 2
+    for name in ("empty.png", "notes.jpg", "tiny.png", "max_bad_share"):
+        assert name in run.stderr
+    assert "Traceback" not in run.stderr
+    ok = asymvae("train", str(cfg_file), "--set", "data.max_bad_share=0.5", timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "tiny.png" in ok.stderr  # still reported, by name
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_and_exports_a_model_diffusers_loads(tmp_path):
+    """The README's demo command, as a new user runs it (a few minutes on 2 cores)."""
+    env = {"HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch_home")}
+    run = subprocess.run(
+        [sys.executable, "-m", "asymvae", "train", "demo", "--set", "train.progress=false"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        timeout=1800,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "work_dirs" / "demo_base" / "step600" / "vae" / "config.json").is_file()
+    export = tmp_path / "work_dirs" / "demo" / "step400"
+    assert f"Exported: {Path('work_dirs/demo/step400/vae')}" in run.stdout
+    vae = AsymmetricAutoencoderKL.from_pretrained(export, subfolder="vae")
+    assert list(vae.config.up_block_out_channels) == [48, 48, 96, 96]
