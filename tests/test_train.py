@@ -114,3 +114,12 @@ def test_frozen_parts_are_unchanged_after_training(base_vae_dir, tmp_path):
         if key.startswith(("encoder.", "quant_conv.", "post_quant_conv.")):
             assert torch.equal(after[key], value), key
     assert not torch.equal(after["decoder.conv_out.weight"], before["decoder.conv_out.weight"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_keep_fp32_weights(base_vae_dir, tmp_path, precision):
+    out = tmp_path / precision
+    result = train(tiny_config(base_vae_dir, out, f"train.mixed_precision={precision}", "train.max_steps=2"))
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())
+    exported = weights(out / "step2")
+    assert exported["decoder.conv_out.weight"].dtype == torch.float32

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
@@ -74,6 +75,10 @@ class Trainer:
         self.cfg = cfg
         self.out = cfg.output_dir
         t = cfg.train
+        # One process may train several configs in turn (a `preset:` base first): accelerate keeps its
+        # settings in process-wide singletons, so clear them (the process group in PartialState stays).
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
         # cpu=True when there is no GPU: accelerate only forms a gloo group across CPU processes when told so.
         self.accelerator = Accelerator(
             mixed_precision=t.mixed_precision,
