@@ -13,7 +13,8 @@ class DataConfig:
     """Hugging Face dataset id, a local folder (plain images, `save_to_disk`, imagefolder or parquet),
     or `builtin:demo` (photos shipped with scikit-image; needs no network)."""
     split: str = "train"
-    """Split to read from a Hugging Face dataset (ignored for a plain image folder)."""
+    """Split to read: of a Hugging Face dataset, or the subfolder of that name in an image folder that is
+    split into train/, val/, test/ ... subfolders (a folder without them is read whole)."""
     image_column: str | None = None
     """Column holding the images; found automatically (the first Image-typed column) when unset."""
     resolution: int = 256

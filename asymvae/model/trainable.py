@@ -20,6 +20,7 @@ class Reconstructor(nn.Module):
         self.vae = vae
         self.sample_posterior = sample_posterior
         self.asymmetric = isinstance(vae, AsymmetricAutoencoderKL)
+        self.trains_encoder = encoder_trains(vae)  # fixed once built; checked here, not every step
 
     def forward(
         self, pixels: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None = None
@@ -28,7 +29,7 @@ class Reconstructor(nn.Module):
 
         `pixels` is (B, 3, H, W) in [-1, 1]; `mask` is (B, 1, H, W), 1 = hole, ignored by a plain VAE.
         """
-        trains_encoder = encoder_trains(self.vae)
+        trains_encoder = self.trains_encoder
         with torch.set_grad_enabled(trains_encoder and torch.is_grad_enabled()):
             posterior = self.vae.encode(pixels).latent_dist
             z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
