@@ -264,9 +264,8 @@ class Trainer:
         gan_on = self.disc is not None and self.state.step >= cfg.loss.gan.start_step
         models = (self.model, self.disc) if self.disc is not None else (self.model,)
         # Posterior noise depends only on (seed, step, micro-step, rank): resume is exact.
-        gen = torch.Generator(acc.device).manual_seed(
-            hash((cfg.train.seed, self.state.step, micro % cfg.train.grad_accum, acc.process_index)) & 0x7FFF_FFFF
-        )
+        key = ((cfg.train.seed * 1_000_003 + self.state.step) * 4099 + micro % cfg.train.grad_accum) * 65_537
+        gen = torch.Generator(acc.device).manual_seed((key + acc.process_index) % 2**63)
         with acc.accumulate(*models):
             with acc.autocast():
                 rec, kl = self.model(pixels, mask, gen)
