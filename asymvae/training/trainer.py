@@ -16,7 +16,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -140,8 +140,6 @@ class Trainer:
                 log.warning("%s", report.summary())
             good = [report.good]
         if acc.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
             broadcast_object_list(good, from_process=0)
         log.info("training on %d images from %s", len(good[0]), source.description)
         sampler = ResumableBatchSampler(
@@ -196,7 +194,6 @@ class Trainer:
             batch_sampler=self.sampler,
             num_workers=cfg.data.num_workers,
             pin_memory=device.type == "cuda",
-            persistent_workers=False,
         )
         bar = tqdm(
             total=t.max_steps,
