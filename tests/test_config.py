@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from asymvae.cli import load_config
+from asymvae.commands.common import load_config
 from asymvae.config import ConfigError, apply_overrides, load_yaml, save_yaml, to_dict
 from asymvae.presets import PRESETS, get_preset
 

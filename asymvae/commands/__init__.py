@@ -1,0 +1,1 @@
+"""One module per `asymvae` subcommand; each exposes `register(subparsers)`."""
