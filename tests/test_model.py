@@ -83,7 +83,7 @@ def test_encoder_is_frozen_and_gets_no_gradient(base_vae_dir):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     mask = torch.zeros(2, 1, 32, 32)
     mask[:, :, 8:24, 8:24] = 1
-    rec, kl = model(x, mask, torch.Generator().manual_seed(0))
+    rec, kl = model(x, mask, generator=torch.Generator().manual_seed(0))
     assert kl is None
     rec.abs().mean().backward()
     for part in ("encoder", "quant_conv", "post_quant_conv"):

@@ -16,18 +16,32 @@ class Objective:
     def __init__(self, cfg: LossConfig, lpips: nn.Module | None) -> None:
         self.cfg = cfg
         self.lpips = lpips
+        self._terms = self._reconstruction_terms
 
-    def reconstruction(self, rec: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Pixel + LPIPS loss, computed in float32 whatever the autocast precision."""
+    def compile(self, mode: str | None = None) -> None:
+        """torch.compile the reconstruction terms (pixel + LPIPS) with static shapes."""
+        self._terms = torch.compile(self._reconstruction_terms, dynamic=False, mode=mode)
+
+    def _reconstruction_terms(
+        self, rec: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # No .detach() in here: in torch 2.14 a compiled function that returns both `w * x` and
+        # `x.detach()` returns the first without its grad_fn. The caller detaches.
         rec32 = rec.float()
         pixel = F.l1_loss(rec32, target) if self.cfg.pixel == "l1" else F.mse_loss(rec32, target)
         loss = self.cfg.pixel_weight * pixel
-        terms = {self.cfg.pixel: pixel.detach()}
+        terms = {self.cfg.pixel: pixel}
         if self.lpips is not None:
             perceptual = self.lpips(rec, target).mean().float()
             loss = loss + self.cfg.lpips.weight * perceptual
-            terms["lpips"] = perceptual.detach()
+            terms["lpips"] = perceptual
         return loss, terms
+
+    def reconstruction(self, rec: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pixel + LPIPS loss, computed in float32 whatever the autocast precision; terms detached."""
+        loss, terms = self._terms(rec, target)
+        # Copies: under CUDA graphs the compiled outputs are overwritten by the next step.
+        return loss, {k: v.detach().clone() for k, v in terms.items()}
 
     def generator(
         self,

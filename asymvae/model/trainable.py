@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import AsymmetricAutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
 from asymvae.model.build import VAE, encoder_trains
@@ -12,7 +13,9 @@ from asymvae.model.build import VAE, encoder_trains
 class Reconstructor(nn.Module):
     """Encode (without gradients when the encoder is frozen) and decode, conditioning on the mask.
 
-    Only `forward` goes through DDP, so everything that learns must run inside it.
+    Only `forward` goes through DDP, so everything that learns must run inside it. With a frozen
+    encoder the caller may encode outside (`encode_frozen`) and pass the latents in: then `forward`
+    is the decoder alone, a graph of static shapes that torch.compile handles whole.
     """
 
     def __init__(self, vae: VAE, sample_posterior: bool = True) -> None:
@@ -22,20 +25,43 @@ class Reconstructor(nn.Module):
         self.asymmetric = isinstance(vae, AsymmetricAutoencoderKL)
         self.trains_encoder = encoder_trains(vae)  # fixed once built; checked here, not every step
 
+    def moments(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The posterior's mean and log-variance, stacked on channels (what `vae.encode` wraps)."""
+        h = self.vae.encoder(pixels)
+        quant_conv = getattr(self.vae, "quant_conv", None)
+        return quant_conv(h) if quant_conv is not None else h
+
+    def latents(self, moments: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """A posterior sample (or its mode) from `moments`, drawn from `generator` alone."""
+        posterior = DiagonalGaussianDistribution(moments)
+        return posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
+
     def forward(
-        self, pixels: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator | None = None
+        self,
+        pixels: torch.Tensor,
+        mask: torch.Tensor | None,
+        latents: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return the reconstruction in [-1, 1] (roughly) and the KL term (None when the encoder is frozen).
 
         `pixels` is (B, 3, H, W) in [-1, 1]; `mask` is (B, 1, H, W), 1 = hole, ignored by a plain VAE.
+        `latents`, when given, are decoded as they are (the encoder must then be frozen).
         """
-        trains_encoder = self.trains_encoder
-        with torch.set_grad_enabled(trains_encoder and torch.is_grad_enabled()):
-            posterior = self.vae.encode(pixels).latent_dist
-            z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
+        kl = None
+        if latents is None:
+            with torch.set_grad_enabled(self.trains_encoder and torch.is_grad_enabled()):
+                moments = self.moments(pixels)
+                latents = self.latents(moments, generator)
+            if self.trains_encoder:
+                kl = DiagonalGaussianDistribution(moments).kl().mean()
+        elif self.trains_encoder:
+            raise ValueError("latents were given but the encoder trains: it must run inside forward()")
         # diffusers' decode takes image and mask by keyword only; a plain VAE has no mask branch.
-        rec = self.vae.decode(z, image=pixels, mask=mask).sample if self.asymmetric else self.vae.decode(z).sample
-        kl = posterior.kl().mean() if trains_encoder else None
+        if self.asymmetric:
+            rec = self.vae.decode(latents, image=pixels, mask=mask).sample
+        else:
+            rec = self.vae.decode(latents).sample
         return rec, kl
 
     def last_layer(self) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PRECISIONS = ("no", "bf16", "fp16")
+SWITCHES = ("auto", "on", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -66,10 +68,27 @@ class TrainConfig:
     """Where checkpoints, logs and the export go (default: work_dirs/<name>)."""
     progress: bool = True
     """Show a progress bar on rank 0 (on a terminal; elsewhere progress is logged every `log_every` steps)."""
+    compile: bool | str = "auto"
+    """torch.compile the decoder, the frozen encoder and the loss with static shapes: `auto` (on a GPU),
+    `on` or `off`. The first steps then take a minute or two longer (compilation); see benchmarks/RESULTS.md."""
+    compile_mode: str = "default"
+    """torch.compile mode: `default`, `reduce-overhead` (CUDA graphs), `max-autotune` or
+    `max-autotune-no-cudagraphs` (long compilation)."""
+    channels_last: bool | str = "auto"
+    """Keep images and conv weights in channels-last layout: `auto` (with compile on a GPU), `on` or `off`.
+    It pays only with compile (it slowed eager bf16 in the baseline)."""
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"train.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"train.compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        for name in ("compile", "channels_last"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value in ("True", "False", "true", "false"):  # YAML reads on/off as bools
+                setattr(self, name, "on" if str(value).lower() == "true" else "off")
+            if getattr(self, name) not in SWITCHES:
+                raise ValueError(f"train.{name} must be one of {SWITCHES}, got {getattr(self, name)!r}")
         for name in (
             "max_steps",
             "batch_size",

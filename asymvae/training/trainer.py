@@ -25,14 +25,11 @@ from asymvae.config import ExperimentConfig, to_dict
 from asymvae.data.dataset import TrainImages
 from asymvae.data.sampler import ResumableBatchSampler
 from asymvae.data.sources import open_source, scan_source
-from asymvae.losses.discriminator import PatchDiscriminator
-from asymvae.losses.objective import Objective
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
-from asymvae.model.trainable import Reconstructor
 from asymvae.training import checkpoint as ckpt
 from asymvae.training.export import export_diffusers
-from asymvae.training.schedule import build_scheduler
+from asymvae.training.step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +89,16 @@ class Trainer:
         set_seed(t.seed)
         self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
-        vae = build_vae(cfg.model, pretrained)
-        self.model = Reconstructor(vae, cfg.model.sample_posterior)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        lpips = build_lpips(cfg.loss.lpips)
-        self.objective = Objective(cfg.loss, lpips.to(acc.device) if lpips is not None else None)
-
-        global_batch = t.batch_size * acc.num_processes * t.grad_accum
-        self.images_per_step = global_batch
-        peak_lr = cfg.optim.lr * (global_batch if cfg.optim.scale_lr else 1)
-        fused = acc.device.type == "cuda"
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=peak_lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps, fused=fused
-        )
-        self.scheduler = build_scheduler(self.optimizer, o, t.max_steps, peak_lr)
-
-        self.disc = self.disc_optimizer = None
-        if cfg.loss.gan.enabled:
-            g = cfg.loss.gan
-            self.disc = PatchDiscriminator(3, g.channels, g.layers)
-            self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), lr=peak_lr, betas=o.betas, fused=fused)
+        self.step_fn = TrainStep(cfg, acc, build_vae(cfg.model, pretrained), build_lpips(cfg.loss.lpips))
+        self.images_per_step = self.step_fn.images_per_step
+        self.params = self.step_fn.params
+        self.scheduler = self.step_fn.scheduler
 
         self.sampler, self.dataset = self._data()
         self.state = TrainState(self.sampler)
 
-        if self.disc is not None:
-            self.model, self.optimizer, self.disc, self.disc_optimizer = acc.prepare(
-                self.model, self.optimizer, self.disc, self.disc_optimizer
-            )
-        else:
-            self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.step_fn.prepare()
+        log.info("speed settings: %s", self.step_fn.describe())
         self.ema = EMAModel(self.params, decay=t.ema_decay) if t.ema else None
         acc.register_for_checkpointing(self.scheduler, self.state)
         if self.ema is not None:
@@ -218,7 +194,7 @@ class Trainer:
             mask = batch["mask"].to(device, non_blocking=True)
             if acc.num_processes > 1:
                 log.debug("rank %d step %d images %s", acc.process_index, self.state.step, batch["index"].tolist())
-            terms = self._micro_step(pixels, mask, micro)
+            terms = self.step_fn(pixels, mask, self.state.step, micro)
             nonfinite += ~torch.isfinite(terms["loss"])
             self.sampler.advance()
             micro += 1
@@ -256,39 +232,6 @@ class Trainer:
         result.seconds = time.perf_counter() - start
         return result
 
-    def _micro_step(self, pixels: torch.Tensor, mask: torch.Tensor, micro: int) -> dict[str, torch.Tensor]:
-        acc, cfg = self.accelerator, self.cfg
-        gan_on = self.disc is not None and self.state.step >= cfg.loss.gan.start_step
-        models = (self.model, self.disc) if self.disc is not None else (self.model,)
-        # Posterior noise depends only on (seed, step, micro-step, rank): resume is exact.
-        key = ((cfg.train.seed * 1_000_003 + self.state.step) * 4099 + micro % cfg.train.grad_accum) * 65_537
-        gen = torch.Generator(acc.device).manual_seed((key + acc.process_index) % 2**63)
-        with acc.accumulate(*models):
-            with acc.autocast():
-                rec, kl = self.model(pixels, mask, gen)
-            disc = acc.unwrap_model(self.disc) if gan_on else None
-            if disc is not None:
-                disc.requires_grad_(False)
-            last_layer = acc.unwrap_model(self.model).last_layer() if gan_on else None
-            with acc.autocast():
-                loss, terms = self.objective.generator(rec, pixels, kl, disc, last_layer)
-            acc.backward(loss)
-            if acc.sync_gradients and cfg.optim.max_grad_norm:
-                terms["grad_norm"] = acc.clip_grad_norm_(self.params, cfg.optim.max_grad_norm)
-            self.optimizer.step()
-            if acc.sync_gradients:
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            if gan_on:
-                self.disc.requires_grad_(True)
-                with acc.autocast():
-                    d_loss, d_terms = self.objective.discriminator(self.disc, rec, pixels)
-                acc.backward(d_loss)
-                self.disc_optimizer.step()
-                self.disc_optimizer.zero_grad(set_to_none=True)
-                terms.update(d_terms)
-        return terms
-
     def _check_finite(self, nonfinite: torch.Tensor, terms: dict[str, torch.Tensor], last_good: Path | None) -> None:
         # One host sync per log/checkpoint interval, not per step; a bad step is caught before any save.
         if int(self.accelerator.reduce(nonfinite.clone(), reduction="sum")) == 0:
@@ -304,7 +247,7 @@ class Trainer:
     def _export(self) -> Path:
         acc = self.accelerator
         self._check_replicas_agree()
-        vae = acc.unwrap_model(self.model).vae
+        vae = self.step_fn.inner.vae
         path = self.out / f"step{self.state.step}"
         if acc.is_main_process:
             if self.ema is not None:

@@ -1,0 +1,86 @@
+"""The speed settings of the training step: compile and channels-last change speed, not results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from asymvae.commands.common import load_config
+from asymvae.config import ConfigError
+from asymvae.training.step import posterior_seed, speed_switch
+from asymvae.training.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_switches_parse_from_the_command_line() -> None:
+    assert load_config("demo", ["train.compile=off"]).train.compile == "off"
+    assert load_config("demo", ["train.compile=on", "train.channels_last=true"]).train.channels_last == "on"
+    assert load_config("demo").train.compile == "auto"
+    with pytest.raises((ConfigError, ValueError), match="train.compile"):
+        load_config("demo", ["train.compile=fast"])
+    with pytest.raises((ConfigError, ValueError), match="compile_mode"):
+        load_config("demo", ["train.compile_mode=turbo"])
+
+
+def test_auto_means_on_only_where_it_pays() -> None:
+    assert speed_switch("auto", True) and not speed_switch("auto", False)
+    assert speed_switch("on", False) and not speed_switch("off", True)
+
+
+def test_posterior_seed_depends_on_every_coordinate() -> None:
+    base = posterior_seed(0, 10, 0, 0)
+    assert base == posterior_seed(0, 10, 0, 0)
+    others = {posterior_seed(1, 10, 0, 0), posterior_seed(0, 11, 0, 0), posterior_seed(0, 10, 1, 0)}
+    others.add(posterior_seed(0, 10, 0, 1))
+    assert base not in others and len(others) == 4
+
+
+def test_cpu_training_leaves_compile_off_by_default(base_vae_dir: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(base_vae_dir, tmp_path / "run"))
+    assert trainer.step_fn.describe()["compile"] is False
+    assert trainer.step_fn.describe()["channels_last"] is False
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_step_trains_like_eager(base_vae_dir: Path, tmp_path: Path) -> None:
+    """torch.compile (inductor, on the CPU here) + channels-last give the eager run's weights."""
+    results = {}
+    for mode in ("off", "on"):
+        cfg = tiny_config(
+            base_vae_dir, tmp_path / mode, f"train.compile={mode}", f"train.channels_last={mode}",
+            "train.checkpoint_every=100",
+        )  # fmt: skip
+        trainer = Trainer(cfg)
+        assert trainer.step_fn.describe()["compile"] is (mode == "on")
+        result = trainer.fit()
+        weights = torch.cat([p.detach().flatten() for p in trainer.params])
+        results[mode] = (result.metrics["loss"], weights)
+    (loss_off, w_off), (loss_on, w_on) = results["off"], results["on"]
+    assert loss_on == pytest.approx(loss_off, rel=1e-3)
+    assert torch.allclose(w_on, w_off, atol=1e-4), float((w_on - w_off).abs().max())
+    assert not torch.equal(w_off, torch.cat([p.detach().flatten() for p in Trainer(cfg).params]))  # it trained
+
+
+def test_throughput_benchmark_tiny_mode(tmp_path: Path) -> None:
+    """The benchmark's CPU smoke mode: both arms run and compute the same losses (no speed claim)."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--tiny", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "train_throughput.json").read_text())
+    shape = report["shapes"][0]
+    assert shape["baseline"]["img_per_s"] > 0 and shape["ours"]["img_per_s"] > 0
+    assert shape["tflop_per_step"] > 0
+    assert shape["loss_agreement"]["pass"], shape["loss_agreement"]
+    assert len(shape["ours"]["losses"]) == len(shape["baseline"]["losses"]) == 6
+    assert "ours / baseline" in run.stdout
