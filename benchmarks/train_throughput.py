@@ -69,6 +69,19 @@ TINY = dict(
 )
 SEED = 0
 LR = 1e-4
+# Lever runs: (description, speed settings over the defaults).
+LEVERS = {
+    "eager": ("eager, our step (compile off, NCHW)", dict(compile_="off", channels_last="off")),
+    "compile_nchw": ("compile, NCHW", dict(compile_="on", channels_last="off")),
+    "compile_cl": ("compile, channels-last", dict(compile_="on", channels_last="on")),
+    "cudagraphs_nchw": ("compile + CUDA graphs, NCHW", dict(compile_="on", compile_mode="reduce-overhead")),
+}
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """`256x16` -> (256, 16)."""
+    res, _, bs = text.partition("x")
+    return int(res), int(bs)
 
 
 def make_lpips() -> torch.nn.Module:
@@ -255,11 +268,14 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=480, help="skip the lever runs past this many seconds")
     parser.add_argument("--tolerance", type=float, default=0.02, help="allowed mean relative loss difference")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for train_throughput.json")
+    parser.add_argument("--shapes", default="256x16,512x4", help="RESxBATCH list; the first gets the loss check")
+    parser.add_argument("--levers", default=",".join(LEVERS), help=f"lever runs, from {', '.join(LEVERS)}")
+    parser.add_argument("--lever-shape", default="256x16", help="RESxBATCH of the lever runs")
     args = parser.parse_args()
     started = time.perf_counter()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     model_cfg = TINY if args.tiny else X15
-    shapes = [(64, 2)] if args.tiny else [(256, 16), (512, 4)]
+    shapes = [(64, 2)] if args.tiny else [parse_shape(s) for s in args.shapes.split(",")]
     steps = 6 if args.tiny else args.steps
     timed = 3 if args.tiny else args.timed
     if device == "cuda":
@@ -340,28 +356,27 @@ def main() -> None:
             print(f"  losses over {agree['steps']} steps: {json.dumps(agree)}", flush=True)
         save()
 
-    # The levers one by one, at the first shape, while the time budget lasts.
-    res, bs = shapes[0]
+    # The levers one by one, while the time budget lasts.
+    res, bs = shapes[0] if args.tiny else parse_shape(args.lever_shape)
     batches = make_batches(res, bs, 4, device)
-    flops = report["shapes"][0]["tflop_per_step"] * 1e12
-    cuda_graphs = dict(default, compile_="on", channels_last="on", compile_mode="reduce-overhead")
-    levers = [
-        ("eager, our step (compile off, NCHW)", dict(default, compile_="off", channels_last="off")),
-        ("compile, NCHW", dict(default, compile_="on", channels_last="off")),
-        ("compile + CUDA graphs, channels_last", cuda_graphs),
-    ]
-    if device == "cpu":
-        levers = levers[:1]
-    for name, settings in levers:
+    flops = next((r["tflop_per_step"] * 1e12 for r in report["shapes"] if (r["res"], r["batch"]) == (res, bs)), None)
+    if flops is None:
+        step, _ = baseline_arm(init, lp, model_cfg, device, bf16=False)
+        flops = count_flops(step, batches[0])
+        del step
+        free(device)
+    names = ["eager"] if device == "cpu" else [n for n in args.levers.split(",") if n]
+    for name in names:
+        settings = dict(default, **LEVERS[name][1])
         if time.perf_counter() - started > args.budget_s:
             print(f"  skipped {name}: past the {args.budget_s:.0f} s budget", flush=True)
             report["levers"].append({"name": name, "skipped": "time budget"})
             continue
         try:
             step, runner = ours_arm(init, lp, model_cfg, bs, settings)
-            r = describe(name, run_arm(step, batches, 3, timed, device), flops)
+            r = describe(LEVERS[name][0], run_arm(step, batches, 3, timed, device), flops)
             r.pop("losses")
-            report["levers"].append({"name": name, "res": res, "batch": bs, **r})
+            report["levers"].append({"name": name, "settings": runner.describe(), "res": res, "batch": bs, **r})
             del step, runner
         except Exception as e:  # a lever that fails is reported, not fatal
             report["levers"].append({"name": name, "error": repr(e)[:500]})

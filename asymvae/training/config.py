@@ -75,8 +75,8 @@ class TrainConfig:
     """torch.compile mode: `default`, `reduce-overhead` (CUDA graphs), `max-autotune` or
     `max-autotune-no-cudagraphs` (long compilation)."""
     channels_last: bool | str = "auto"
-    """Keep images and conv weights in channels-last layout: `auto` (with compile on a GPU), `on` or `off`.
-    It pays only with compile (it slowed eager bf16 in the baseline)."""
+    """Keep images and conv weights in channels-last layout: `on`, or `off` (`auto` = off: on an H200 it
+    slowed eager bf16 and compiled bf16 alike; benchmarks/RESULTS.md)."""
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:

@@ -54,7 +54,8 @@ class TrainStep:
         acc = accelerator
         on_gpu = acc.device.type == "cuda"
         self.compiled = speed_switch(str(t.compile), on_gpu)
-        self.channels_last = speed_switch(str(t.channels_last), on_gpu and self.compiled)
+        # Measured on an H200 (benchmarks/RESULTS.md): compiled NCHW beat compiled channels-last, so `auto` is off.
+        self.channels_last = speed_switch(str(t.channels_last), False)
         self.cudagraphs = self.compiled and t.compile_mode in ("reduce-overhead", "max-autotune")
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
