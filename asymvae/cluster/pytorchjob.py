@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from asymvae.training.metrics import METRICS_PORT_ENV, PUSHGATEWAY_ENV
+
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
@@ -25,8 +27,6 @@ SPEC_HASH_ANNOTATION = "asymvae/spec-hash"
 """Hash of the job's spec: lets a re-run recognise (and adopt) the job it created before."""
 SHARDS_OVERRIDE = "data.shards"
 """The config key the shards URI is passed as (`--set data.shards=URI`, the data-prep reader's key)."""
-METRICS_PORT_ENV = "ASYMVAE_METRICS_PORT"
-PUSHGATEWAY_ENV = "PUSHGATEWAY_URL"
 MAX_NAME_LENGTH = 63 - len("-worker-999")
 """Pods are named `<job>-worker-<i>` and must stay valid 63-character DNS labels."""
 

@@ -66,6 +66,11 @@ class TrainConfig:
     """Where checkpoints, logs and the export go (default: work_dirs/<name>)."""
     progress: bool = True
     """Show a progress bar on rank 0 (on a terminal; elsewhere progress is logged every `log_every` steps)."""
+    metrics_port: int | None = None
+    """Rank 0 serves Prometheus /metrics on this port while training (0: any free port; None: off).
+    The environment variable ASYMVAE_METRICS_PORT overrides it (the PyTorchJob sets it)."""
+    pushgateway: str | None = None
+    """Prometheus Pushgateway URL to push the run's outcome to once at the end (env PUSHGATEWAY_URL overrides)."""
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
@@ -80,3 +85,5 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"train.metrics_port must be a port number (0 for any free port), got {self.metrics_port}")
