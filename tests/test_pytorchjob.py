@@ -184,3 +184,37 @@ def test_replicas_share_no_objects_so_the_yaml_has_no_anchors():
 
     text = yaml.safe_dump(build_pytorchjob(full_spec()))
     assert "&id" not in text and "*id" not in text
+
+
+def test_local_launcher_trains_a_tiny_run_in_place(base_vae_dir, tmp_path):
+    from conftest import tiny_config
+
+    from asymvae.cluster.submit import run_training
+    from asymvae.config import save_yaml
+
+    config = tmp_path / "tiny.yaml"
+    save_yaml(tiny_config(base_vae_dir, tmp_path / "unused"), config)
+    spec = PyTorchJobSpec(
+        name="tiny",
+        image="unused-locally",
+        config=str(config),
+        overrides=["train.max_steps=2", "train.checkpoint_every=2"],
+        gpus_per_node=0,
+        output_uri=str(tmp_path / "out"),
+        metrics_port=None,
+    )
+    out = run_training(spec, launcher="local")
+    assert out["launcher"] == "local"
+    assert (tmp_path / "out" / "step2" / "vae" / "config.json").is_file()
+    assert (tmp_path / "out" / "checkpoints" / "step-00000002" / "COMPLETE").is_file()
+    assert not (tmp_path / "unused").exists()  # --output from the spec won over the config's output_dir
+
+
+def test_local_launcher_reports_a_failed_run(tmp_path):
+    from asymvae.cluster.errors import JobFailedError
+    from asymvae.cluster.submit import run_training
+
+    spec = PyTorchJobSpec(name="bad", image="x", config=str(tmp_path / "missing.yaml"), gpus_per_node=0)
+    with pytest.raises(JobFailedError, match="exited with status 2") as info:
+        run_training(spec, launcher="local")
+    assert info.value.reason == "ExitCode2"
