@@ -52,5 +52,5 @@ def train(cfg: ExperimentConfig, resume: bool | str = False) -> TrainResult:
         steps = trainer.state.step if trainer is not None else 0
         live_metrics.push_outcome(cfg, False, steps, time.perf_counter() - start, error=e)
         raise
-    live_metrics.push_outcome(cfg, True, result.step, result.seconds, result.metrics)
+    live_metrics.push_outcome(cfg, True, result.step, time.perf_counter() - start, result.metrics)
     return result
