@@ -77,6 +77,11 @@ class TrainConfig:
     channels_last: bool | str = "auto"
     """Keep images and conv weights in channels-last layout: `on`, or `off` (`auto` = off: on an H200 it
     slowed eager bf16 and compiled bf16 alike; benchmarks/RESULTS.md)."""
+    metrics_port: int | None = None
+    """Rank 0 serves Prometheus /metrics on this port while training (0: any free port; None: off).
+    The environment variable ASYMVAE_METRICS_PORT overrides it (the PyTorchJob sets it)."""
+    pushgateway: str | None = None
+    """Prometheus Pushgateway URL to push the run's outcome to once at the end (env PUSHGATEWAY_URL overrides)."""
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
@@ -99,3 +104,5 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"train.metrics_port must be a port number (0 for any free port), got {self.metrics_port}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from asymvae.config import ExperimentConfig
 from asymvae.presets import get_preset
+from asymvae.training import metrics as live_metrics
 from asymvae.training.export import latest_export
 from asymvae.training.trainer import Trainer, TrainResult
 
@@ -35,8 +37,20 @@ def resolve_pretrained(spec: str | None) -> str | None:
 
 
 def train(cfg: ExperimentConfig, resume: bool | str = False) -> TrainResult:
-    """Train `cfg` to the end; `resume=True` continues from the newest checkpoint, a string from that folder."""
-    trainer = Trainer(cfg, pretrained=resolve_pretrained(cfg.model.pretrained))
-    if resume:
-        trainer.resume(resume if isinstance(resume, str) else None)
-    return trainer.fit()
+    """Train `cfg` to the end; `resume=True` continues from the newest checkpoint, a string from that folder.
+
+    The outcome (success or the error, steps, duration, final losses) is pushed once to the Pushgateway
+    when one is configured (`train.pushgateway` / PUSHGATEWAY_URL).
+    """
+    start, trainer = time.perf_counter(), None
+    try:
+        trainer = Trainer(cfg, pretrained=resolve_pretrained(cfg.model.pretrained))
+        if resume:
+            trainer.resume(resume if isinstance(resume, str) else None)
+        result = trainer.fit()
+    except BaseException as e:
+        steps = trainer.state.step if trainer is not None else 0
+        live_metrics.push_outcome(cfg, False, steps, time.perf_counter() - start, error=e)
+        raise
+    live_metrics.push_outcome(cfg, True, result.step, time.perf_counter() - start, result.metrics)
+    return result

@@ -28,6 +28,7 @@ from asymvae.data.sources import open_source, scan_source
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
 from asymvae.training import checkpoint as ckpt
+from asymvae.training import metrics as live_metrics
 from asymvae.training.export import export_diffusers
 from asymvae.training.step import TrainStep
 
@@ -219,6 +220,7 @@ class Trainer:
                 if acc.is_main_process:
                     with metrics_file.open("a") as f:
                         f.write(json.dumps(row) + "\n")
+                    live_metrics.record(cfg, row)
                 bar.set_postfix(_postfix(row), refresh=False)
                 if bar.disable and acc.is_main_process:
                     shown = " ".join(f"{k}={v}" for k, v in _postfix(row).items())

@@ -1,0 +1,28 @@
+"""What can go wrong with a training job, in terms a pipeline step can report (no kubernetes import here)."""
+
+from __future__ import annotations
+
+
+class TrainingJobError(RuntimeError):
+    """A training job did not succeed; the message says which job, why, and what to do."""
+
+
+class JobFailedError(TrainingJobError):
+    """The job ended Failed (or vanished); carries the operator's reason and the master's last log lines."""
+
+    def __init__(self, message: str, reason: str = "", logs: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.logs = logs
+
+
+class JobTimeoutError(TrainingJobError):
+    """The job did not finish before the runner's deadline (it was deleted unless cleanup is `never`)."""
+
+
+class JobConflictError(TrainingJobError):
+    """A job of the same name exists and the on-exists policy does not allow taking it over."""
+
+
+class KubernetesAPIError(TrainingJobError):
+    """The API server refused a request (permissions, missing CRD, invalid object)."""

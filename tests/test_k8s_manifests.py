@@ -1,0 +1,262 @@
+"""Every manifest under k8s/: custom kinds against the real CRDs (closed objects), built-in kinds with
+kubernetes-validate (strict), the kustomizations complete, and the pieces consistent with each other."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from k8s_schemas import CRDS, INFERENCESERVICE_CRD, PYTORCHJOB_CRD, ROOT, TRAINJOB_CRD, needs_crds
+
+from asymvae.cluster.crd import crd_identity, schema_errors
+from asymvae.cluster.pytorchjob import (
+    JOB_NAME_LABEL,
+    REPLICA_TYPE_LABEL,
+    PyTorchJobSpec,
+    build_pytorchjob,
+    job_labels,
+)
+
+K8S = ROOT / "k8s"
+K8S_VERSION = "1.33.0"
+"""Kubernetes version whose built-in schemas kubernetes-validate checks against (one it ships)."""
+BUILTIN_GROUPS = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1", "batch/v1", "policy/v1")
+NO_CRD_AT_HAND = {"monitoring.coreos.com/v1/PodMonitor"}
+"""Custom kinds with no CRD schema in ../shared/schemas: checked for consistency below, not against a schema."""
+
+EXAMPLE_JOB = PyTorchJobSpec(
+    name="asymvae-sd15-x15",
+    namespace="asymvae",
+    image="asymvae:0.1.0",
+    config="asymmetric_autoencoderkl_sdv15_pokemon",
+    nodes=2,
+    gpus_per_node=8,
+    shards_uri="s3://asymvae/shards/pokemon",
+    credentials_secret="mlpipeline-minio-artifact",
+    s3_endpoint="minio-service.asymvae:9000",
+    output_pvc="asymvae-runs",
+    memory="200Gi",
+)
+"""The job committed as k8s/training/pytorchjob.yaml."""
+GOLDEN_HEADER = (
+    "# Generated from asymvae.cluster.pytorchjob.build_pytorchjob (EXAMPLE_JOB in tests/test_k8s_manifests.py).\n"
+    "# Regenerate: ASYMVAE_UPDATE_MANIFESTS=1 pytest tests/test_k8s_manifests.py\n"
+)
+
+
+def manifests() -> list[tuple[Path, dict]]:
+    """(file, document) for every resource document under k8s/ (kustomization files excluded)."""
+    out = []
+    for path in sorted(K8S.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        out += [(path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return out
+
+
+def kind_key(doc: dict) -> str:
+    return f"{doc['apiVersion']}/{doc['kind']}"
+
+
+def crd_for(doc: dict) -> Path | None:
+    group = doc["apiVersion"].rpartition("/")[0]
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd_group, kind, _ = crd_identity(path)
+        if crd_group == group and kind == doc["kind"]:
+            return path
+    return None
+
+
+def find(kind: str, name: str | None = None) -> dict:
+    docs = [d for _, d in manifests() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(docs) == 1, f"expected one {kind} {name or ''} under k8s/, found {len(docs)}"
+    return docs[0]
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+# -- the committed PyTorchJob is the builder's -----------------------------------------------------
+
+
+def test_committed_pytorchjob_is_what_the_builder_makes():
+    path = K8S / "training" / "pytorchjob.yaml"
+    expected = GOLDEN_HEADER + yaml.safe_dump(build_pytorchjob(EXAMPLE_JOB), sort_keys=False)
+    if os.environ.get("ASYMVAE_UPDATE_MANIFESTS") == "1":
+        path.write_text(expected)
+    assert path.read_text() == expected, (
+        f"{rel(path)} is stale: ASYMVAE_UPDATE_MANIFESTS=1 pytest {rel(Path(__file__))}"
+    )
+
+
+# -- schemas -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, doc", manifests(), ids=lambda v: rel(v) if isinstance(v, Path) else v["kind"])
+def test_every_manifest_matches_its_schema(path, doc):
+    if doc["apiVersion"] in BUILTIN_GROUPS:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        return
+    if not CRDS.is_dir():
+        pytest.skip(f"the real CRD schemas are not at {CRDS}")
+    crd = crd_for(doc)
+    if crd is None:
+        assert kind_key(doc) in NO_CRD_AT_HAND, f"{rel(path)}: no CRD for {kind_key(doc)} in {CRDS}"
+        pytest.skip(f"{kind_key(doc)}: no CRD schema at hand; checked for consistency only")
+    assert schema_errors(doc, crd) == [], rel(path)
+
+
+@needs_crds
+def test_each_crd_is_used_by_some_manifest():
+    kinds = {kind_key(d) for _, d in manifests()}
+    for crd in (PYTORCHJOB_CRD, TRAINJOB_CRD, INFERENCESERVICE_CRD):
+        group, kind, versions = crd_identity(crd)
+        assert any(f"{group}/{v}/{kind}" in kinds for v in versions), f"no manifest of {kind}"
+
+
+@needs_crds
+@pytest.mark.parametrize(
+    "kind, where, typo",
+    [
+        ("InferenceService", lambda d: d["spec"]["predictor"]["model"], "storageURI"),
+        ("InferenceService", lambda d: d["spec"]["predictor"], "serviceAcountName"),
+        ("TrainJob", lambda d: d["spec"]["trainer"], "numProcsPerNode"),
+        (
+            "TrainJob",
+            lambda d: d["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+                "template"
+            ]["spec"]["template"]["spec"],
+            "toleration",
+        ),
+    ],
+)
+def test_a_misspelt_field_fails_the_crd_schema(kind, where, typo):
+    doc = copy.deepcopy(find(kind))
+    where(doc)[typo] = "x"
+    errors = schema_errors(doc, crd_for(doc))
+    assert len(errors) == 1 and typo in errors[0], errors
+
+
+def test_strict_validation_catches_a_misspelt_field_of_a_builtin_kind():
+    doc = copy.deepcopy(find("StatefulSet", "minio"))
+    doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolice"):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+# -- kustomize -----------------------------------------------------------------------------------------
+
+
+def kustomizations() -> list[Path]:
+    return sorted(K8S.rglob("kustomization.yaml"))
+
+
+def test_kustomizations_list_existing_files_and_every_manifest_is_listed():
+    listed: set[Path] = set()
+    for kust in kustomizations():
+        data = yaml.safe_load(kust.read_text())
+        for entry in data.get("resources", []):
+            target = (kust.parent / entry).resolve()
+            assert target.exists(), f"{rel(kust)} lists {entry}, which does not exist"
+            if target.is_dir():
+                assert (target / "kustomization.yaml").is_file(), f"{rel(kust)}: {entry} has no kustomization.yaml"
+            else:
+                listed.add(target)
+    unlisted = [rel(p) for p, _ in manifests() if p.resolve() not in listed]
+    assert not unlisted, f"manifests no kustomization.yaml lists: {unlisted}"
+
+
+KUBECTL = shutil.which("kubectl") or shutil.which("kustomize")
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="neither kubectl nor kustomize is installed")
+@pytest.mark.parametrize("kust", kustomizations(), ids=lambda p: rel(p.parent))
+def test_kustomize_builds_and_its_output_still_validates(kust):
+    cmd = (
+        [KUBECTL, "kustomize", str(kust.parent)]
+        if KUBECTL.endswith("kubectl")
+        else [KUBECTL, "build", str(kust.parent)]
+    )
+    built = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert docs
+    for doc in docs:
+        assert doc["metadata"].get("namespace", "asymvae") == "asymvae" or doc["kind"] == "Namespace"
+        if doc["apiVersion"] in BUILTIN_GROUPS:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        elif CRDS.is_dir() and crd_for(doc) is not None:
+            assert schema_errors(doc, crd_for(doc)) == []
+
+
+# -- the pieces fit together -----------------------------------------------------------------------
+
+
+def test_podmonitor_selects_the_master_pod_the_builder_makes_and_its_metrics_port():
+    monitor = find("PodMonitor")
+    job = build_pytorchjob(EXAMPLE_JOB)
+    master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    # The operator adds the job-name and replica-type labels to the pods it creates from the template.
+    pod_labels = {**master["metadata"]["labels"], JOB_NAME_LABEL: job["metadata"]["name"], REPLICA_TYPE_LABEL: "master"}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert selector[REPLICA_TYPE_LABEL] == "master"  # only rank 0 serves /metrics
+    ports = {p["name"] for p in master["spec"]["containers"][0]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
+    assert job_labels(EXAMPLE_JOB)["app.kubernetes.io/component"] == selector["app.kubernetes.io/component"]
+
+
+def test_rbac_allows_what_the_runner_and_deploy_step_do():
+    rules = find("Role")["rules"]
+
+    def allowed(group: str, resource: str, verb: str) -> bool:
+        return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+    for verb in ("create", "get", "list", "watch", "delete"):
+        assert allowed("kubeflow.org", "pytorchjobs", verb)
+        assert allowed("serving.kserve.io", "inferenceservices", verb)
+    assert allowed("", "pods", "list") and allowed("", "pods/log", "get")
+    binding = find("RoleBinding")
+    assert binding["roleRef"]["name"] == find("Role")["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == find("ServiceAccount", "asymvae-pipeline")["metadata"]["name"]
+
+
+def test_serving_credentials_are_wired_as_kserve_expects():
+    isvc = find("InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"]["modelFormat"]["name"] == "onnx"
+    assert predictor["model"]["runtime"] == "kserve-tritonserver"
+    assert predictor["model"]["storageUri"].startswith("s3://")
+    account = find("ServiceAccount", predictor["serviceAccountName"])
+    secret = find("Secret", account["secrets"][0]["name"])
+    notes = secret["metadata"]["annotations"]
+    assert notes["serving.kserve.io/s3-usehttps"] == "0" and notes["serving.kserve.io/s3-endpoint"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret["stringData"].keys()
+
+
+def test_minio_and_the_training_job_use_the_same_secret_and_endpoint():
+    secret = find("Secret", "mlpipeline-minio-artifact")
+    sts = find("StatefulSet", "minio")
+    refs = [e["valueFrom"]["secretKeyRef"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert all(r["name"] == secret["metadata"]["name"] and r["key"] in secret["stringData"] for r in refs)
+    image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert ":RELEASE." in image  # pinned, never :latest
+    service = find("Service", "minio-service")
+    assert EXAMPLE_JOB.s3_endpoint == f"{service['metadata']['name']}.{service['metadata']['namespace']}:9000"
+    assert set(EXAMPLE_JOB.credentials_keys.values()) <= secret["stringData"].keys()
+    assert EXAMPLE_JOB.credentials_secret == secret["metadata"]["name"]
+    assert EXAMPLE_JOB.output_pvc == find("PersistentVolumeClaim")["metadata"]["name"]
+
+
+def test_the_trainjob_runs_the_same_command_as_the_pytorchjob():
+    trainer = find("TrainJob")["spec"]["trainer"]
+    container = build_pytorchjob(EXAMPLE_JOB)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    assert trainer["command"] == container[0]["command"]
+    assert trainer["numNodes"] == EXAMPLE_JOB.nodes and trainer["numProcPerNode"] == EXAMPLE_JOB.processes_per_node
