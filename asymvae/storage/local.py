@@ -31,6 +31,7 @@ class LocalStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; objects are data, readable like any written file
             with os.fdopen(fd, "wb") as f:
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     f.write(data)
