@@ -55,17 +55,25 @@ class _Part:
 
 
 class StreamPosition:
-    """Per slot: (epoch, samples of that epoch consumed). Checkpointed through `TrainState`."""
+    """Per slot: (epoch, samples of that epoch consumed); per rank: batches consumed. Checkpointed via `TrainState`.
 
-    def __init__(self, layout: dict[str, Any], world_size: int = 1) -> None:
+    The batch count matters because a DataLoader takes batches from its workers round-robin: a resumed
+    loader must start with the worker whose turn it was, so each worker takes over the slot that was then
+    in that turn.
+    """
+
+    def __init__(self, layout: dict[str, Any], world_size: int = 1, rank: int = 0) -> None:
         self.layout = layout
         self.world_size = world_size
+        self.rank = rank
         self.slots: dict[int, tuple[int, int]] = {}
+        self.batches: dict[int, int] = {}
 
     def advance(self, batch: dict[str, Any] | None = None) -> None:
         """Record the samples of a batch the training step consumed (the last one of each slot counts)."""
         if batch is None:
             return
+        self.batches[self.rank] = self.batches.get(self.rank, 0) + 1
         for slot, epoch, pos in zip(
             batch["slot"].tolist(), batch["epoch"].tolist(), batch["pos"].tolist(), strict=True
         ):
@@ -79,13 +87,18 @@ class StreamPosition:
 
     def state_dict(self) -> dict[str, Any]:
         """Positions of all slots of all ranks (every rank calls this during a checkpoint)."""
-        slots = dict(self.slots)
+        slots, batches = dict(self.slots), dict(self.batches)
         if self.world_size > 1:
             from accelerate.utils import gather_object
 
-            for part in gather_object([slots]):
-                slots.update(part)
-        return {"layout": self.layout, "slots": {str(k): list(v) for k, v in sorted(slots.items())}}
+            for part_slots, part_batches in gather_object([(slots, batches)]):
+                slots.update(part_slots)
+                batches.update(part_batches)
+        return {
+            "layout": self.layout,
+            "slots": {str(k): list(v) for k, v in sorted(slots.items())},
+            "batches": {str(k): v for k, v in sorted(batches.items())},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore; refuses a position made with another dataset or slot layout (it would replay or skip data)."""
@@ -96,6 +109,7 @@ class StreamPosition:
                 "data.shuffle_buffer, data.num_workers and number of processes."
             )
         self.slots = {int(k): (int(v[0]), int(v[1])) for k, v in state["slots"].items()}
+        self.batches = {int(k): int(v) for k, v in state["batches"].items()}
 
 
 class ShardStream(IterableDataset):
@@ -132,7 +146,7 @@ class ShardStream(IterableDataset):
             "shuffle_buffer": data.shuffle_buffer,
             "seed": seed,
         }
-        self.position = StreamPosition(layout, world_size)
+        self.position = StreamPosition(layout, world_size, rank)
 
     @classmethod
     def open(cls, uri: str, data: DataConfig, masks: MaskConfig, seed: int, rank: int, world: int) -> ShardStream:
@@ -230,4 +244,5 @@ class ShardStream(IterableDataset):
         worker = info.id if info is not None else 0
         if info is not None and info.num_workers != self.workers:
             raise RuntimeError(f"DataLoader has {info.num_workers} workers, the stream was planned for {self.workers}")
-        return self.slot_stream(self.rank * self.workers + worker)
+        turn = self.position.batches.get(self.rank, 0) % self.workers  # whose turn it is after a resume
+        return self.slot_stream(self.rank * self.workers + (worker + turn) % self.workers)
