@@ -50,6 +50,30 @@ def test_large_object_streams_in_chunks_and_checksum_is_verified(store, tmp_path
         store.get_verified("big.bin", digest, len(data))
 
 
+_INHERITED = {}
+
+
+def _read_inherited(i: int) -> tuple[str, bool]:
+    store = _INHERITED["store"]
+    return hashlib.sha256(store.get(f"blob{i % 3}")).hexdigest(), store._client is _INHERITED["client"]
+
+
+def test_forked_processes_do_not_share_the_parents_connections(s3_env):
+    import multiprocessing
+
+    store = open_store(f"s3://asymvae/fork-{uuid.uuid4().hex[:8]}")
+    blobs = [os.urandom(4 << 20) for _ in range(3)]
+    for i, blob in enumerate(blobs):
+        store.put(f"blob{i}", blob)
+    assert store.get("blob0") == blobs[0]  # the parent now holds a pooled keep-alive connection
+    # Inherited by fork, not pickled: the case of DataLoader workers and prepare's pool.
+    _INHERITED.update(store=store, client=store._client)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results = pool.map(_read_inherited, range(8), chunksize=1)
+    assert [d for d, _ in results] == [hashlib.sha256(blobs[i % 3]).hexdigest() for i in range(8)]
+    assert not any(shared for _, shared in results), "a child used the parent's connection pool"
+
+
 def test_wrong_credentials_name_endpoint_and_bucket_but_not_the_secret(s3_env, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-xyz")
     with pytest.raises(StorageError) as e:

@@ -164,7 +164,15 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.settings = settings or S3Settings.from_env()
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._client = self.settings.client()
+        self._pid, self._minio = os.getpid(), self.settings.client()
+
+    @property
+    def _client(self) -> Minio:
+        # A forked process (DataLoader worker, prepare pool) must not share the parent's pooled keep-alive
+        # sockets: two processes reading one connection interleave responses. Each process gets its own.
+        if self._pid != os.getpid():
+            self._pid, self._minio = os.getpid(), self.settings.client()
+        return self._minio
 
     @classmethod
     def from_uri(cls, uri: str, settings: S3Settings | None = None) -> S3Store:
@@ -177,12 +185,12 @@ class S3Store(Store):
     def __getstate__(self) -> dict:
         # The client holds a connection pool and locks; workers build their own.
         state = self.__dict__.copy()
-        state.pop("_client")
+        state.pop("_minio")
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._client = self.settings.client()
+        self._pid, self._minio = os.getpid(), self.settings.client()
 
     # -- error handling ---------------------------------------------------------------------------
 
