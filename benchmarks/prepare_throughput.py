@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -143,6 +144,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--step-images-per-s", type=float, default=53.7)
     p.add_argument("--train-steps", type=int, default=12)
+    p.add_argument("--repeat", type=int, default=3, help="rounds of bare / prepare runs")
     args = p.parse_args()
 
     from asymvae.data.prepare import PrepareConfig
@@ -162,19 +164,32 @@ def main() -> None:
         with LocalS3Server(work / "s3") as server:
             server.make_bucket("bench")
             os.environ.update(server.env())
-            bare = bare_rate(folder, cfg, cores)
-            to_s3, result = prepare_rate(folder, "s3://bench/data", cfg)
-            local, _ = prepare_rate(folder, str(work / "out"), cfg)
-            bare_again = bare_rate(folder, cfg, cores)  # the machine is shared: bracket prepare with two bare runs
-            bare = (bare + bare_again) / 2
+            # The machine may be shared: interleave the runs and take medians of per-round ratios.
+            rounds = []
+            for r in range(args.repeat):
+                bare = bare_rate(folder, cfg, cores)
+                to_s3, result = prepare_rate(folder, f"s3://bench/round{r}", cfg)
+                local, _ = prepare_rate(folder, str(work / f"out{r}"), cfg)
+                rounds.append((bare, to_s3, local))
+                print(
+                    f"round {r}: bare {bare:6.1f} img/s, prepare->S3 {to_s3:6.1f} ({to_s3 / bare:.2f}x), "
+                    f"prepare->local {local:6.1f} ({local / bare:.2f}x)"
+                )
             m = result.manifest
             print(
                 f"shards: {len(m.shards)} ({m.samples('train')} train / {m.samples('val')} val), "
                 f"{sum(s.bytes for s in m.shards) / 2**20:.1f} MiB"
             )
-            print(f"bare decode+resize+encode: {bare:7.1f} img/s")
-            print(f"prepare -> S3 (SeaweedFS): {to_s3:7.1f} img/s  = {to_s3 / bare:.2f}x bare")
-            print(f"prepare -> local folder:   {local:7.1f} img/s  = {local / bare:.2f}x bare")
+            med = statistics.median
+            print(f"bare decode+resize+encode: {med(b for b, _, _ in rounds):7.1f} img/s (median)")
+            print(
+                f"prepare -> S3 (SeaweedFS): {med(x for _, x, _ in rounds):7.1f} img/s, "
+                f"median ratio {med(x / b for b, x, _ in rounds):.2f}x bare"
+            )
+            print(
+                f"prepare -> local folder:   {med(x for _, _, x in rounds):7.1f} img/s, "
+                f"median ratio {med(x / b for b, _, x in rounds):.2f}x bare"
+            )
             uri = result.manifest_uri
             read = reader_rate(uri, args.resolution, args.batch, 2, epochs=2.0)
             step = training_rate(uri, work / "train", args.resolution, args.batch, args.train_steps)

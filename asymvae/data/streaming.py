@@ -8,7 +8,9 @@ generator seeded by (seed, epoch, slot, block) and yields its samples; crops and
 (seed, epoch, the sample's ordinal), as in the map-style `TrainImages`.
 
 So a slot's stream is a pure function of (manifest, seed, layout). The position is, per slot, the epoch
-and the number of samples of that epoch consumed by training (each batch carries its slot and position).
+and the number of samples of that epoch consumed by training (each batch carries its slot and position),
+plus the number of batches each rank consumed (the DataLoader takes batches from its workers in turn, so
+after a resume the worker whose turn it is takes over the slot that was due).
 On resume a slot skips whole shards by their sample counts from the manifest, reads the block it was in,
 re-shuffles it identically and continues after the last consumed sample: the resumed run sees exactly the
 samples, in the order, that an uninterrupted run would have (same manifest, seed, batch size,

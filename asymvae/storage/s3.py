@@ -203,7 +203,8 @@ class S3Store(Store):
         if isinstance(error, S3Error):
             if error.code in _AUTH_CODES:
                 return StorageError(
-                    f"S3 refused the credentials ({error.code}) while trying to {action} in {where}. {_FIX_CREDENTIALS}"
+                    f"S3 refused the credentials ({error.code}) for {where} (while trying to {action}). "
+                    + _FIX_CREDENTIALS
                 )
             if error.code == "NoSuchBucket":
                 return StorageError(
