@@ -7,7 +7,6 @@ import dataclasses
 
 import yaml
 
-from asymvae.commands.common import add_set_option
 from asymvae.config import ConfigError, from_dict
 
 
@@ -66,5 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="hub dataset id, dataset/image folder, parquet file, or builtin:demo")
     p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     p.add_argument("--create-bucket", action="store_true", help="create the S3 bucket if it does not exist")
-    add_set_option(p)
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. prepare.max_side=512"
+    )
     p.set_defaults(func=run)
