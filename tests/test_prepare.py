@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from asymvae.data.identity import split_of
 from asymvae.data.manifest import MANIFEST_NAME, load_manifest
-from asymvae.data.prepare import PrepareConfig, PrepareError, prepare, split_of
+from asymvae.data.prepare import PrepareConfig, PrepareError, prepare
 from asymvae.data.shards import iter_records, iter_split
 from asymvae.masks import make_mask
 from asymvae.storage import ChecksumError

@@ -16,34 +16,32 @@ whose object has the recorded size.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import multiprocessing
 import os
-import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
 from asymvae.data.images import BadImageError, decode_image
-from asymvae.data.manifest import FORMAT, MANIFEST_NAME, Manifest, ShardInfo
-from asymvae.data.shards import ShardWriter, encode_mask
-from asymvae.data.sources import DataSourceError, FolderSource, HFDatasetSource, ImageSource, open_source
+from asymvae.data.manifest import MANIFEST_NAME, Manifest, ShardInfo
+from asymvae.data.shard_sink import SPLITS, ShardSink
+from asymvae.data.shards import encode_mask
+from asymvae.data.sources import DataSourceError, ImageSource, open_source
 from asymvae.masks import MaskConfig, make_mask
 from asymvae.storage import StorageError, Store, open_store
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val")
 _MAX_LISTED_BAD = 20
 
 
@@ -129,62 +127,6 @@ class PrepareResult:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Names, keys, splits, fingerprints
-
-
-def sample_names(source: ImageSource, spec: str) -> list[str]:
-    """A stable name per image: the path relative to a source folder, else the source's own name."""
-    if isinstance(source, FolderSource):
-        root = Path(spec).expanduser().resolve()
-        names = []
-        for p in source.paths:
-            try:
-                names.append(p.resolve().relative_to(root).as_posix())
-            except ValueError:
-                names.append(str(p))
-        return names
-    return [source.name(i) for i in range(len(source))]
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def sample_key(name: str) -> str:
-    """A tar-safe key (no dots: WebDataset splits members at the first dot), readable and unique."""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name.rsplit(".", 1)[0]).strip("_")[-48:]
-    return f"{stem}-{_digest(name)[:12]}" if stem else _digest(name)[:20]
-
-
-def split_of(name: str, val_fraction: float) -> str:
-    """`val` for a hash-chosen `val_fraction` of names, else `train` (independent of order and of other names)."""
-    return "val" if int(_digest(name)[:16], 16) / 16**16 < val_fraction else "train"
-
-
-def source_fingerprint(source: ImageSource, spec: str, names: list[str]) -> str:
-    """Changes when the source's images may have changed: file sizes and mtimes, dataset fingerprints."""
-    h = hashlib.sha256()
-    h.update(f"{type(source).__name__}\n{len(source)}\n".encode())
-    if isinstance(source, FolderSource):
-        for name, path in zip(names, source.paths, strict=True):
-            st = path.stat()
-            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    elif isinstance(source, HFDatasetSource):
-        h.update(f"{source.label}\0{source.split}\0{source.column}\0{source.dataset._fingerprint}\n".encode())
-    else:
-        h.update(f"{spec}\0{source.description}\n".encode())
-        for name in names:
-            h.update(f"{name}\n".encode())
-    return h.hexdigest()
-
-
-def run_fingerprint(src_fp: str, cfg: PrepareConfig) -> str:
-    """Fingerprint of the output: source fingerprint + the output-relevant config."""
-    settings = json.dumps(cfg.output_settings(), sort_keys=True, default=list)
-    return _digest(f"{FORMAT}\n{src_fp}\n{settings}")
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Per-image work (runs in worker processes)
 
 
@@ -216,7 +158,7 @@ def convert(source: ImageSource, i: int, cfg: PrepareConfig) -> tuple[Image.Imag
 
 def mask_index(name: str) -> int:
     """Index that seeds a sample's evaluation mask (a function of its name only)."""
-    return int(_digest(name)[:15], 16)
+    return int(digest(name)[:15], 16)
 
 
 _WORKER: dict[str, Any] = {}
@@ -242,87 +184,6 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
         w, h = image.size
         out["mask"] = encode_mask(make_mask(cfg.eval_masks, h, w, cfg.mask_seed, mask_index(name)))
     return i, out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Shards of one split, resumable
-
-
-@dataclass
-class _Split:
-    """Writer state of one split: finished shard receipts, the open shard, bad images since the last shard."""
-
-    name: str
-    receipts: list[dict[str, Any]] = field(default_factory=list)
-    writer: ShardWriter | None = None
-    bad: list[list[str]] = field(default_factory=list)
-
-    @property
-    def done_end(self) -> int:
-        """Source index up to which this split is covered by finished shards."""
-        return self.receipts[-1]["end"] if self.receipts else 0
-
-    @property
-    def ordinal(self) -> int:
-        """Samples written to finished shards plus the open one."""
-        return sum(r["samples"] for r in self.receipts) + (self.writer.samples if self.writer else 0)
-
-
-class _ShardSink:
-    """Writes the shards of both splits into `shards-<fp>/` and a receipt after each."""
-
-    def __init__(self, store: Store, folder: str, max_bytes: int) -> None:
-        self.store = store
-        self.folder = folder
-        self.max_bytes = max_bytes
-        self.splits = {s: _Split(s) for s in SPLITS}
-
-    def resume(self) -> int:
-        """Adopt the finished shards of an interrupted run with the same fingerprint; returns how many."""
-        objects = {o.key: o.size for o in self.store.list(self.folder + "/")}
-        reused = 0
-        for split in self.splits.values():
-            index = 0
-            while (key := f"{self.folder}/{split.name}-{index:06d}.json") in objects:
-                try:
-                    receipt = json.loads(self.store.get(key))
-                except (ValueError, StorageError):
-                    break
-                if receipt.get("name") is not None and objects.get(receipt["name"]) != receipt["bytes"]:
-                    break  # the shard is missing or partial: redo it and everything after
-                split.receipts.append(receipt)
-                index += 1
-            reused += sum(1 for r in split.receipts if r.get("name"))
-        return reused
-
-    def add(self, split: _Split, i: int, key: str, files: dict[str, bytes]) -> None:
-        """Append a sample, first closing the open shard when the sample would push it over the size bound."""
-        if split.writer is not None and split.writer.samples and split.writer.size_with(files) > self.max_bytes:
-            self.close(split, end=i)
-        if split.writer is None:
-            split.writer = ShardWriter()
-        split.writer.add(key, files)
-
-    def close(self, split: _Split, end: int) -> None:
-        """Upload the open shard (if any sample) and its receipt, covering source indices up to `end`."""
-        index = len(split.receipts)
-        receipt: dict[str, Any] = {"name": None, "split": split.name, "index": index, "samples": 0, "bytes": 0}
-        receipt.update(sha256=None, end=end, bad=split.bad)
-        if split.writer is not None and split.writer.samples:
-            name = f"{self.folder}/{split.name}-{index:06d}.tar"
-            f, size, sha = split.writer.finish()
-            with f:
-                self.store.put(name, f, size)
-            found = self.store.stat(name)
-            if found is None or found.size != size:
-                raise StorageError(f"{self.store.url(name)}: uploaded {size} bytes but the store has {found}")
-            receipt.update(name=name, samples=split.writer.samples, bytes=size, sha256=sha)
-        elif not split.bad:
-            split.writer = None
-            return
-        self.store.put(f"{self.folder}/{split.name}-{index:06d}.json", json.dumps(receipt).encode())
-        split.receipts.append(receipt)
-        split.writer, split.bad = None, []
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -398,14 +259,14 @@ def prepare(
         raise PrepareError(f"{source.description} has no images. Fix: check the source and prepare.split.")
     names = sample_names(source, spec)
     src_fp = source_fingerprint(source, spec, names)
-    fingerprint = run_fingerprint(src_fp, cfg)
+    fingerprint = run_fingerprint(src_fp, cfg.output_settings())
     manifest_uri = store.url(MANIFEST_NAME)
     existing = _existing_manifest(store, fingerprint)
     if existing is not None:
         log.info("%s is up to date (fingerprint %s): nothing to do", manifest_uri, fingerprint[:16])
         return PrepareResult(manifest_uri, existing, up_to_date=True, seconds=time.perf_counter() - started)
 
-    sink = _ShardSink(store, f"shards-{fingerprint[:16]}", cfg.shard_max_bytes)
+    sink = ShardSink(store, f"shards-{fingerprint[:16]}", cfg.shard_max_bytes)
     reused = sink.resume()
     splits = [split_of(n, cfg.val_fraction) for n in names]
     tasks = [(i, names[i], s) for i, s in enumerate(splits) if i >= sink.splits[s].done_end]
@@ -475,7 +336,7 @@ def _manifest(
     source: ImageSource,
     fingerprints: tuple[str, str],
     cfg: PrepareConfig,
-    sink: _ShardSink,
+    sink: ShardSink,
     report: dict[str, Any],
 ) -> Manifest:
     src_fp, fingerprint = fingerprints
