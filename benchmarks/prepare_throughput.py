@@ -140,6 +140,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--size", type=int, default=512, help="side of the source JPEGs")
     p.add_argument("--max-side", type=int, default=256)
+    p.add_argument("--shard-mb", type=float, default=128, help="prepare.shard_max_bytes in MiB")
     p.add_argument("--resolution", type=int, default=64, help="training crop for the reader and the step")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--step-images-per-s", type=float, default=53.7)
@@ -159,8 +160,13 @@ def main() -> None:
         work = Path(tmp)
         folder = work / "src"
         write_source(folder, args.images, args.size)
-        cfg = PrepareConfig(max_side=args.max_side, min_side=16, workers=cores)
-        print(f"source: {args.images} JPEGs of {args.size}², prepared to max side {args.max_side}, {cores} processes")
+        cfg = PrepareConfig(
+            max_side=args.max_side, min_side=16, workers=cores, shard_max_bytes=int(args.shard_mb * 2**20)
+        )
+        print(
+            f"source: {args.images} JPEGs of {args.size}², prepared to max side {args.max_side}, "
+            f"{cores} processes, shards <= {args.shard_mb} MiB"
+        )
         with LocalS3Server(work / "s3") as server:
             server.make_bucket("bench")
             os.environ.update(server.env())

@@ -300,6 +300,7 @@ def prepare(
             sink.close(split, end=total)
     finally:
         bar.close()
+        sink.shutdown()  # every shard and receipt is stored before anything below (the manifest) is written
     bad = [b for s in sink.splits.values() for r in s.receipts for b in r["bad"]]
     report = _bad_report(bad, total)
     if report["count"]:

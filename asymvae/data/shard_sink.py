@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from asymvae.data.shards import ShardWriter
 from asymvae.storage import StorageError, Store
@@ -44,6 +45,9 @@ class ShardSink:
         self.folder = folder
         self.max_bytes = max_bytes
         self.splits = {s: SplitState(s) for s in SPLITS}
+        # Uploads run on one background thread, in order, one at a time: the next shard fills meanwhile.
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="shard-upload")
+        self._pending: Future | None = None
 
     def resume(self) -> int:
         """Adopt the finished shards of an interrupted run with the same fingerprint; returns how many."""
@@ -76,18 +80,40 @@ class ShardSink:
         index = len(split.receipts)
         receipt: dict[str, Any] = {"name": None, "split": split.name, "index": index, "samples": 0, "bytes": 0}
         receipt.update(sha256=None, end=end, bad=split.bad)
+        upload = None
         if split.writer is not None and split.writer.samples:
             name = f"{self.folder}/{split.name}-{index:06d}.tar"
-            f, size, sha = split.writer.finish()
+            upload = (name, *split.writer.finish())
+            receipt.update(name=name, samples=split.writer.samples, bytes=upload[2], sha256=upload[3])
+        elif not split.bad:
+            split.writer = None
+            return
+        self.wait()  # at most one upload in flight: memory stays bounded, errors surface early
+        self._pending = self._uploader.submit(self._upload, upload, receipt)
+        split.receipts.append(receipt)
+        split.writer, split.bad = None, []
+
+    def _upload(self, upload: tuple[str, BinaryIO, int, str] | None, receipt: dict[str, Any]) -> None:
+        """The shard, a check of its stored size, then its receipt (so a receipt always means a whole shard)."""
+        if upload is not None:
+            name, f, size, _ = upload
             with f:
                 self.store.put(name, f, size)
             found = self.store.stat(name)
             if found is None or found.size != size:
                 raise StorageError(f"{self.store.url(name)}: uploaded {size} bytes but the store has {found}")
-            receipt.update(name=name, samples=split.writer.samples, bytes=size, sha256=sha)
-        elif not split.bad:
-            split.writer = None
-            return
-        self.store.put(f"{self.folder}/{split.name}-{index:06d}.json", json.dumps(receipt).encode())
-        split.receipts.append(receipt)
-        split.writer, split.bad = None, []
+        key = f"{self.folder}/{receipt['split']}-{receipt['index']:06d}.json"
+        self.store.put(key, json.dumps(receipt).encode())
+
+    def wait(self) -> None:
+        """Block until the upload in flight (if any) is done; re-raises its error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def shutdown(self) -> None:
+        """Finish the upload in flight and stop the upload thread."""
+        try:
+            self.wait()
+        finally:
+            self._uploader.shutdown(wait=True)
