@@ -5,6 +5,15 @@ from asymvae.config import ConfigError
 from asymvae.data.sources import DataSourceError
 from asymvae.losses.perceptual import LPIPSWeightsError
 from asymvae.model.build import ModelSourceError
+from asymvae.storage import StorageError
 from asymvae.training.trainer import NonFiniteLossError
 
-USER_ERRORS = (ConfigError, DataSourceError, ModelSourceError, LPIPSWeightsError, NonFiniteLossError, TrainingJobError)
+USER_ERRORS = (
+    ConfigError,
+    DataSourceError,
+    ModelSourceError,
+    LPIPSWeightsError,
+    NonFiniteLossError,
+    TrainingJobError,
+    StorageError,
+)

@@ -65,3 +65,23 @@ def tiny_config(base_vae_dir: Path, output: Path, *overrides: str) -> Experiment
         ),
     )
     return apply_overrides(cfg, list(overrides))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A SeaweedFS S3 server on loopback (started once per session, killed at the end) with bucket `asymvae`."""
+    from asymvae.storage.local_s3 import LocalS3Server
+
+    server = LocalS3Server(tmp_path_factory.mktemp("s3")).start()
+    server.make_bucket("asymvae")
+    yield server
+    server.stop(grace=1.0)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """The environment pointing asymvae at `s3_server` (credentials, endpoint, no TLS, quick retries)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ASYMVAE_S3_RETRIES", "1")
+    return s3_server

@@ -34,6 +34,12 @@ class DataConfig:
     """Use only the first N images of the source (quick experiments)."""
     num_workers: int = 2
     """DataLoader worker processes per rank (0 = load in the training process)."""
+    shards: str | None = None
+    """A dataset made by `asymvae prepare`: its manifest (`s3://bucket/prefix/manifest.json`, a local path) or
+    the folder/prefix holding it. When set, the train split is streamed from its shards and `source`, `split`,
+    `image_column`, `max_samples` and the bad-image settings are not used (prepare applied them)."""
+    shuffle_buffer: int = 1000
+    """With `shards`: samples are shuffled within consecutive blocks of this many (per reader)."""
 
     def __post_init__(self) -> None:
         if self.resolution <= 0 or self.resolution % 8:
@@ -44,6 +50,8 @@ class DataConfig:
             raise ValueError(f"data.crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
         if not 0.0 <= self.max_bad_share <= 1.0:
             raise ValueError(f"data.max_bad_share must be in [0, 1], got {self.max_bad_share}")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"data.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
 
     @property
     def effective_min_side(self) -> int:

@@ -50,7 +50,7 @@ class ResumableBatchSampler:
                 yield [(epoch, i) for i in perm[lo : lo + self.batch_size]]
             epoch, start = epoch + 1, 0
 
-    def advance(self) -> None:
+    def advance(self, batch: object = None) -> None:
         """Mark one global batch as consumed (call once per micro-step, after using its data)."""
         self.consumed += self.global_batch
         if self.consumed // self.global_batch >= self.batches_per_epoch:

@@ -25,6 +25,7 @@ from asymvae.config import ExperimentConfig, to_dict
 from asymvae.data.dataset import TrainImages
 from asymvae.data.sampler import ResumableBatchSampler
 from asymvae.data.sources import open_source, scan_source
+from asymvae.data.streaming import ShardStream, StreamPosition
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
 from asymvae.training import checkpoint as ckpt
@@ -105,9 +106,12 @@ class Trainer:
         if self.ema is not None:
             acc.register_for_checkpointing(self.ema)
 
-    def _data(self) -> tuple[ResumableBatchSampler, TrainImages]:
+    def _data(self) -> tuple[ResumableBatchSampler | StreamPosition, TrainImages | ShardStream]:
         cfg, acc = self.cfg, self.accelerator
         d = cfg.data
+        if d.shards:  # prepared shards (`asymvae prepare`), streamed; the position lives in the stream
+            stream = ShardStream.open(d.shards, d, cfg.masks, cfg.train.seed, acc.process_index, acc.num_processes)
+            return stream.position, stream
         source = open_source(d.source, split=d.split, image_column=d.image_column, max_samples=d.max_samples)
         # Rank 0 validates every image once; the others take its list, so all ranks agree on the data.
         good = [None]
@@ -123,6 +127,12 @@ class Trainer:
             len(good[0]), cfg.train.batch_size, acc.num_processes, acc.process_index, cfg.train.seed
         )
         return sampler, TrainImages(source, good[0], d, cfg.masks, cfg.train.seed)
+
+    def _loader(self) -> DataLoader:
+        d, pin = self.cfg.data, self.accelerator.device.type == "cuda"
+        if isinstance(self.dataset, ShardStream):
+            return DataLoader(self.dataset, self.cfg.train.batch_size, num_workers=d.num_workers, pin_memory=pin)
+        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=d.num_workers, pin_memory=pin)
 
     # -- checkpoints -------------------------------------------------------------------------------
 
@@ -166,12 +176,7 @@ class Trainer:
         metrics_file = self.out / "logs" / "metrics.jsonl"
         if acc.is_main_process:
             metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=self.sampler,
-            num_workers=cfg.data.num_workers,
-            pin_memory=device.type == "cuda",
-        )
+        loader = self._loader()
         bar = tqdm(
             total=t.max_steps,
             initial=self.state.step,
@@ -197,7 +202,7 @@ class Trainer:
                 log.debug("rank %d step %d images %s", acc.process_index, self.state.step, batch["index"].tolist())
             terms = self.step_fn(pixels, mask, self.state.step, micro)
             nonfinite += ~torch.isfinite(terms["loss"])
-            self.sampler.advance()
+            self.sampler.advance(batch)
             micro += 1
             if not acc.sync_gradients:
                 continue

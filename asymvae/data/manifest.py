@@ -1,0 +1,91 @@
+"""The manifest of a prepared dataset: what shards exist, how many samples each holds, and their checksums.
+
+It is the last object `asymvae prepare` writes, so a reader that finds it finds every shard it lists,
+complete. Shard names are relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from asymvae.storage import StorageError, Store, open_store, split_uri
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "asymvae-shards/1"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One tar shard."""
+
+    name: str
+    """Key relative to the manifest's folder."""
+    split: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    """A prepared dataset."""
+
+    fingerprint: str
+    """Hash of the source fingerprint and the prepare config: equal fingerprints mean identical shards."""
+    source: dict[str, Any]
+    """spec, description, fingerprint and number of images of the source."""
+    config: dict[str, Any]
+    """The PrepareConfig used."""
+    shards: list[ShardInfo]
+    splits: dict[str, dict[str, int]]
+    """Per split: samples and shards."""
+    bad: dict[str, Any] = field(default_factory=dict)
+    """count, kinds (count per reason) and files (name, reason) of the images that were skipped."""
+    created: str = ""
+    format: str = FORMAT
+
+    def shards_of(self, split: str) -> list[ShardInfo]:
+        """The shards of one split, in order."""
+        return [s for s in self.shards if s.split == split]
+
+    def samples(self, split: str) -> int:
+        """Number of samples in a split."""
+        return sum(s.samples for s in self.shards_of(split))
+
+    def to_json(self) -> str:
+        """Serialised form."""
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest") -> Manifest:
+        """Parse (raises StorageError on anything that is not a manifest of this format)."""
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+            data["shards"] = [ShardInfo(**s) for s in data["shards"]]
+            return cls(**data)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise StorageError(f"{where} is not a valid asymvae manifest ({e}). Fix: re-run `asymvae prepare`.") from e
+
+
+def locate(uri: str) -> tuple[Store, str]:
+    """The store holding a dataset and the manifest's key in it, from the manifest's URI or its folder."""
+    uri = uri.strip().rstrip("/")
+    if uri.endswith(".json"):
+        parent, name = split_uri(uri)
+        return open_store(parent), name
+    return open_store(uri), MANIFEST_NAME
+
+
+def load_manifest(uri: str) -> tuple[Manifest, Store]:
+    """Read a manifest; returns it and the store its shard names are relative to."""
+    store, key = locate(uri)
+    if store.stat(key) is None:
+        raise StorageError(
+            f"no dataset manifest at {store.url(key)}. Fix: run `asymvae prepare SOURCE --out {store.uri}` first, "
+            "or point at the folder/prefix that holds manifest.json."
+        )
+    return Manifest.from_json(store.get(key).decode(), store.url(key)), store

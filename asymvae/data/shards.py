@@ -1,0 +1,148 @@
+"""WebDataset-style tar shards: writing them, reading them back, and the evaluation reader `iter_split`.
+
+A sample is a run of tar members sharing a key: `<key>.jpg` (or `.png`), `<key>.json` (metadata) and, in
+the validation split, `<key>.mask.png` (the fixed evaluation mask: a 1-bit PNG, 1 = hole).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+BLOCK = 512
+_SPOOL_BYTES = 64 << 20
+
+
+def member_size(payload: int) -> int:
+    """Bytes a member of `payload` bytes takes in a tar (header + data padded to 512)."""
+    return BLOCK + -(-payload // BLOCK) * BLOCK
+
+
+def _padded(size: int) -> int:
+    return -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+class ShardWriter:
+    """Builds one tar in memory (spilling to disk above 64 MiB) with deterministic headers."""
+
+    def __init__(self) -> None:
+        # Both stay open across add() calls and are closed by finish().
+        self._file = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        self.samples = 0
+        self._members = 0  # bytes of the members written so far
+
+    @property
+    def size(self) -> int:
+        """Size the finished tar will have: members, two end blocks, padded to tar's 10 KiB record size."""
+        return _padded(self._members + 2 * BLOCK)
+
+    def size_with(self, files: dict[str, bytes]) -> int:
+        """Size the finished tar would have with this sample added."""
+        return _padded(self._members + sum(member_size(len(b)) for b in files.values()) + 2 * BLOCK)
+
+    def add(self, key: str, files: dict[str, bytes]) -> None:
+        """Append one sample: `files` maps an extension (`jpg`, `json`, `mask.png`) to its bytes."""
+        for ext, data in files.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0  # identical inputs give identical bytes, so checksums are reproducible
+            self._tar.addfile(info, io.BytesIO(data))
+        self.samples += 1
+        self._members += sum(member_size(len(b)) for b in files.values())
+
+    def finish(self) -> tuple[BinaryIO, int, str]:
+        """Close the archive; returns (file positioned at 0, size, sha256)."""
+        self._tar.close()
+        f = self._file
+        size = f.tell()
+        f.seek(0)
+        digest = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+        f.seek(0)
+        return f, size, digest.hexdigest()
+
+
+def iter_records(data: bytes | BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for each sample of a tar shard, in order."""
+    fileobj = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    key: str | None = None
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = member.name.rsplit("/", 1)[-1]
+            k, _, ext = base.partition(".")
+            if k != key:
+                if key is not None:
+                    yield key, files
+                key, files = k, {}
+            f = tar.extractfile(member)
+            files[ext] = f.read() if f is not None else b""
+    if key is not None:
+        yield key, files
+
+
+def image_ext(files: dict[str, bytes]) -> str:
+    """The extension of a record's image member."""
+    for ext in ("jpg", "png", "jpeg", "webp"):
+        if ext in files:
+            return ext
+    raise ValueError(f"record has no image member (members: {sorted(files)})")
+
+
+def decode_mask(png: bytes) -> np.ndarray:
+    """A stored mask PNG as a bool array (True = hole)."""
+    with Image.open(io.BytesIO(png)) as img:
+        return np.asarray(img.convert("L")) > 127
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """A 0/1 mask as a 1-bit PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(mask) > 0.5).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+@dataclass
+class Sample:
+    """One prepared image, as the evaluation code reads it."""
+
+    key: str
+    image: Image.Image
+    """RGB."""
+    mask: np.ndarray | None
+    """(H, W) bool, True = hole; the fixed evaluation mask (validation split only)."""
+    meta: dict[str, Any]
+    """The sample's JSON metadata: source name, ordinal, sizes."""
+
+
+def iter_split(manifest_uri: str, split: str = "val") -> Iterator[Sample]:
+    """Every sample of one split of a prepared dataset, in manifest order; each shard's checksum is verified.
+
+    `manifest_uri` is the manifest (`.../manifest.json`) or its folder, local or `s3://`.
+    """
+    from asymvae.data.manifest import load_manifest
+
+    manifest, store = load_manifest(manifest_uri)
+    if split not in manifest.splits:
+        raise ValueError(f"{manifest_uri} has no split {split!r}; splits: {sorted(manifest.splits)}")
+    for shard in manifest.shards_of(split):
+        data = store.get_verified(shard.name, shard.sha256, shard.bytes)
+        for key, files in iter_records(data):
+            with Image.open(io.BytesIO(files[image_ext(files)])) as img:
+                image = img.convert("RGB")
+            mask = decode_mask(files["mask.png"]) if "mask.png" in files else None
+            yield Sample(key, image, mask, json.loads(files["json"]))

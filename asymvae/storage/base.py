@@ -1,0 +1,104 @@
+"""The `Store` interface shared by local folders and S3 buckets, and its errors."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+
+class StorageError(RuntimeError):
+    """Object storage cannot be used (credentials, endpoint, bucket, missing object); the message says how to fix."""
+
+
+class ChecksumError(StorageError):
+    """An object's bytes do not match the checksum recorded for it (corrupt or replaced since it was written)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object's key (relative to the store's root) and size in bytes."""
+
+    key: str
+    size: int
+
+
+CHUNK = 1 << 20
+"""Bytes per chunk of a streaming read."""
+
+
+class Store(ABC):
+    """Objects under one root; keys are `/`-separated paths relative to it."""
+
+    uri: str
+    """The root, as given to `open_store` (normalised)."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | BinaryIO, length: int | None = None) -> None:
+        """Write an object atomically: readers see the old object or the whole new one, never a part."""
+
+    @abstractmethod
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        """The object's bytes as a stream of chunks (raises `StorageError` if it does not exist)."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size of the object, or None when there is none."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """All objects whose key starts with `prefix`, recursively, sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object (no error when it does not exist)."""
+
+    @abstractmethod
+    def check(self, create: bool = False) -> None:
+        """Verify that the root is usable (bucket exists, credentials work); `create` makes a missing bucket/folder."""
+
+    def exists(self, key: str) -> bool:
+        """Whether the object exists."""
+        return self.stat(key) is not None
+
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+        return b"".join(self.iter_chunks(key))
+
+    def get_verified(self, key: str, sha256: str, size: int | None = None) -> bytes:
+        """The whole object, checked against its recorded sha256 (and size); raises `ChecksumError` on mismatch."""
+        digest = hashlib.sha256()
+        parts = []
+        for chunk in self.iter_chunks(key):
+            digest.update(chunk)
+            parts.append(chunk)
+        data = b"".join(parts)
+        if (size is not None and len(data) != size) or digest.hexdigest() != sha256:
+            raise ChecksumError(
+                f"{join_uri(self.uri, key)} is corrupt: {len(data)} bytes with sha256 {digest.hexdigest()[:16]}..., "
+                f"expected {size if size is not None else '?'} bytes with sha256 {sha256[:16]}... (as recorded in "
+                "the manifest). Fix: re-run `asymvae prepare` with the same source and --out to rewrite it."
+            )
+        return data
+
+    def url(self, key: str) -> str:
+        """The full URI of an object, for messages."""
+        return join_uri(self.uri, key)
+
+
+def join_uri(root: str, key: str) -> str:
+    """`root/key` without doubled slashes."""
+    if not key:
+        return root
+    return f"{root.rstrip('/')}/{key.lstrip('/')}"
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """(`parent`, `name`) of a URI or path: the part before and after the last `/`."""
+    stripped = uri.rstrip("/")
+    parent, _, name = stripped.rpartition("/")
+    if not parent and stripped.startswith("/"):
+        parent = "/"
+    return parent or ".", name

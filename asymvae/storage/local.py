@@ -1,0 +1,88 @@
+"""`Store` on a local folder (also a mounted PVC): atomic writes by temporary name + rename."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from asymvae.storage.base import CHUNK, ObjectInfo, StorageError, Store
+
+
+class LocalStore(Store):
+    """Objects are files below `root`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        key = key.strip("/")
+        if any(part in ("..", "") for part in key.split("/")):
+            raise StorageError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def put(self, key: str, data: bytes | BinaryIO, length: int | None = None) -> None:
+        """Write to a hidden temporary file beside the target, fsync, then rename over it."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; objects are data, readable like any written file
+            with os.fdopen(fd, "wb") as f:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    f.write(data)
+                else:
+                    shutil.copyfileobj(data, f, CHUNK)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        """Read the file in 1 MiB chunks."""
+        path = self._path(key)
+        try:
+            f = path.open("rb")
+        except FileNotFoundError as e:
+            raise StorageError(f"{path} does not exist") from e
+        with f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """File size, or None."""
+        path = self._path(key)
+        return ObjectInfo(key.strip("/"), path.stat().st_size) if path.is_file() else None
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Files below the root whose relative path starts with `prefix` (hidden temporary files excluded)."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(ObjectInfo(key, path.stat().st_size))
+        return sorted(found, key=lambda o: o.key)
+
+    def delete(self, key: str) -> None:
+        """Remove the file if present."""
+        self._path(key).unlink(missing_ok=True)
+
+    def check(self, create: bool = False) -> None:
+        """The root must be a folder (or creatable) and writable."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageError(f"{self.root} exists and is not a folder. Fix: choose another output location.")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"{self.root} is not writable. Fix: choose a folder you can write to.")

@@ -1,0 +1,126 @@
+"""The streaming reader of prepared shards: exact epochs, exact resume, and training from a local manifest."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from asymvae.data.config import DataConfig
+from asymvae.data.manifest import load_manifest
+from asymvae.data.prepare import PrepareConfig, prepare
+from asymvae.data.streaming import ShardStream
+from asymvae.masks import MaskConfig
+from asymvae.training.trainer import Trainer
+from tests.conftest import tiny_config
+from tests.test_train import weights
+
+SOURCE = "builtin:demo?count=64&size=48"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A local prepared dataset with several small train shards, and one with a single train shard."""
+    root = tmp_path_factory.mktemp("shards")
+    cfg = PrepareConfig(max_side=48, min_side=16, val_fraction=0.1, shard_max_bytes=65536, workers=1)
+    many = prepare(SOURCE, str(root / "many"), cfg, progress=False)
+    cfg.shard_max_bytes = 64 << 20
+    one = prepare(SOURCE, str(root / "one"), cfg, progress=False)
+    assert len(many.manifest.shards_of("train")) >= 4 and len(one.manifest.shards_of("train")) == 1
+    return {"many": str(root / "many"), "one": str(root / "one")}
+
+
+def _stream(uri: str, workers: int = 2, world: int = 1, rank: int = 0, buffer: int = 4) -> ShardStream:
+    manifest, store = load_manifest(uri)
+    data = DataConfig(resolution=32, num_workers=workers, shuffle_buffer=buffer)
+    return ShardStream(manifest, store, data, MaskConfig(), seed=3, rank=rank, world_size=world)
+
+
+@pytest.mark.parametrize("kind", ["many", "one"])
+def test_each_epoch_reads_every_train_sample_exactly_once(shards, kind):
+    world, workers = 2, 2
+    streams = [_stream(shards[kind], workers, world, rank) for rank in range(world)]
+    size = streams[0].size
+    for epoch in (0, 1):
+        seen = []
+        for rank, stream in enumerate(streams):
+            for w in range(workers):
+                slot = rank * workers + w
+                length = sum(p.count for p in stream.plan(slot, epoch))
+                stream.position.slots[slot] = (epoch, 0)
+                samples = list(itertools.islice(stream.slot_stream(slot), length))
+                assert {s["epoch"] for s in samples} == {epoch} and [s["pos"] for s in samples] == list(range(length))
+                seen += [s["index"] for s in samples]
+        assert sorted(seen) == list(range(size))
+
+
+def _batches(stream: ShardStream, n: int, advance: bool = False) -> list[dict]:
+    loader = DataLoader(stream, batch_size=3, num_workers=stream.data.num_workers)
+    out = []
+    for batch in itertools.islice(loader, n):
+        out.append(batch)
+        if advance:
+            stream.position.advance(batch)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["many", "one"])
+def test_resumed_stream_continues_exactly_where_training_stopped(shards, kind):
+    # 2 workers x 22 batches of 3 cross shuffle blocks (4) and the epoch boundary (~29 samples per slot).
+    straight = _batches(_stream(shards[kind]), 22)
+    first = _stream(shards[kind])
+    head = _batches(first, 13, advance=True)
+    state = first.position.state_dict()
+    second = _stream(shards[kind])
+    second.position.load_state_dict(state)
+    tail = _batches(second, 9)
+    assert max(b["epoch"].max() for b in straight) == 1, "the test should cross an epoch boundary"
+    for a, b in zip(straight, head + tail, strict=True):
+        assert a["index"].tolist() == b["index"].tolist() and a["slot"].tolist() == b["slot"].tolist()
+        assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["mask"], b["mask"])
+
+
+def test_position_from_another_layout_is_refused(shards):
+    state = _stream(shards["many"], workers=2).position.state_dict()
+    with pytest.raises(ValueError, match="same data.shards manifest"):
+        _stream(shards["many"], workers=1).position.load_state_dict(state)
+
+
+def test_training_from_shards_resumes_to_the_same_weights(base_vae_dir, tmp_path, shards):
+    extra = (f"data.shards={shards['many']}", "data.num_workers=2", "data.shuffle_buffer=5")
+    straight = tmp_path / "straight"
+    Trainer(tiny_config(base_vae_dir, straight, *extra), pretrained=str(base_vae_dir)).fit()
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight / "checkpoints" / "step-00000002", resumed / "checkpoints" / "step-00000002")
+    trainer = Trainer(tiny_config(base_vae_dir, resumed, *extra), pretrained=str(base_vae_dir))
+    assert trainer.resume() == 2 and trainer.sampler.slots  # the stream position came back
+    trainer.fit()
+    expected, got = weights(straight / "step4"), weights(resumed / "step4")
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+
+@pytest.mark.slow  # a 2-process torchrun: ~35 s on a busy 2-core machine
+def test_two_ranks_stream_disjoint_samples_and_checkpoint_both_positions(base_vae_dir, tmp_path, shards):
+    from asymvae.config import save_yaml
+    from tests.test_end_to_end import asymvae
+
+    out = tmp_path / "ddp"
+    cfg_file = tmp_path / "ddp.yaml"
+    save_yaml(tiny_config(base_vae_dir, out, f"data.shards={shards['many']}", "data.num_workers=1"), cfg_file)
+    run = asymvae("train", str(cfg_file), env={"NPROC_PER_NODE": "2", "ASYMVAE_LOG_LEVEL": "DEBUG"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen: dict[int, dict[int, list[int]]] = {0: {}, 1: {}}
+    for rank, step, images in re.findall(r"rank (\d) step (\d+) images \[([\d, ]+)\]", run.stderr):
+        seen[int(rank)][int(step)] = [int(i) for i in images.split(",")]
+    assert sorted(seen[0]) == sorted(seen[1]) == [0, 1, 2, 3]
+    used = [i for rank in seen.values() for images in rank.values() for i in images]
+    assert len(used) == len(set(used)) == 16, "a sample was used twice within the first epoch"
+    states = [torch.load(p, weights_only=False) for p in (out / "checkpoints" / "step-00000004").glob("custom_*.pkl")]
+    position = next(s["sampler"] for s in states if "sampler" in s)
+    assert position["slots"] == {"0": [0, 8], "1": [0, 8]} and position["batches"] == {"0": 4, "1": 4}
