@@ -2,8 +2,18 @@
 
 from asymvae.config import ConfigError
 from asymvae.data.sources import DataSourceError
+from asymvae.export import ExportError
+from asymvae.inpaint import InpaintInputError
 from asymvae.losses.perceptual import LPIPSWeightsError
 from asymvae.model.build import ModelSourceError
 from asymvae.training.trainer import NonFiniteLossError
 
-USER_ERRORS = (ConfigError, DataSourceError, ModelSourceError, LPIPSWeightsError, NonFiniteLossError)
+USER_ERRORS = (
+    ConfigError,
+    DataSourceError,
+    ModelSourceError,
+    LPIPSWeightsError,
+    NonFiniteLossError,
+    ExportError,
+    InpaintInputError,
+)

@@ -1,35 +1,5 @@
-"""Write the trained VAE as a diffusers folder, atomically."""
+"""The trainer's export, kept importable here; it lives in `asymvae.export.diffusers`."""
 
-from __future__ import annotations
+from asymvae.export.diffusers import export_diffusers, export_dir, latest_export
 
-from pathlib import Path
-
-from asymvae.model.build import VAE
-from asymvae.training.checkpoint import publish, staging_dir
-
-
-def export_dir(output_dir: Path, step: int) -> Path:
-    """`OUTPUT/step<N>`: the folder whose `vae/` subfolder diffusers loads."""
-    return Path(output_dir) / f"step{step}"
-
-
-def latest_export(output_dir: Path) -> Path | None:
-    """The export with the most steps under `output_dir`, or None."""
-    found = [
-        p for p in Path(output_dir).glob("step*") if p.name[4:].isdigit() and (p / "vae" / "config.json").is_file()
-    ]
-    return max(found, key=lambda p: int(p.name[4:])) if found else None
-
-
-def export_diffusers(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Path:
-    """Save `vae` to `OUTPUT/step<N>/vae` (safetensors + config) with the run's config beside it.
-
-    Written to a hidden folder and renamed when complete: a crash leaves no half-written `step<N>`.
-    Call on one process only.
-    """
-    final = export_dir(output_dir, step)
-    tmp = staging_dir(final)
-    vae.save_pretrained(tmp / "vae", safe_serialization=True)
-    (tmp / "config.yaml").write_text(config_yaml)
-    publish(tmp, final)
-    return final
+__all__ = ["export_diffusers", "export_dir", "latest_export"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from asymvae.config import ExperimentConfig
+from asymvae.export.diffusers import latest_export
 from asymvae.presets import get_preset
-from asymvae.training.export import latest_export
 from asymvae.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)

@@ -25,13 +25,13 @@ from asymvae.config import ExperimentConfig, to_dict
 from asymvae.data.dataset import TrainImages
 from asymvae.data.sampler import ResumableBatchSampler
 from asymvae.data.sources import open_source, scan_source
+from asymvae.export.diffusers import export_diffusers
 from asymvae.losses.discriminator import PatchDiscriminator
 from asymvae.losses.objective import Objective
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
 from asymvae.model.trainable import Reconstructor
 from asymvae.training import checkpoint as ckpt
-from asymvae.training.export import export_diffusers
 from asymvae.training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,44 @@
+"""Write a VAE as a diffusers folder (`<dir>/vae`: safetensors + config.json), atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asymvae.model.build import VAE
+from asymvae.training.checkpoint import publish, staging_dir
+
+__all__ = ["export_diffusers", "export_dir", "latest_export", "save_vae"]
+
+
+def export_dir(output_dir: Path, step: int) -> Path:
+    """`OUTPUT/step<N>`: the folder whose `vae/` subfolder diffusers loads."""
+    return Path(output_dir) / f"step{step}"
+
+
+def latest_export(output_dir: Path) -> Path | None:
+    """The export with the most steps under `output_dir`, or None."""
+    found = [
+        p for p in Path(output_dir).glob("step*") if p.name[4:].isdigit() and (p / "vae" / "config.json").is_file()
+    ]
+    return max(found, key=lambda p: int(p.name[4:])) if found else None
+
+
+def save_vae(vae: VAE, folder: Path) -> Path:
+    """Save `vae` to `folder/vae` (safetensors + config.json): `from_pretrained(folder, subfolder="vae")` loads it."""
+    target = Path(folder) / "vae"
+    vae.save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def export_diffusers(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Path:
+    """Save `vae` to `OUTPUT/step<N>/vae` (safetensors + config) with the run's config beside it.
+
+    Written to a hidden folder and renamed when complete: a crash leaves no half-written `step<N>`.
+    Call on one process only.
+    """
+    final = export_dir(output_dir, step)
+    tmp = staging_dir(final)
+    save_vae(vae, tmp)
+    (tmp / "config.yaml").write_text(config_yaml)
+    publish(tmp, final)
+    return final
