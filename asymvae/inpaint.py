@@ -97,7 +97,7 @@ def load_pipeline(vae: str | Path, pipeline_dir: str | Path, device: str | None 
         )
     model = batched_condition_vae(vae)
     try:
-        pipe = StableDiffusionInpaintPipeline.from_pretrained(pdir, vae=model, torch_dtype=dtype)
+        pipe = StableDiffusionInpaintPipeline.from_pretrained(pdir, vae=model, dtype=dtype)
     except Exception as e:
         raise InpaintInputError(f"--pipeline {pdir}: cannot load it as a StableDiffusionInpaintPipeline: {e}") from e
     unet_in = pipe.unet.config.in_channels

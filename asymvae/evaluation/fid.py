@@ -80,7 +80,7 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     """Fréchet distance between N(mu1, cov1) and N(mu2, cov2): |mu1-mu2|² + tr(C1 + C2 - 2 (C1 C2)^½)."""
     from scipy import linalg
 
-    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    covmean = linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():
         # Near-singular product (few images): regularise as pytorch-fid does.
         offset = np.eye(cov1.shape[0]) * 1e-6
