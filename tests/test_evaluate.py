@@ -20,7 +20,7 @@ def test_eval_items_are_fixed_centre_crops_with_fixed_masks():
     assert len(a) == 5 and [i.key for i in a] == [i.key for i in b]
     for x, y in zip(a, b, strict=True):
         assert x.image.shape == (3, 32, 32) and x.mask.shape == (1, 32, 32)
-        assert 0 <= float(x.image.min()) and float(x.image.max()) <= 1
+        assert float(x.image.min()) >= 0 and float(x.image.max()) <= 1
         assert torch.equal(x.image, y.image) and torch.equal(x.mask, y.mask)
         # Every evaluation mask has both a hole and a kept part.
         assert 0 < float(x.mask.mean()) < 1
@@ -35,7 +35,7 @@ def test_the_asymmetric_decoder_never_reads_the_hole(asym_export_dir, base_vae_d
     image = torch.stack([i.image for i in items])
     mask = torch.stack([i.mask for i in items])
     d = decode_all(model, base, image, mask)
-    assert d.asymmetric.shape == image.shape and 0 <= float(d.asymmetric.min()) and float(d.asymmetric.max()) <= 1
+    assert d.asymmetric.shape == image.shape and float(d.asymmetric.min()) >= 0 and float(d.asymmetric.max()) <= 1
     # Change only the hole's pixels: the latent changes (the encoder sees them) but the branch must not.
     with torch.no_grad():
         z = base.encode(image * 2 - 1).latent_dist.mode()
