@@ -50,7 +50,7 @@ def test_diffusers_export_loads_and_carries_a_card(asym_export_dir, base_vae_dir
         assert torch.equal(loaded.state_dict()[key], value), key
     assert (out / "vae" / "diffusion_pytorch_model.safetensors").is_file() and (out / "config.yaml").is_file()
     card = (out / "README.md").read_text()
-    assert f"- base model: `{base_vae_dir}`" in card
+    assert f"- base model: `{base_vae_dir}` (subfolder `vae`)" in card
     for text in ("## Model", "mask branch", "## Training config", "kind: asymmetric", "data fingerprint: not"):
         assert text in card, text
     assert "| masked | pre_error: MSE ↓ | preserved | 4.000e-03 | 1.000e-03 |" in card
@@ -157,3 +157,14 @@ def test_export_cli_exit_codes(asym_export_dir, tmp_path, capsys):
     assert code == 2 and "--name" in out.err
     code, out = cli(str(asym_export_dir), "--format", "triton", "--out", str(tmp_path / "r"), "--name", "vae")
     assert code == 0 and "max abs error" in out.out and (tmp_path / "r" / "vae" / "config.pbtxt").is_file()
+
+
+def test_card_shows_a_recorded_data_fingerprint(asym_export_dir):
+    from asymvae.export.card import CardInfo, find_fingerprint, model_card
+
+    vae = AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae")
+    config = {"model": {"pretrained": "sd15"}, "data": {"source": "s3://b/p", "manifest": {"fingerprint": "abc123"}}}
+    assert find_fingerprint(config) == "abc123" and find_fingerprint({"data": {}}) is None
+    card = model_card(vae, CardInfo("n", "onnx", "somewhere", run_config=config))
+    assert "- data fingerprint: `abc123`" in card and "- source: `s3://b/p`" in card
+    assert "- base model: `sd15`" in card

@@ -52,10 +52,10 @@ def _model_section(vae: VAE, config: dict[str, Any] | None) -> list[str]:
     c = vae.config
     model_cfg = (config or {}).get("model", {}) if isinstance(config, dict) else {}
     base = model_cfg.get("pretrained")
+    base_text = f"`{base}`" if base else "not recorded (no training config.yaml beside vae/)"
     if base and model_cfg.get("subfolder") and not str(base).startswith("preset:"):
-        base = f"{base} (subfolder {model_cfg['subfolder']})"
-    lines = ["## Model", "", f"- class: `{type(vae).__name__}`"]
-    lines.append(f"- base model: {f'`{base}`' if base else 'not recorded (no training config.yaml beside vae/)'}")
+        base_text += f" (subfolder `{model_cfg['subfolder']}`)"
+    lines = ["## Model", "", f"- class: `{type(vae).__name__}`", f"- base model: {base_text}"]
     if isinstance(vae, AsymmetricAutoencoderKL):
         branch = _millions(vae.decoder.condition_encoder)
         lines += [
