@@ -36,7 +36,7 @@ from asymvae.evaluation.data import EVAL_MASK_SEED, EvalItem, SourceItems, batch
 from asymvae.evaluation.report import GridSample, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
-from asymvae.model.build import VAE
+from asymvae.model.build import VAE, ModelSourceError
 from asymvae.model.load import load_vae
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     model = load_vae(cfg.model, require=AsymmetricAutoencoderKL).to(device)
     baseline = load_vae(cfg.baseline).to(device)
     if model.config.latent_channels != baseline.config.latent_channels:
-        raise ValueError(
+        raise ModelSourceError(
             f"the model decodes {model.config.latent_channels}-channel latents but the baseline's encoder makes "
             f"{baseline.config.latent_channels}: --baseline must be the VAE the model was trained on"
         )
