@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 
-from asymvae.commands import configs, prepare, train
+from asymvae.commands import configs, eval, export, inpaint, prepare, train
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
-COMMANDS = (train, configs, prepare)
+COMMANDS = (train, configs, prepare, eval, export, inpaint)
 
 
 def _setup_logging() -> None:

@@ -3,6 +3,8 @@
 from asymvae.cluster.errors import TrainingJobError
 from asymvae.config import ConfigError
 from asymvae.data.sources import DataSourceError
+from asymvae.export import ExportError
+from asymvae.inpaint import InpaintInputError
 from asymvae.losses.perceptual import LPIPSWeightsError
 from asymvae.model.build import ModelSourceError
 from asymvae.storage import StorageError
@@ -16,4 +18,6 @@ USER_ERRORS = (
     NonFiniteLossError,
     TrainingJobError,
     StorageError,
+    ExportError,
+    InpaintInputError,
 )

@@ -85,3 +85,22 @@ def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("ASYMVAE_S3_RETRIES", "1")
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def asym_export_dir(base_vae_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained AsymmetricAutoencoderKL on the base VAE's encoder, laid out like a training export:
+    <dir>/vae/ plus the run's config.yaml beside it. Its mask branch is random, so it is no better than the base."""
+    import yaml
+    from diffusers import AutoencoderKL
+
+    from asymvae.config import to_dict
+    from asymvae.model.build import asymmetric_from_base
+
+    root = tmp_path_factory.mktemp("asym_export") / "step0"
+    cfg = tiny_config(base_vae_dir, root.parent)
+    base = AutoencoderKL.from_pretrained(base_vae_dir, subfolder="vae")
+    vae = asymmetric_from_base(base, cfg.model)
+    vae.save_pretrained(root / "vae")
+    (root / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return root

@@ -6,9 +6,9 @@ import logging
 import time
 
 from asymvae.config import ExperimentConfig
+from asymvae.export.diffusers import latest_export
 from asymvae.presets import get_preset
 from asymvae.training import metrics as live_metrics
-from asymvae.training.export import latest_export
 from asymvae.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)

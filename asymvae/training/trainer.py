@@ -26,11 +26,11 @@ from asymvae.data.dataset import TrainImages
 from asymvae.data.sampler import ResumableBatchSampler
 from asymvae.data.sources import open_source, scan_source
 from asymvae.data.streaming import ShardStream, StreamPosition
+from asymvae.export.diffusers import export_diffusers
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
 from asymvae.training import checkpoint as ckpt
 from asymvae.training import metrics as live_metrics
-from asymvae.training.export import export_diffusers
 from asymvae.training.step import TrainStep
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Write the trained VAE as a diffusers folder, atomically."""
+"""Write a VAE as a diffusers folder (`<dir>/vae`: safetensors + config.json), atomically."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 
 from asymvae.model.build import VAE
 from asymvae.training.checkpoint import publish, staging_dir
+
+__all__ = ["export_diffusers", "export_dir", "latest_export", "save_vae"]
 
 
 def export_dir(output_dir: Path, step: int) -> Path:
@@ -21,6 +23,13 @@ def latest_export(output_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name[4:])) if found else None
 
 
+def save_vae(vae: VAE, folder: Path) -> Path:
+    """Save `vae` to `folder/vae` (safetensors + config.json): `from_pretrained(folder, subfolder="vae")` loads it."""
+    target = Path(folder) / "vae"
+    vae.save_pretrained(target, safe_serialization=True)
+    return target
+
+
 def export_diffusers(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Path:
     """Save `vae` to `OUTPUT/step<N>/vae` (safetensors + config) with the run's config beside it.
 
@@ -29,7 +38,7 @@ def export_diffusers(vae: VAE, output_dir: Path, step: int, config_yaml: str) ->
     """
     final = export_dir(output_dir, step)
     tmp = staging_dir(final)
-    vae.save_pretrained(tmp / "vae", safe_serialization=True)
+    save_vae(vae, tmp)
     (tmp / "config.yaml").write_text(config_yaml)
     publish(tmp, final)
     return final

@@ -1,0 +1,5 @@
+"""Export a trained VAE: diffusers folder, ONNX mask-conditioned decoder, Triton model repository; model card."""
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made as asked (bad format, existing target, missing input); nothing was written."""

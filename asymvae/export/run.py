@@ -1,0 +1,162 @@
+"""`asymvae export`: one trained model to a diffusers folder, an ONNX file or a Triton model, atomically.
+
+Everything is written into a hidden temporary folder beside the target, checked (ONNX parity, Triton
+config), given its model card last, and only then renamed to the target. Any failure removes the
+temporary folder, so a target that exists is always complete.
+
+Targets: `--format diffusers` and `onnx` write `OUT/` itself; `--format triton` writes the model folder
+`OUT/<name>/` inside the repository root `OUT/` (other models already there are left alone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import yaml
+from diffusers import AsymmetricAutoencoderKL
+
+from asymvae.export import ExportError
+from asymvae.export.card import CardInfo, write_card
+from asymvae.export.diffusers import save_vae
+from asymvae.export.onnx import DEFAULT_OPSET, export_onnx, verify_onnx
+from asymvae.export.triton import DEFAULT_MAX_BATCH, check_model_name, triton_config, validate_triton_model
+from asymvae.model.build import VAE
+from asymvae.model.load import load_vae, read_run_config
+from asymvae.training.checkpoint import publish
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FORMATS", "ExportConfig", "ExportResult", "export_model"]
+
+FORMATS = ("diffusers", "onnx", "triton")
+
+
+@dataclass
+class ExportConfig:
+    """One export."""
+
+    model: str
+    """A training export (`OUTPUT/step<N>`, holding `vae/`) or a diffusers VAE folder."""
+    format: str
+    """`diffusers`, `onnx` or `triton`."""
+    out: str
+    """Target folder (for triton: the model repository root)."""
+    name: str = "asymvae_decoder"
+    """Model name: the Triton model folder, and the card's title."""
+    eval: str | None = None
+    """An `asymvae eval` metrics.json whose table goes into the model card."""
+    opset: int = DEFAULT_OPSET
+    """ONNX opset."""
+    max_batch_size: int = DEFAULT_MAX_BATCH
+    """Triton's max_batch_size (dynamic batching merges requests up to it)."""
+    force: bool = False
+    """Replace an existing target."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ExportError(f"--format {self.format!r} is not supported; choose one of {', '.join(FORMATS)}")
+        try:
+            check_model_name(self.name)
+        except ValueError as e:
+            raise ExportError(f"--name: {e}") from e
+
+    @property
+    def target(self) -> Path:
+        """The folder that appears, complete, when the export succeeds."""
+        out = Path(self.out)
+        return out / self.name if self.format == "triton" else out
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and what was checked."""
+
+    path: Path
+    files: list[str]
+    onnx_checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _read_eval(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"--eval {p}: no such file (give the metrics.json that `asymvae eval` wrote)")
+    try:
+        summary = json.loads(p.read_text())["summary"]
+        if not all("pre_error" in summary["masked"][d] for d in ("baseline", "asymmetric")):
+            raise KeyError("pre_error")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ExportError(f"--eval {p} is not a metrics.json written by `asymvae eval` ({e!r})") from e
+    return summary
+
+
+def _write_onnx(vae: VAE, path: Path, opset: int) -> list[dict[str, Any]]:
+    if not isinstance(vae, AsymmetricAutoencoderKL):
+        raise ExportError(
+            f"--format onnx/triton exports the mask-conditioned decoder of an AsymmetricAutoencoderKL; "
+            f"this model is a {type(vae).__name__} (use --format diffusers for it)"
+        )
+    export_onnx(vae, path, opset)
+    checks = [c.as_dict() for c in verify_onnx(vae, path)]
+    worst = max(c["max_abs_error"] for c in checks)
+    scale = max(1.0, max(c["max_abs_value"] for c in checks))
+    if worst > 1e-3 * scale:
+        raise ExportError(f"the ONNX graph disagrees with PyTorch by up to {worst:.3g}: not exporting it")
+    return checks
+
+
+def _fill(cfg: ExportConfig, vae: VAE, tmp: Path, run_config: dict[str, Any] | None) -> tuple[list[str], list]:
+    """Write the format's files into `tmp`; return (relative file names, ONNX checks)."""
+    checks: list[dict[str, Any]] = []
+    if cfg.format == "diffusers":
+        save_vae(vae, tmp)
+    elif cfg.format == "onnx":
+        checks = _write_onnx(vae, tmp / "model.onnx", cfg.opset)
+    else:
+        (tmp / "1").mkdir()
+        checks = _write_onnx(vae, tmp / "1" / "model.onnx", cfg.opset)
+        graph = onnx.load(str(tmp / "1" / "model.onnx"), load_external_data=False)
+        # Named after the target folder, which is what Triton requires of config.name.
+        (tmp / "config.pbtxt").write_text(triton_config(cfg.name, graph, cfg.max_batch_size))
+        try:
+            validate_triton_model(tmp, name=cfg.name)
+        except ValueError as e:
+            raise ExportError(str(e)) from e
+    if run_config is not None and cfg.format != "triton":
+        (tmp / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+    if checks:
+        (tmp / "export_report.json").write_text(json.dumps({"onnx_parity": checks}, indent=1) + "\n")
+    files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+    return files, checks
+
+
+def export_model(cfg: ExportConfig) -> ExportResult:
+    """Export `cfg.model` as `cfg.format` to `cfg.target`, atomically (see the module docstring)."""
+    target = cfg.target
+    if target.exists() and not cfg.force:
+        raise ExportError(f"{target} already exists; pass --force to replace it")
+    eval_summary = _read_eval(cfg.eval)
+    vae = load_vae(cfg.model).float()
+    run_config = read_run_config(cfg.model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        files, checks = _fill(cfg, vae, tmp, run_config)
+        info = CardInfo(cfg.name, cfg.format, str(cfg.model), run_config, eval_summary, checks, [*files, "README.md"])
+        write_card(tmp, vae, info)  # last: a folder with its card is complete
+        publish(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s as %s to %s", cfg.model, cfg.format, target)
+    return ExportResult(target, info.files, checks)

@@ -1,0 +1,70 @@
+"""Load a trained VAE for evaluation, export or inference: from a training export or any diffusers VAE folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
+
+from asymvae.model.build import VAE, ModelSourceError
+
+__all__ = ["load_vae", "read_run_config", "vae_folder"]
+
+_CLASSES: dict[str, type[VAE]] = {"AutoencoderKL": AutoencoderKL, "AsymmetricAutoencoderKL": AsymmetricAutoencoderKL}
+
+
+def vae_folder(path: str | Path) -> Path:
+    """The folder holding the VAE's `config.json`: `path/vae` (a training export, `OUTPUT/step<N>`) or `path`.
+
+    Raises `ModelSourceError` naming what was looked for when neither holds a diffusers VAE.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ModelSourceError(
+            f"model folder {root} does not exist. Point it at a training export (e.g. work_dirs/demo/step400) "
+            "or at a folder written by save_pretrained."
+        )
+    for candidate in (root / "vae", root):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise ModelSourceError(
+        f"{root} holds no diffusers VAE: expected {root / 'vae' / 'config.json'} (a training export) "
+        f"or {root / 'config.json'} (a save_pretrained folder)."
+    )
+
+
+def load_vae(path: str | Path, require: type[VAE] | None = None) -> VAE:
+    """The VAE at `path` (see `vae_folder`), as the class its config.json names, in eval mode.
+
+    `require=AsymmetricAutoencoderKL` rejects a plain VAE with a message saying what was found.
+    """
+    folder = vae_folder(path)
+    try:
+        name = str(AutoencoderKL.load_config(folder).get("_class_name", "AutoencoderKL"))
+    except Exception as e:  # a corrupt or foreign config.json
+        raise ModelSourceError(f"cannot read {folder / 'config.json'}: {e}") from e
+    cls = _CLASSES.get(name)
+    if cls is None:
+        raise ModelSourceError(f"{folder} holds a {name}; expected one of {', '.join(_CLASSES)}")
+    if require is not None and not issubclass(cls, require):
+        raise ModelSourceError(f"{folder} holds a {name}, but a {require.__name__} is needed here")
+    try:
+        vae = cls.from_pretrained(folder)
+    except Exception as e:
+        raise ModelSourceError(f"cannot load {name} from {folder}: {e}") from e
+    return vae.eval().requires_grad_(False)
+
+
+def read_run_config(path: str | Path) -> dict[str, Any] | None:
+    """The training `config.yaml` beside `vae/` (as a dict), or None when the folder has none."""
+    root = Path(path).expanduser()
+    for candidate in (root / "config.yaml", root.parent / "config.yaml"):
+        if candidate.is_file() and (candidate.parent / "vae").is_dir():
+            try:
+                data = yaml.safe_load(candidate.read_text())
+            except yaml.YAMLError as e:
+                raise ModelSourceError(f"{candidate} is not valid YAML: {e}") from e
+            return data if isinstance(data, dict) else None
+    return None

@@ -1,0 +1,125 @@
+"""`asymvae eval` on tiny models: fixed masks, both decoders on the same latents, the report, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
+
+from asymvae.cli import main
+from asymvae.evaluation.data import EvalItem, SourceItems
+from asymvae.evaluation.run import EvalConfig, decode_all, evaluate, score_items
+
+DATA = "builtin:demo?count=5&size=96&seed=1"
+
+
+def test_eval_items_are_fixed_centre_crops_with_fixed_masks():
+    a, b = list(SourceItems(DATA, 32)), list(SourceItems(DATA, 32))
+    assert len(a) == 5 and [i.key for i in a] == [i.key for i in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.image.shape == (3, 32, 32) and x.mask.shape == (1, 32, 32)
+        assert float(x.image.min()) >= 0 and float(x.image.max()) <= 1
+        assert torch.equal(x.image, y.image) and torch.equal(x.mask, y.mask)
+        # Every evaluation mask has both a hole and a kept part.
+        assert 0 < float(x.mask.mean()) < 1
+    assert not torch.equal(a[0].mask, a[1].mask)
+    assert len(SourceItems(DATA, 32, max_images=2)) == 2
+
+
+def test_the_asymmetric_decoder_never_reads_the_hole(asym_export_dir, base_vae_dir):
+    model = AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae").eval()
+    base = AutoencoderKL.from_pretrained(base_vae_dir, subfolder="vae").eval()
+    items = list(SourceItems(DATA, 32, max_images=2))
+    image = torch.stack([i.image for i in items])
+    mask = torch.stack([i.mask for i in items])
+    d = decode_all(model, base, image, mask)
+    assert d.asymmetric.shape == image.shape and float(d.asymmetric.min()) >= 0 and float(d.asymmetric.max()) <= 1
+    # Change only the hole's pixels: the latent changes (the encoder sees them) but the branch must not.
+    with torch.no_grad():
+        z = base.encode(image * 2 - 1).latent_dist.mode()
+        scrambled = torch.where(mask.bool().expand_as(image), torch.rand_like(image), image)
+        one = model.decode(z, image=(image * 2 - 1) * (1 - mask), mask=mask).sample
+        two = model.decode(z, image=scrambled * 2 - 1, mask=mask).sample
+    assert torch.allclose(one, two, atol=1e-6)
+    # The full-mask decoding ignores the image entirely and differs from the conditioned one.
+    assert not torch.allclose(d.asymmetric_full, d.asymmetric)
+
+
+def test_score_items_accepts_any_iterable_of_items(asym_export_dir, base_vae_dir):
+    model = AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae").eval()
+    base = AutoencoderKL.from_pretrained(base_vae_dir, subfolder="vae").eval()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:24, 8:24] = 1
+    items = [EvalItem(f"k{i}", image, mask) for i in range(3)]  # e.g. from prepared shards with stored masks
+    summary, rows, grid = score_items(model, base, iter(items), 2, torch.device("cpu"), grid_samples=2)
+    assert [r["key"] for r in rows] == ["k0", "k1", "k2"] and len(grid) == 2
+    assert rows[0]["hole_share"] == pytest.approx(0.25)
+    b = summary["masked"]["baseline"]
+    assert set(b) == {"psnr", "psnr_hole", "psnr_preserved", "ssim", "ssim_hole", "ssim_preserved", "pre_error"}
+    # Identical images: every row equal, so the means equal each row.
+    assert rows[2]["masked/asymmetric/pre_error"] == pytest.approx(summary["masked"]["asymmetric"]["pre_error"])
+    # The baseline ignores the mask: its full-mask scores are its full-image scores.
+    assert summary["full_mask"]["baseline"] == {"psnr": b["psnr"], "ssim": b["ssim"]}
+
+
+def test_evaluate_writes_the_report(asym_export_dir, base_vae_dir, tmp_path):
+    cfg = EvalConfig(
+        model=str(asym_export_dir),
+        baseline=str(base_vae_dir),
+        data=DATA,
+        out=str(tmp_path / "eval"),
+        resolution=64,
+        batch_size=2,
+        grid_samples=3,
+        progress=False,
+    )
+    result = evaluate(cfg)
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["grid.png", "metrics.json", "metrics.md"]
+    data = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    s = data["summary"]
+    assert s["images"] == 5 and len(data["per_image"]) == 5 and s["shared_encoder"] is True
+    assert s["lpips"] == "shift_tolerant/alex" and "lpips_preserved" in s["masked"]["asymmetric"]
+    assert s["pre_error_ratio"] == pytest.approx(
+        s["masked"]["asymmetric"]["pre_error"] / s["masked"]["baseline"]["pre_error"]
+    )
+    assert s["fid_note"].startswith("FID not computed")  # no FID weights on this machine
+    per_image = [r["masked/baseline/pre_error"] for r in data["per_image"]]
+    assert s["masked"]["baseline"]["pre_error"] == pytest.approx(sum(per_image) / 5)
+    assert result.pre_error_ratio == pytest.approx(s["pre_error_ratio"])
+    table = (tmp_path / "eval" / "metrics.md").read_text()
+    assert "| masked | pre_error: MSE ↓ | preserved |" in table and "5 images" in table
+    from PIL import Image
+
+    assert Image.open(tmp_path / "eval" / "grid.png").size == (6 * 128, 18 + 3 * 128)
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_eval_cli_runs_and_rejects_bad_inputs(asym_export_dir, base_vae_dir, tmp_path, capsys):
+    common = ["--data", DATA, "--resolution", "32", "--max-images", "2", "--lpips", "off"]
+    code, out, _ = _cli(
+        capsys, "eval", str(asym_export_dir), "--baseline", str(base_vae_dir), *common, "--out", str(tmp_path / "e")
+    )
+    assert code == 0 and "| masked | pre_error" in out and (tmp_path / "e" / "metrics.json").is_file()
+
+    code, _, err = _cli(capsys, "eval", str(tmp_path / "missing"), "--baseline", str(base_vae_dir), *common)
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    # A plain VAE has no mask branch to evaluate.
+    code, _, err = _cli(capsys, "eval", str(base_vae_dir), "--baseline", str(base_vae_dir), *common)
+    assert code == 2 and "AsymmetricAutoencoderKL is needed" in err
+    code, _, err = _cli(
+        capsys, "eval", str(asym_export_dir), "--baseline", str(base_vae_dir), "--data", str(tmp_path / "nope")
+    )
+    assert code == 2 and "no such folder" in err
+    code, _, err = _cli(
+        capsys, "eval", str(asym_export_dir), "--baseline", str(base_vae_dir), "--data", DATA, "--resolution", "30"
+    )
+    assert code == 2 and "multiple of 8" in err

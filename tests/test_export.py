@@ -1,0 +1,170 @@
+"""`asymvae export`: diffusers folder, ONNX parity, Triton repository, model card, atomicity, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from diffusers import AsymmetricAutoencoderKL
+
+from asymvae.cli import main
+from asymvae.evaluation.report import write_report
+from asymvae.export import ExportError
+from asymvae.export import run as export_run
+from asymvae.export.onnx import INPUT_NAMES, export_onnx, verify_onnx
+from asymvae.export.run import ExportConfig, export_model
+from asymvae.export.triton import validate_triton_model
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _eval_json(tmp_path):
+    side = {"psnr": 20.0, "pre_error": 0.004}
+    summary = {
+        "masked": {"baseline": side, "asymmetric": {"psnr": 21.0, "pre_error": 0.001}},
+        "full_mask": {"baseline": {"psnr": 20.0}, "asymmetric": {"psnr": 20.1}},
+        "images": 2,
+        "data": "builtin:demo",
+        "resolution": 32,
+        "mask_seed": 1,
+        "mean_hole_share": 0.3,
+        "latents": "baseline encoder, posterior mode",
+        "pre_error_ratio": 0.25,
+    }
+    return write_report(tmp_path / "eval", summary, [], [])["json"]
+
+
+def test_diffusers_export_loads_and_carries_a_card(asym_export_dir, base_vae_dir, tmp_path):
+    out = tmp_path / "hf"
+    result = export_model(ExportConfig(str(asym_export_dir), "diffusers", str(out), eval=str(_eval_json(tmp_path))))
+    assert result.path == out
+    loaded = AsymmetricAutoencoderKL.from_pretrained(out, subfolder="vae")
+    original = AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae")
+    for key, value in original.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert (out / "vae" / "diffusion_pytorch_model.safetensors").is_file() and (out / "config.yaml").is_file()
+    card = (out / "README.md").read_text()
+    assert f"- base model: `{base_vae_dir}` (subfolder `vae`)" in card
+    for text in ("## Model", "mask branch", "## Training config", "kind: asymmetric", "data fingerprint: not"):
+        assert text in card, text
+    assert "| masked | pre_error: MSE ↓ | preserved | 4.000e-03 | 1.000e-03 |" in card
+    assert _leftovers(tmp_path) == []
+
+
+def test_onnx_matches_pytorch_at_two_shapes_and_takes_scaled_latents(asym_export_dir, tmp_path):
+    vae = AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae").eval()
+    path = export_onnx(vae, tmp_path / "m.onnx")
+    checks = verify_onnx(vae, path, shapes=((1, 4, 4), (3, 6, 10)))
+    assert [(c.batch, c.latent_height, c.latent_width) for c in checks] == [(1, 4, 4), (3, 6, 10)]
+    assert all(c.max_abs_error < 1e-4 and c.max_abs_value > 0.1 for c in checks)
+    # The graph's latent is the scaled one: feeding z * scaling_factor reproduces vae.decode(z).
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(2, 4, 5, 7, generator=g)
+    image = torch.rand(2, 3, 40, 56, generator=g) * 2 - 1
+    mask = torch.zeros(2, 1, 40, 56)
+    mask[:, :, 8:24, 16:40] = 1
+    with torch.no_grad():
+        expected = vae.decode(z, image=image, mask=mask).sample.numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = dict(zip(INPUT_NAMES, (z * vae.config.scaling_factor, image, mask), strict=True))
+    (got,) = session.run(["sample"], {k: v.numpy() for k, v in feeds.items()})
+    assert np.abs(got - expected).max() < 1e-4
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["latent", "image", "mask"] and graph.output[0].name == "sample"
+    assert [d.dim_param for d in graph.input[1].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
+
+
+def test_onnx_export_writes_a_parity_report(asym_export_dir, tmp_path):
+    out = tmp_path / "onnx"
+    result = export_model(ExportConfig(str(asym_export_dir), "onnx", str(out)))
+    assert sorted(result.files) == ["README.md", "config.yaml", "export_report.json", "model.onnx"]
+    report = json.loads((out / "export_report.json").read_text())["onnx_parity"]
+    assert len(report) == 2 and all(r["max_abs_error"] < 1e-4 for r in report)
+    card = (out / "README.md").read_text()
+    assert "**scaled**" in card and "max abs error" in card and "Not evaluated" in card
+
+
+def test_triton_repository_parses_as_triton_protobuf_and_matches_the_graph(asym_export_dir, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    root = tmp_path / "repo"
+    (root / "other_model").mkdir(parents=True)  # a repository may hold other models: left alone
+    export_model(ExportConfig(str(asym_export_dir), "triton", str(root), name="decoder"))
+    assert sorted(p.name for p in root.iterdir()) == ["decoder", "other_model"]
+    model = root / "decoder"
+    assert (model / "1" / "model.onnx").is_file() and (model / "README.md").is_file()
+    config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.name == "decoder" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 8
+    assert config.HasField("dynamic_batching")
+    assert [(t.name, list(t.dims)) for t in config.input] == [
+        ("latent", [4, -1, -1]),
+        ("image", [3, -1, -1]),
+        ("mask", [1, -1, -1]),
+    ]
+    assert [(t.name, list(t.dims)) for t in config.output] == [("sample", [3, -1, -1])]
+    assert validate_triton_model(model) == {"inputs": ["latent", "image", "mask"], "outputs": ["sample"]}
+    # A config whose names drift from the graph is caught.
+    (model / "config.pbtxt").write_text((model / "config.pbtxt").read_text().replace('"latent"', '"z"'))
+    with pytest.raises(ValueError, match="do not match the graph"):
+        validate_triton_model(model)
+
+
+def test_a_failed_export_leaves_nothing_that_looks_complete(asym_export_dir, base_vae_dir, tmp_path, monkeypatch):
+    # A plain VAE has no mask-conditioned decoder: refused after loading, before anything is published.
+    with pytest.raises(ExportError, match="AsymmetricAutoencoderKL"):
+        export_model(ExportConfig(str(base_vae_dir), "triton", str(tmp_path / "repo")))
+    assert not (tmp_path / "repo" / "asymvae_decoder").exists() and _leftovers(tmp_path / "repo") == []
+
+    # A failure after every file is written (here: while writing the card) removes the staging folder.
+    def broken_card(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_run, "write_card", broken_card)
+    with pytest.raises(OSError, match="disk full"):
+        export_model(ExportConfig(str(asym_export_dir), "onnx", str(tmp_path / "onnx")))
+    assert not (tmp_path / "onnx").exists() and _leftovers(tmp_path) == []
+    monkeypatch.undo()
+
+    # An existing export is never overwritten without --force.
+    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(tmp_path / "hf")))
+    before = (tmp_path / "hf" / "README.md").read_text()
+    with pytest.raises(ExportError, match="--force"):
+        export_model(ExportConfig(str(asym_export_dir), "diffusers", str(tmp_path / "hf")))
+    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(tmp_path / "hf"), force=True))
+    assert (tmp_path / "hf" / "README.md").read_text() == before and _leftovers(tmp_path) == []
+
+
+def test_export_cli_exit_codes(asym_export_dir, tmp_path, capsys):
+    def cli(*argv):
+        with pytest.raises(SystemExit) as exc:
+            main(["export", *argv])
+        return exc.value.code, capsys.readouterr()
+
+    code, out = cli(str(asym_export_dir), "--format", "safetensors", "--out", str(tmp_path / "x"))
+    assert code == 2 and "diffusers, onnx, triton" in out.err and not (tmp_path / "x").exists()
+    code, out = cli(str(tmp_path / "missing"), "--format", "onnx", "--out", str(tmp_path / "x"))
+    assert code == 2 and "does not exist" in out.err and not (tmp_path / "x").exists()
+    code, out = cli(str(asym_export_dir), "--format", "onnx", "--out", str(tmp_path / "x"), "--eval", "nope.json")
+    assert code == 2 and "nope.json" in out.err and not (tmp_path / "x").exists()
+    code, out = cli(str(asym_export_dir), "--format", "triton", "--out", str(tmp_path / "r"), "--name", "a/b")
+    assert code == 2 and "--name" in out.err
+    code, out = cli(str(asym_export_dir), "--format", "triton", "--out", str(tmp_path / "r"), "--name", "vae")
+    assert code == 0 and "max abs error" in out.out and (tmp_path / "r" / "vae" / "config.pbtxt").is_file()
+
+
+def test_card_shows_a_recorded_data_fingerprint(asym_export_dir):
+    from asymvae.export.card import CardInfo, find_fingerprint, model_card
+
+    vae = AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae")
+    config = {"model": {"pretrained": "sd15"}, "data": {"source": "s3://b/p", "manifest": {"fingerprint": "abc123"}}}
+    assert find_fingerprint(config) == "abc123" and find_fingerprint({"data": {}}) is None
+    card = model_card(vae, CardInfo("n", "onnx", "somewhere", run_config=config))
+    assert "- data fingerprint: `abc123`" in card and "- source: `s3://b/p`" in card
+    assert "- base model: `sd15`" in card
