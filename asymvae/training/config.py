@@ -71,6 +71,9 @@ class TrainConfig:
     compile: bool | str = "auto"
     """torch.compile the decoder, the frozen encoder and the loss with static shapes: `auto` (on a GPU),
     `on` or `off`. The first steps then take a minute or two longer (compilation); see benchmarks/RESULTS.md."""
+    ddp_bucket_mb: int = 25
+    """DDP gradient bucket size in MB (PyTorch's default): with compile, dynamo also splits the graph at
+    bucket boundaries so each bucket's all-reduce overlaps the rest of the backward pass."""
     compile_mode: str = "default"
     """torch.compile mode: `default`, `reduce-overhead` (CUDA graphs), `max-autotune` or
     `max-autotune-no-cudagraphs` (long compilation)."""
@@ -101,6 +104,7 @@ class TrainConfig:
             "checkpoint_every",
             "keep_checkpoints",
             "log_every",
+            "ddp_bucket_mb",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")

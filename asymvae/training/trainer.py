@@ -16,7 +16,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -31,9 +31,19 @@ from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
 from asymvae.training import checkpoint as ckpt
 from asymvae.training import metrics as live_metrics
+from asymvae.training.config import TrainConfig
 from asymvae.training.step import TrainStep
 
 log = logging.getLogger(__name__)
+
+
+def ddp_settings(t: TrainConfig) -> DistributedDataParallelKwargs:
+    """DDP's gradient buckets: gradients live in the buckets (no copy, 640 MB less for the x1.5 decoder).
+
+    static_graph stays off: the GAN phase adds parameters to the graph mid-run, and gradient
+    accumulation skips synchronisation on some micro-steps.
+    """
+    return DistributedDataParallelKwargs(bucket_cap_mb=t.ddp_bucket_mb, gradient_as_bucket_view=True)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,6 +93,7 @@ class Trainer:
             mixed_precision=t.mixed_precision,
             gradient_accumulation_steps=t.grad_accum,
             cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[ddp_settings(t)],
         )
         acc = self.accelerator
         world = int(os.environ.get("WORLD_SIZE", "1"))
