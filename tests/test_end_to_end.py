@@ -30,6 +30,17 @@ def asymvae(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.C
     )
 
 
+def train_on_two_ranks(cfg, cfg_file: Path) -> tuple[subprocess.CompletedProcess, dict[int, dict[int, list[int]]]]:
+    """Run `cfg` under torchrun with 2 processes; return the run and the image indices each rank saw per step."""
+    save_yaml(cfg, cfg_file)
+    run = asymvae("train", str(cfg_file), env={"NPROC_PER_NODE": "2", "ASYMVAE_LOG_LEVEL": "DEBUG"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen: dict[int, dict[int, list[int]]] = {0: {}, 1: {}}
+    for rank, step, images in re.findall(r"rank (\d) step (\d+) images \[([\d, ]+)\]", run.stderr):
+        seen[int(rank)][int(step)] = [int(i) for i in images.split(",")]
+    return run, seen
+
+
 def test_launcher_uses_torchrun_for_several_processes_and_pet_variables():
     assert torchrun_command(["train", "demo"], {}) is None
     assert torchrun_command(["train", "demo"], {"NPROC_PER_NODE": "1"}) is None
@@ -46,13 +57,8 @@ def test_launcher_uses_torchrun_for_several_processes_and_pet_variables():
 
 def test_two_processes_under_torchrun_split_data_agree_and_export_once(base_vae_dir, tmp_path):
     out = tmp_path / "ddp"
-    cfg_file = tmp_path / "ddp.yaml"
-    save_yaml(tiny_config(base_vae_dir, out, "loss.gan.weight=0.8", "loss.gan.start_step=2"), cfg_file)
-    run = asymvae("train", str(cfg_file), env={"NPROC_PER_NODE": "2", "ASYMVAE_LOG_LEVEL": "DEBUG"}, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    seen: dict[int, dict[int, list[int]]] = {0: {}, 1: {}}
-    for rank, step, images in re.findall(r"rank (\d) step (\d+) images \[([\d, ]+)\]", run.stderr):
-        seen[int(rank)][int(step)] = [int(i) for i in images.split(",")]
+    cfg = tiny_config(base_vae_dir, out, "loss.gan.weight=0.8", "loss.gan.start_step=2")
+    run, seen = train_on_two_ranks(cfg, tmp_path / "ddp.yaml")
     assert sorted(seen[0]) == sorted(seen[1]) == [0, 1, 2, 3]
     for step in range(4):
         assert not set(seen[0][step]) & set(seen[1][step]), f"ranks shared images at step {step}"

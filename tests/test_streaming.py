@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 import shutil
 
 import pytest
@@ -107,17 +106,11 @@ def test_training_from_shards_resumes_to_the_same_weights(base_vae_dir, tmp_path
 
 @pytest.mark.slow  # a 2-process torchrun: ~35 s on a busy 2-core machine
 def test_two_ranks_stream_disjoint_samples_and_checkpoint_both_positions(base_vae_dir, tmp_path, shards):
-    from asymvae.config import save_yaml
-    from tests.test_end_to_end import asymvae
+    from tests.test_end_to_end import train_on_two_ranks
 
     out = tmp_path / "ddp"
-    cfg_file = tmp_path / "ddp.yaml"
-    save_yaml(tiny_config(base_vae_dir, out, f"data.shards={shards['many']}", "data.num_workers=1"), cfg_file)
-    run = asymvae("train", str(cfg_file), env={"NPROC_PER_NODE": "2", "ASYMVAE_LOG_LEVEL": "DEBUG"}, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    seen: dict[int, dict[int, list[int]]] = {0: {}, 1: {}}
-    for rank, step, images in re.findall(r"rank (\d) step (\d+) images \[([\d, ]+)\]", run.stderr):
-        seen[int(rank)][int(step)] = [int(i) for i in images.split(",")]
+    cfg = tiny_config(base_vae_dir, out, f"data.shards={shards['many']}", "data.num_workers=1")
+    _, seen = train_on_two_ranks(cfg, tmp_path / "ddp.yaml")
     assert sorted(seen[0]) == sorted(seen[1]) == [0, 1, 2, 3]
     used = [i for rank in seen.values() for images in rank.values() for i in images]
     assert len(used) == len(set(used)) == 16, "a sample was used twice within the first epoch"
