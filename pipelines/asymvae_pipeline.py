@@ -41,6 +41,7 @@ def asymvae_pipeline(
     nodes: int = 1,
     gpus_per_node: int = 1,
     step_gpus: int = 0,
+    runs_dir: str = RUNS_MOUNT,
     image: str = IMAGE,
     namespace: str = "asymvae",
     output_pvc: str = "asymvae-runs",
@@ -61,8 +62,10 @@ def asymvae_pipeline(
         prepare_overrides: `prepare.FIELD=VALUE` settings.
         launcher: `kubeflow` (PyTorchJob, needs the training operator and `output_pvc`) or `local` (in the step).
         nodes: PyTorchJob pods (Master + nodes-1 Workers).
-        gpus_per_node: GPUs per PyTorchJob pod (= processes per node).
-        step_gpus: GPUs of the train step's own pod (launcher=local).
+        gpus_per_node: GPUs per PyTorchJob pod (= training processes per node; with launcher=local the
+            processes the train step starts).
+        step_gpus: GPUs of the train step's own pod (for launcher=local on a cluster).
+        runs_dir: Run folders (checkpoints) of the train step: the PVC's mount point on a cluster.
         image: Image of the PyTorchJob pods.
         namespace: Namespace of the PyTorchJob and the InferenceService.
         output_pvc: ReadWriteMany PVC for run folders (launcher=kubeflow), mounted at /mnt/runs.
@@ -76,35 +79,31 @@ def asymvae_pipeline(
     prepared = _with_store(prepare(source=source, target=prepare_target, overrides=prepare_overrides))
     prepared.set_caching_options(False)
 
-    common = {
-        "dataset": prepared.outputs["dataset"],
-        "config": config,
-        "overrides": overrides,
-        "nodes": nodes,
-        "gpus_per_node": gpus_per_node,
-        "image": image,
-        "namespace": namespace,
-        "credentials_secret": CREDENTIALS_SECRET,
-        "s3_endpoint": S3_ENDPOINT,
-    }
-    with dsl.If(launcher == "kubeflow", name="on-cluster"):
-        on_cluster = _with_store(
-            train(launcher="kubeflow", runs_dir=RUNS_MOUNT, output_pvc=output_pvc, **common).set_display_name(
-                "train (PyTorchJob)"
-            )
+    # One train task for both launchers (kfp.local cannot merge artifacts of dsl.If/Else branches with
+    # dsl.OneOf): the PVC is mounted either way, and `step_gpus` GPUs go to this task's own pod.
+    trained = _with_store(
+        train(
+            dataset=prepared.outputs["dataset"],
+            config=config,
+            overrides=overrides,
+            launcher=launcher,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            image=image,
+            runs_dir=runs_dir,
+            namespace=namespace,
+            output_pvc=output_pvc,
+            credentials_secret=CREDENTIALS_SECRET,
+            s3_endpoint=S3_ENDPOINT,
         )
-        kubernetes.mount_pvc(on_cluster, pvc_name=output_pvc, mount_path=RUNS_MOUNT)
-        on_cluster.set_caching_options(False)
-    with dsl.Else(name="in-place"):
-        in_place = _with_store(train(launcher="local", **common).set_display_name("train (in place)"))
-        in_place.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(step_gpus)
-        in_place.set_caching_options(False)
-    model = dsl.OneOf(on_cluster.outputs["model"], in_place.outputs["model"])
+    )
+    kubernetes.mount_pvc(trained, pvc_name=output_pvc, mount_path=RUNS_MOUNT)
+    trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(step_gpus)
+    trained.set_caching_options(False)
+    model = trained.outputs["model"]
 
     scored = evaluate(model=model, data=eval_data, resolution=eval_resolution, max_images=eval_max_images)
     export(model=model, results=scored.outputs["results"], format="diffusers").set_display_name("export diffusers")
-    triton = export(model=model, results=scored.outputs["results"], format="triton").set_display_name(
-        "export triton"
-    )
+    triton = export(model=model, results=scored.outputs["results"], format="triton").set_display_name("export triton")
     with dsl.If(deploy_model == True, name="deploy"):  # noqa: E712 - a pipeline condition, not a Python bool
         deploy(exported=triton.outputs["exported"], name=deploy_name, namespace=namespace, gpus=deploy_gpus)

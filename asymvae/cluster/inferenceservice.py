@@ -115,7 +115,9 @@ def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
         return "created"
     except ApiException as e:
         if e.status != 409:
-            raise KubernetesAPIError(f"could not create InferenceService {ns}/{name}: HTTP {e.status} {e.reason}") from e
+            raise KubernetesAPIError(
+                f"could not create InferenceService {ns}/{name}: HTTP {e.status} {e.reason}"
+            ) from e
     try:
         existing = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}}

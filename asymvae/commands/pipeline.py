@@ -10,6 +10,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from asymvae.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_YAML = REPO_ROOT / "pipelines" / "asymvae_pipeline.yaml"
-LOCAL_DEFAULTS = {"launcher": "local", "gpus_per_node": 0}
+LOCAL_DEFAULTS = {"launcher": "local", "gpus_per_node": 0, "runs_dir": "work_dirs/pipeline"}
 """run-local trains in the train step's own process: no PyTorchJob, no GPU."""
 
 
@@ -80,9 +81,42 @@ def _check_params(module: Any, params: dict[str, Any]) -> None:
         raise ConfigError(f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
 
-def run_local(root: str | Path, params: dict[str, Any]) -> dict[str, Path]:
-    """Run the whole pipeline with kfp.local (each step a subprocess of this Python) and return where each
-    artifact landed, as `task/output` → path."""
+def _hide_docker_folder() -> None:
+    """kfp.local tries `import docker` (the Docker SDK, for its DockerRunner) and carries on without it. From a
+    checkout, our `docker/` folder (the Dockerfile) would be imported as a namespace package instead and
+    break that; marking the module absent restores the "not installed" path. The real SDK is left alone."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("docker") if "docker" not in sys.modules else None
+    if spec is not None and spec.origin in (None, "namespace"):
+        sys.modules["docker"] = None  # type: ignore[assignment]
+
+
+@dataclass
+class LocalArtifact:
+    """One output artifact of a kfp.local run."""
+
+    task: str
+    output: str
+    uri: str
+    metadata: dict[str, Any]
+
+
+def collect_artifacts(run_dir: Path) -> list[LocalArtifact]:
+    """Every output artifact of a kfp.local run folder, from each task's executor_output.json."""
+    found = []
+    for out_file in sorted(Path(run_dir).glob("*/executor_output.json")):
+        data = json.loads(out_file.read_text())
+        for output, entry in sorted((data.get("artifacts") or {}).items()):
+            for art in entry.get("artifacts", []):
+                found.append(LocalArtifact(out_file.parent.name, output, art["uri"], art.get("metadata") or {}))
+    return found
+
+
+def run_local(root: str | Path, params: dict[str, Any]) -> tuple[Path, list[LocalArtifact]]:
+    """Run the whole pipeline with kfp.local (each step a subprocess of this Python); returns the run's
+    folder and its output artifacts."""
+    _hide_docker_folder()
     import kfp.local
 
     module = _pipeline_module()
@@ -96,7 +130,7 @@ def run_local(root: str | Path, params: dict[str, Any]) -> dict[str, Path]:
     runs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise RuntimeError(f"the pipeline ran but wrote nothing under {root}")
-    return {f"{out.parent.name}/{out.name}": out for out in sorted(runs[-1].glob("*/*"))}
+    return runs[-1], collect_artifacts(runs[-1])
 
 
 def _client(host: str) -> Any:
@@ -166,16 +200,35 @@ def _run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+_LABELS = {
+    ("prepare", "dataset"): "prepared dataset",
+    ("train", "model"): "trained model",
+    ("evaluate", "metrics"): "metrics",
+    ("evaluate", "report"): "eval report (HTML)",
+    ("evaluate", "table"): "eval table (Markdown)",
+    ("evaluate", "results"): "eval files",
+    ("export", "exported"): "export (diffusers)",
+    ("export-2", "exported"): "export (Triton)",
+}
+
+
 def _run_local(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     if args.set:
         params["overrides"] = list(params.get("overrides", [])) + list(args.set)
     start = time.perf_counter()
-    found = run_local(args.root, params)
-    print(f"\nPipeline finished in {time.perf_counter() - start:.0f} s. Artifacts:")
-    width = max(len(k) for k in found)
-    for key, path in found.items():
-        print(f"  {key:<{width}}  {path}")
+    run_dir, artifacts = run_local(args.root, params)
+    print(f"\nPipeline finished in {time.perf_counter() - start:.0f} s; artifacts under {run_dir}:")
+    for art in artifacts:
+        label = _LABELS.get((art.task, art.output), f"{art.task}/{art.output}")
+        print(f"  {label:<22} {art.uri}")
+        if art.output == "metrics":
+            m = art.metadata
+            print(
+                f"  {'':<22} pre_error baseline {m.get('masked/baseline/pre_error', float('nan')):.3e}, "
+                f"asymmetric {m.get('masked/asymmetric/pre_error', float('nan')):.3e} "
+                f"(ratio {m.get('pre_error_ratio', float('nan')):.3f})"
+            )
     return 0
 
 

@@ -32,7 +32,9 @@ class PreparedDataset:
         }
 
 
-def prepare_step(source: str, artifact_dir: str, target: str = "", overrides: list[str] | None = None) -> PreparedDataset:
+def prepare_step(
+    source: str, artifact_dir: str, target: str = "", overrides: list[str] | None = None
+) -> PreparedDataset:
     """Prepare `source` into `target` (an `s3://bucket/prefix`), or into `artifact_dir` when `target` is empty.
 
     `overrides` are `prepare.FIELD=VALUE` (see `asymvae prepare --help`). Writing into the artifact folder

@@ -13,7 +13,7 @@ def prepare(
     dataset: Output[Dataset],
     source: str = "builtin:demo",
     target: str = "",
-    overrides: Optional[list] = None,
+    overrides: Optional[list] = None,  # noqa: UP045 - KFP reads the annotation; it predates X | None
 ):
     """Prepare `source` (hub id, image/dataset folder, parquet, `builtin:demo`) into shards.
 

@@ -13,7 +13,7 @@ def train(
     dataset: Input[Dataset],
     model: Output[Model],
     config: str = "demo",
-    overrides: Optional[list] = None,
+    overrides: Optional[list] = None,  # noqa: UP045 - KFP reads the annotation; it predates X | None
     launcher: str = "local",
     nodes: int = 1,
     gpus_per_node: int = 0,
