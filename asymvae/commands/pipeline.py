@@ -22,13 +22,9 @@ LOCAL_DEFAULTS = {"launcher": "local", "gpus_per_node": 0, "runs_dir": "work_dir
 """run-local trains in the train step's own process: no PyTorchJob, no GPU."""
 
 
-def _pipeline_module(image: str | None = None) -> Any:
+def _pipeline_module() -> Any:
     """pipelines.asymvae_pipeline, from the checkout this asymvae comes from (components/ and pipelines/ sit
     beside asymvae/; they are not part of the installed package)."""
-    import os
-
-    if image:
-        os.environ["ASYMVAE_IMAGE"] = image
     if not (REPO_ROOT / "pipelines" / "asymvae_pipeline.py").is_file():
         raise ConfigError(
             f"the pipeline sources are not beside this asymvae ({REPO_ROOT}/pipelines): run from a checkout "
@@ -56,19 +52,27 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def compile_pipeline(out: str | Path, pipeline_root: str | None = None, image: str | None = None) -> Path:
-    """Compile the pipeline to `out` (YAML); a `pipeline_root` replaces KFP's default `minio://` root."""
+    """Compile the pipeline to `out` (YAML). `pipeline_root` replaces KFP's default `minio://` root and
+    `image` the image of every step (and the PyTorchJob's default); the compiler's output is deterministic."""
     from kfp import compiler
 
-    module = _pipeline_module(image)
+    module = _pipeline_module()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(module.asymvae_pipeline, str(out))
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = Path(tmp) / "pipeline.yaml"
+        compiler.Compiler().compile(module.asymvae_pipeline, str(compiled))
+        text = compiled.read_text()
     if pipeline_root and pipeline_root != module.DEFAULT_PIPELINE_ROOT:
-        text = out.read_text()
         old = f"defaultPipelineRoot: {module.DEFAULT_PIPELINE_ROOT}"
         if old not in text:
-            raise RuntimeError(f"{out} does not contain {old!r}; cannot set the pipeline root")
-        out.write_text(text.replace(old, f"defaultPipelineRoot: {pipeline_root}"))
+            raise RuntimeError(f"the compiled pipeline does not contain {old!r}; cannot set the pipeline root")
+        text = text.replace(old, f"defaultPipelineRoot: {pipeline_root}")
+    if image and image != module.IMAGE:
+        text = text.replace(module.IMAGE, image)
+    tmp_out = out.with_name(f".{out.name}.tmp")
+    tmp_out.write_text(text)
+    tmp_out.replace(out)
     return out
 
 
