@@ -26,7 +26,7 @@ def test_compile_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_dag_and_artifacts() -> None:
-    spec, platform = _docs(COMMITTED_YAML)
+    spec, _ = _docs(COMMITTED_YAML)
     assert spec["defaultPipelineRoot"] == "minio://mlpipeline/v2/artifacts"
     tasks = spec["root"]["dag"]["tasks"]
     assert {"prepare", "train", "evaluate", "export", "export-2", "condition-1"} <= set(tasks)
