@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from kfp_standin import KFPStandInServer
 
 from asymvae.cli import main
 from asymvae.commands.pipeline import parse_params
 from asymvae.config import ConfigError
-from tests.kfp_standin import KFPStandInServer
 
 
 @pytest.fixture

@@ -74,9 +74,14 @@ def resolve_base(pretrained: str | None, runs_dir: str) -> str | None:
     return str(Path(found) / "vae")
 
 
-def train_step(cfg: TrainStepConfig, shards_uri: str, model_dir: str, job_name: str) -> dict[str, Any]:
+def train_step(
+    cfg: TrainStepConfig, shards_uri: str, model_dir: str, job_name: str, api_client: Any = None
+) -> dict[str, Any]:
     """Train on the shards at `shards_uri` and copy the final export into `model_dir` (`vae/`, `config.yaml`,
-    and `baseline/vae` when the base is a local folder). Returns the artifact's metadata."""
+    and `baseline/vae` when the base is a local folder). Returns the artifact's metadata.
+
+    `api_client` (a kubernetes ApiClient, launcher=kubeflow) defaults to the pod's service account or kubeconfig.
+    """
     exp = load_config(cfg.config, cfg.overrides)  # a bad config fails here, before any job starts
     overrides = list(cfg.overrides)
     base = resolve_base(exp.model.pretrained, cfg.runs_dir)
@@ -101,7 +106,8 @@ def train_step(cfg: TrainStepConfig, shards_uri: str, model_dir: str, job_name: 
         # Locally several steps (and tests) may run at once: no fixed metrics port.
         metrics_port=9090 if kubeflow else None,
     )
-    summary = run_training(spec, cfg.launcher, policy=WaitPolicy(timeout_s=cfg.timeout_s) if kubeflow else None)
+    policy = WaitPolicy(timeout_s=cfg.timeout_s, poll_s=min(15.0, cfg.timeout_s)) if kubeflow else None
+    summary = run_training(spec, cfg.launcher, policy=policy, api_client=api_client)
     export = latest_export(Path(output))
     if export is None:
         raise FileNotFoundError(f"training finished but {output} holds no export (step<N>/vae)")
