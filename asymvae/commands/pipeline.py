@@ -223,8 +223,8 @@ def _run_local(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     run_dir, artifacts = run_local(args.root, params)
     print(f"\nPipeline finished in {time.perf_counter() - start:.0f} s; artifacts under {run_dir}:")
-    order = list(_LABELS)
-    for art in sorted(artifacts, key=lambda a: (order.index((a.task, a.output)) if (a.task, a.output) in order else 99)):
+    order = {key: i for i, key in enumerate(_LABELS)}
+    for art in sorted(artifacts, key=lambda a: order.get((a.task, a.output), len(order))):
         label = _LABELS.get((art.task, art.output), f"{art.task}/{art.output}")
         print(f"  {label:<22} {art.uri}")
         if art.output == "metrics":
