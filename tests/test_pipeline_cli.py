@@ -83,3 +83,20 @@ def test_unknown_pipeline_parameter_is_a_user_error(kfp_api, capsys) -> None:
         main(["pipeline", "submit", "--host", url, "--param", "gpu=8"])
     assert done.value.code == 2
     assert "unknown pipeline parameter(s) gpu" in capsys.readouterr().err
+
+
+def test_run_local_summary_lists_artifacts_in_pipeline_order(tmp_path) -> None:
+    from asymvae.commands.pipeline import LocalArtifact, summary_lines
+
+    metrics = {"masked/baseline/pre_error": 0.0141, "masked/asymmetric/pre_error": 0.00229, "pre_error_ratio": 0.162}
+    arts = [
+        LocalArtifact("export-2", "exported", "/r/export-2/exported", {}),
+        LocalArtifact("evaluate", "metrics", "/r/evaluate/metrics", metrics),
+        LocalArtifact("prepare", "dataset", "/r/prepare/dataset", {}),
+    ]
+    lines = summary_lines(tmp_path, arts, 12.3)
+    assert lines[0] == f"Pipeline finished in 12 s; artifacts under {tmp_path}:"
+    assert lines[1].split() == ["prepared", "dataset", "/r/prepare/dataset"]
+    assert lines[2].split() == ["metrics", "/r/evaluate/metrics"]
+    assert lines[3].split() == ["pre_error", "baseline", "1.410e-02,", "asymmetric", "2.290e-03", "(ratio", "0.162)"]
+    assert lines[4].split() == ["export", "(Triton)", "/r/export-2/exported"]

@@ -216,24 +216,30 @@ _LABELS = {
 }
 
 
+def summary_lines(run_dir: Path, artifacts: list[LocalArtifact], seconds: float) -> list[str]:
+    """What run-local prints: each artifact's location in pipeline order, and the pre_error of both decoders."""
+    lines = [f"Pipeline finished in {seconds:.0f} s; artifacts under {run_dir}:"]
+    order = {key: i for i, key in enumerate(_LABELS)}
+    for art in sorted(artifacts, key=lambda a: order.get((a.task, a.output), len(order))):
+        label = _LABELS.get((art.task, art.output), f"{art.task}/{art.output}")
+        lines.append(f"  {label:<22} {art.uri}")
+        if art.output == "metrics":
+            m, nan = art.metadata, float("nan")
+            base, asym = m.get("masked/baseline/pre_error", nan), m.get("masked/asymmetric/pre_error", nan)
+            lines.append(
+                f"  {'':<22} pre_error baseline {base:.3e}, asymmetric {asym:.3e} "
+                f"(ratio {m.get('pre_error_ratio', nan):.3f})"
+            )
+    return lines
+
+
 def _run_local(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     if args.set:
         params["overrides"] = list(params.get("overrides", [])) + list(args.set)
     start = time.perf_counter()
     run_dir, artifacts = run_local(args.root, params)
-    print(f"\nPipeline finished in {time.perf_counter() - start:.0f} s; artifacts under {run_dir}:")
-    order = {key: i for i, key in enumerate(_LABELS)}
-    for art in sorted(artifacts, key=lambda a: order.get((a.task, a.output), len(order))):
-        label = _LABELS.get((art.task, art.output), f"{art.task}/{art.output}")
-        print(f"  {label:<22} {art.uri}")
-        if art.output == "metrics":
-            m = art.metadata
-            print(
-                f"  {'':<22} pre_error baseline {m.get('masked/baseline/pre_error', float('nan')):.3e}, "
-                f"asymmetric {m.get('masked/asymmetric/pre_error', float('nan')):.3e} "
-                f"(ratio {m.get('pre_error_ratio', float('nan')):.3f})"
-            )
+    print("\n" + "\n".join(summary_lines(run_dir, artifacts, time.perf_counter() - start)))
     return 0
 
 
