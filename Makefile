@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine (each creates .venv when missing):
-#   make demo   - install, then train the built-in demo (no hub, no GPU) and export a diffusers folder
+#   make demo   - install, then run the whole Kubeflow pipeline locally on the built-in demo (no hub, no GPU,
+#                 no cluster): prepare, train, evaluate, export
 #   make test   - install, then lint and run the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/asymvae train demo
+	$(VENV)/bin/asymvae pipeline run-local
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

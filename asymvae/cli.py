@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 
-from asymvae.commands import configs, eval, export, inpaint, prepare, train
+from asymvae.commands import configs, eval, export, inpaint, pipeline, prepare, train
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
-COMMANDS = (train, configs, prepare, eval, export, inpaint)
+COMMANDS = (train, configs, prepare, eval, export, inpaint, pipeline)
 
 
 def _setup_logging() -> None:

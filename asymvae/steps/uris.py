@@ -1,0 +1,47 @@
+"""Artifact locations as the steps see them: KFP's `minio://` URIs, object-store URIs, local paths."""
+
+from __future__ import annotations
+
+import hashlib
+
+_OBJECT_STORE_SCHEMES = ("minio://", "s3://")
+
+
+def store_uri(uri: str) -> str:
+    """The asymvae storage URI of a KFP artifact URI.
+
+    KFP on a cluster names artifacts `minio://bucket/key` (its MinIO or SeaweedFS behind `minio-service`,
+    an S3 API), which asymvae reads as `s3://bucket/key` with S3_ENDPOINT pointing at that service.
+    `s3://` URIs and local paths (kfp.local) are returned unchanged.
+    """
+    if uri.startswith("minio://"):
+        return "s3://" + uri[len("minio://") :]
+    return uri
+
+
+def is_object_store(uri: str) -> bool:
+    """True for `minio://` and `s3://` URIs."""
+    return uri.startswith(_OBJECT_STORE_SCHEMES)
+
+
+def job_name(prefix: str, artifact_uri: str) -> str:
+    """A DNS-label job name that is the same for every retry of one pipeline task (its output's URI).
+
+    A retried task finds the job it created before and adopts it (see asymvae.cluster.runner), while
+    another run, whose artifacts live elsewhere, gets another name.
+    """
+    return f"{prefix}-{hashlib.sha256(artifact_uri.encode()).hexdigest()[:10]}"
+
+
+def shards_location(launcher: str, manifest_uri: str, artifact_uri: str, artifact_path: str) -> str:
+    """Where the train step's training reads the prepared dataset's manifest.
+
+    An object-store manifest (prepare with a `target`) is read there by everyone. A dataset written into the
+    artifact is read from the step's local copy (`artifact_path`) when training runs in the step, and from
+    the artifact store (`artifact_uri` as `s3://`) when it runs in PyTorchJob pods, which have no copy.
+    """
+    if is_object_store(manifest_uri):
+        return store_uri(manifest_uri)
+    if launcher == "kubeflow":
+        return store_uri(artifact_uri).rstrip("/") + "/manifest.json"
+    return artifact_path.rstrip("/") + "/manifest.json"

@@ -1,0 +1,30 @@
+"""prepare: a data source → checksummed tar shards + manifest, as a Dataset artifact."""
+
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def prepare(
+    dataset: Output[Dataset],
+    source: str = "builtin:demo",
+    target: str = "",
+    overrides: Optional[list] = None,  # noqa: UP045 - KFP reads the annotation; it predates X | None
+):
+    """Prepare `source` (hub id, image/dataset folder, parquet, `builtin:demo`) into shards.
+
+    Args:
+        dataset: The prepared dataset: shards + manifest.json in the artifact's folder, or, with `target`,
+            only metadata whose `manifest_uri` points at the object store.
+        source: What to prepare (`asymvae prepare SOURCE`).
+        target: `s3://bucket/prefix` to prepare into instead of the artifact (shared, reused when unchanged).
+        overrides: `prepare.FIELD=VALUE` settings, e.g. `prepare.max_side=512`.
+    """
+    from asymvae.steps.prepare import prepare_step
+
+    found = prepare_step(source, dataset.path, target=target, overrides=overrides)
+    dataset.metadata.update(found.metadata())

@@ -1,0 +1,62 @@
+"""The train component's function with launcher=local on real prepared shards; where shards are read from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kfp.dsl import Dataset, Model
+
+from asymvae.steps.train import TrainStepConfig
+from asymvae.steps.uris import job_name, shards_location, store_uri
+from components.prepare.component import prepare
+from components.train.component import train
+
+
+def test_trains_in_place_and_fills_the_model_artifact(tmp_path: Path, base_vae_dir: Path) -> None:
+    dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
+    prepare.python_func(dataset=dataset, source="builtin:demo", overrides=["prepare.max_samples=16"])
+    model = Model(name="model", uri=str(tmp_path / "model"))
+    train.python_func(
+        dataset=dataset,
+        model=model,
+        config="demo",
+        overrides=[
+            f"model.pretrained={base_vae_dir / 'vae'}",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "data.resolution=32",
+            "loss.lpips.weight=0",
+        ],
+        launcher="local",
+        runs_dir=str(tmp_path / "runs"),
+    )
+    assert (tmp_path / "model" / "vae" / "config.json").is_file()
+    assert (tmp_path / "model" / "config.yaml").read_text().count(str(tmp_path / "dataset" / "manifest.json")) == 1
+    assert (tmp_path / "model" / "baseline" / "vae" / "config.json").is_file()
+    assert model.metadata["steps"] == 2 and model.metadata["baseline"] == "baseline"
+    assert model.metadata["job"] == job_name("asymvae-train", str(tmp_path / "model"))
+
+
+def test_shards_location() -> None:
+    art = "minio://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset"
+    # the PyTorchJob pods read the artifact from the store, the step from its local copy
+    assert shards_location("kubeflow", "/minio/x/manifest.json", art, "/minio/x") == (
+        "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
+    )
+    assert shards_location("local", "/minio/x/manifest.json", art, "/minio/x") == "/minio/x/manifest.json"
+    assert shards_location("local", "s3://data/demo/manifest.json", art, "/x") == "s3://data/demo/manifest.json"
+    assert store_uri("/local/path") == "/local/path"
+
+
+def test_job_name_is_stable_per_artifact_and_a_dns_label() -> None:
+    a, b = job_name("asymvae-train", "minio://b/run-1/model"), job_name("asymvae-train", "minio://b/run-2/model")
+    assert a == job_name("asymvae-train", "minio://b/run-1/model") and a != b
+    assert len(a) <= 52 and a.replace("-", "").isalnum()
+
+
+def test_step_config_checks() -> None:
+    with pytest.raises(ValueError, match="needs image"):
+        TrainStepConfig(launcher="kubeflow")
+    with pytest.raises(ValueError, match="one node"):
+        TrainStepConfig(launcher="local", nodes=2)

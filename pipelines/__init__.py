@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of asymvae (built from components/)."""
