@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from http_standin import json_handler
 
 from asymvae.cluster.crd import schema_errors
 
@@ -152,42 +153,12 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-def _handler(state: FakeKube) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self, method: str) -> None:
-            url = urllib.parse.urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            code, payload = state.handle(method, url.path, urllib.parse.parse_qs(url.query), body)
-            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-        def do_DELETE(self) -> None:
-            self._serve("DELETE")
-
-        def log_message(self, *args: Any) -> None:  # keep test output quiet
-            pass
-
-    return Handler
-
-
 class FakeKubeServer:
     """Runs a FakeKube on 127.0.0.1 in a thread; `api_client()` is a real kubernetes client pointed at it."""
 
     def __init__(self, crd_path: Path) -> None:
         self.state = FakeKube(crd_path)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.state.handle))
         self.state.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

@@ -7,12 +7,12 @@ parsed JSON body so tests can check what the real client sent.
 
 from __future__ import annotations
 
-import json
 import threading
-import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from http_standin import json_handler
 
 API = "/apis/v2beta1"
 
@@ -71,31 +71,11 @@ class KFPStandInServer:
         self.state = KFPStandIn()
         state = self.state
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method: str) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                state.requests.append(Recorded(method, url.path, urllib.parse.parse_qs(url.query), body))
-                code, payload = state.handle(method, url.path, body)
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        def handle(method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+            state.requests.append(Recorded(method, path, query, body))
+            return state.handle(method, path, body)
 
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(handle))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> tuple[KFPStandIn, str]:
