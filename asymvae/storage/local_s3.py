@@ -20,6 +20,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from minio import Minio
 
 HOST = "127.0.0.1"
 
@@ -129,10 +133,14 @@ class LocalS3Server:
         self._wait_ready(timeout)
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _client(self) -> Minio:
+        """A minio client with the admin identity."""
         from minio import Minio
 
-        client = Minio(f"{HOST}:{self.s3_port}", self.access_key, self.secret_key, secure=False, region="us-east-1")
+        return Minio(f"{HOST}:{self.s3_port}", self.access_key, self.secret_key, secure=False, region="us-east-1")
+
+    def _wait_ready(self, timeout: float) -> None:
+        client = self._client()
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -150,9 +158,7 @@ class LocalS3Server:
 
     def make_bucket(self, name: str) -> None:
         """Create a bucket (no error if it exists)."""
-        from minio import Minio
-
-        client = Minio(f"{HOST}:{self.s3_port}", self.access_key, self.secret_key, secure=False, region="us-east-1")
+        client = self._client()
         if not client.bucket_exists(name):
             client.make_bucket(name)
 

@@ -197,6 +197,12 @@ class S3Store(Store):
     def _where(self) -> str:
         return f"bucket {self.bucket!r} at endpoint {self.settings.endpoint_url}"
 
+    def _missing_bucket(self, context: str = "") -> StorageError:
+        return StorageError(
+            f"{self._where()}: the bucket does not exist{context}. Fix: create it (e.g. `mc mb <alias>/{self.bucket}`, "
+            "or `asymvae prepare ... --create-bucket`), or correct the URI."
+        )
+
     def _error(self, error: BaseException, action: str) -> StorageError:
         """A StorageError naming endpoint, bucket and the fix; never the secret key."""
         where = self._where()
@@ -207,10 +213,7 @@ class S3Store(Store):
                     + _FIX_CREDENTIALS
                 )
             if error.code == "NoSuchBucket":
-                return StorageError(
-                    f"{where}: the bucket does not exist (while trying to {action}). Fix: create it (e.g. "
-                    f"`mc mb <alias>/{self.bucket}`, or `asymvae prepare ... --create-bucket`), or correct the URI."
-                )
+                return self._missing_bucket(f" (while trying to {action})")
             if error.code in ("NoSuchKey", "NoSuchObject"):
                 return StorageError(f"{self.url(error.object_name or '')} does not exist in {where}")
             return StorageError(f"S3 error {error.code} while trying to {action} in {where}: {error.message}")
@@ -235,8 +238,6 @@ class S3Store(Store):
             try:
                 return fn()
             except (S3Error, ServerError, urllib3.exceptions.HTTPError, OSError) as e:
-                if isinstance(e, StorageError):
-                    raise
                 if not _is_transient(e) or attempt == s.retries:
                     raise self._error(e, action) from None
                 delay = s.backoff * 2**attempt * (0.5 + random.random())
@@ -334,10 +335,7 @@ class S3Store(Store):
         exists = self._call("check the bucket", lambda: self._client.bucket_exists(self.bucket))
         if not exists:
             if not create:
-                raise StorageError(
-                    f"{self._where()}: the bucket does not exist. Fix: create it (e.g. `mc mb <alias>/{self.bucket}`, "
-                    "or `asymvae prepare ... --create-bucket`), or correct the URI."
-                )
+                raise self._missing_bucket()
             self._call("create the bucket", lambda: self._client.make_bucket(self.bucket))
         # bucket_exists succeeds on some servers for anyone; listing needs valid credentials.
         self._call(
