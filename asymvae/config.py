@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -21,6 +21,8 @@ from asymvae.losses.config import LossConfig
 from asymvae.masks import MaskConfig
 from asymvae.model.config import ModelConfig
 from asymvae.training.config import OptimConfig, TrainConfig
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -91,14 +93,18 @@ def load_yaml(path: str | Path) -> ExperimentConfig:
     return from_dict(ExperimentConfig, data)
 
 
-def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Return a copy of `cfg` with `section.field=value` overrides applied (values parsed as YAML)."""
-    data = to_dict(cfg)
+def apply_overrides(cfg: T, overrides: list[str], section: str = "", example: str = "train.max_steps=100") -> T:
+    """Return a copy of config dataclass `cfg` with `section.field=value` overrides applied (values parsed as YAML).
+
+    `cfg` is the whole experiment, or with `section` (e.g. `prepare`) that one section: then every key
+    starts with `section.`. `example` is the override the error for a malformed item suggests.
+    """
+    root = {section: to_dict(cfg)} if section else to_dict(cfg)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.max_steps=100")
-        node = data
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set {example}")
+        node = root
         parts = key.strip().split(".")
         for depth, part in enumerate(parts):
             prefix = ".".join(parts[: depth + 1])
@@ -109,7 +115,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
                 node[part] = yaml.safe_load(text) if text.strip() else ""
             else:
                 node = node[part]
-    return from_dict(ExperimentConfig, data)
+    return from_dict(type(cfg), root[section] if section else root, section)
 
 
 def _unknown_key(path: str, key: str, known: Any) -> str:

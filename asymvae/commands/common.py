@@ -24,11 +24,9 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Experi
     return apply_overrides(cfg, overrides or [])
 
 
-def add_set_option(parser: argparse.ArgumentParser) -> None:
+def add_set_option(parser: argparse.ArgumentParser, example: str = "train.max_steps=100") -> None:
     """The repeatable `--set KEY=VALUE` override option."""
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.max_steps=100"
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=f"override, e.g. {example}")
 
 
 def is_main_rank() -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asymvae.commands.common import add_set_option
 from asymvae.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -286,9 +287,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = steps.add_parser("run-local", help="run the whole pipeline here with kfp.local (the built-in demo by default)")
     r.add_argument("--root", default="work_dirs/pipeline-runs", help="artifact root (default: work_dirs/pipeline-runs)")
-    r.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="training override, e.g. train.max_steps=50"
-    )
+    add_set_option(r, example="train.max_steps=50")
     r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
     r.set_defaults(func=_run_local)
 

@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-import yaml
-
-from asymvae.config import ConfigError, from_dict
+from asymvae.commands.common import add_set_option
+from asymvae.config import apply_overrides
 
 
 def prepare_config(overrides: list[str]):
     """A PrepareConfig with `prepare.field=value` overrides (values parsed as YAML)."""
     from asymvae.data.prepare import PrepareConfig
 
-    data = dataclasses.asdict(PrepareConfig())
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) < 2 or parts[0] != "prepare":
-            raise ConfigError(f"--set {item!r}: expected prepare.FIELD=VALUE, e.g. --set prepare.max_side=512")
-        node = data
-        for depth, part in enumerate(parts[1:], 1):
-            if not isinstance(node, dict) or part not in node:
-                known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
-                raise ConfigError(f"unknown config key {'.'.join(parts[: depth + 1])!r}. Known here: {known}")
-            if depth == len(parts) - 1:
-                node[part] = yaml.safe_load(text) if text.strip() else ""
-            else:
-                node = node[part]
-    return from_dict(PrepareConfig, data, "prepare")
+    return apply_overrides(PrepareConfig(), overrides, section="prepare", example="prepare.max_side=512")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +48,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="hub dataset id, dataset/image folder, parquet file, or builtin:demo")
     p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     p.add_argument("--create-bucket", action="store_true", help="create the S3 bucket if it does not exist")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. prepare.max_side=512"
-    )
+    add_set_option(p, example="prepare.max_side=512")
     p.set_defaults(func=run)
