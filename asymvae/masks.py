@@ -77,6 +77,12 @@ class MaskConfig:
             )
 
 
+def eval_mask_config() -> MaskConfig:
+    """The training mask mix without its all-ones share: every evaluation mask has a hole and a kept part
+    (the full-mask case is scored separately)."""
+    return MaskConfig(full_mask_prob=0.0)
+
+
 def _is_int(value: object) -> bool:
     # bool is an int subclass, but `True` as a size is always a config mistake.
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -37,7 +37,7 @@ from asymvae.data.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from asymvae.data.shard_sink import SPLITS, ShardSink
 from asymvae.data.shards import encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, open_source
-from asymvae.masks import MaskConfig, make_mask
+from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import StorageError, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,6 @@ _MAX_LISTED_BAD = 20
 
 class PrepareError(DataSourceError):
     """The source cannot be prepared (too many bad images, nothing usable); the message lists them."""
-
-
-def _default_eval_masks() -> MaskConfig:
-    # Evaluation needs something to keep: no all-ones masks, strokes and boxes as in training.
-    return MaskConfig(full_mask_prob=0.0)
 
 
 @dataclass
@@ -83,7 +78,7 @@ class PrepareConfig:
     """Processes that decode and encode images (0 = one per CPU core). Does not change the output."""
     mask_seed: int = 0
     """Seed of the fixed evaluation masks stored with validation samples."""
-    eval_masks: MaskConfig = field(default_factory=_default_eval_masks)
+    eval_masks: MaskConfig = field(default_factory=eval_mask_config)
     """Mix and geometry of the evaluation masks (1 = hole)."""
 
     def __post_init__(self) -> None:

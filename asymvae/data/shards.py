@@ -27,6 +27,10 @@ def member_size(payload: int) -> int:
     return BLOCK + -(-payload // BLOCK) * BLOCK
 
 
+def _sample_bytes(files: dict[str, bytes]) -> int:
+    return sum(member_size(len(b)) for b in files.values())
+
+
 def _padded(size: int) -> int:
     return -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
@@ -41,14 +45,10 @@ class ShardWriter:
         self.samples = 0
         self._members = 0  # bytes of the members written so far
 
-    @property
-    def size(self) -> int:
-        """Size the finished tar will have: members, two end blocks, padded to tar's 10 KiB record size."""
-        return _padded(self._members + 2 * BLOCK)
-
     def size_with(self, files: dict[str, bytes]) -> int:
-        """Size the finished tar would have with this sample added."""
-        return _padded(self._members + sum(member_size(len(b)) for b in files.values()) + 2 * BLOCK)
+        """Size the finished tar would have with this sample added: members, two end blocks, padded to tar's
+        10 KiB record size."""
+        return _padded(self._members + _sample_bytes(files) + 2 * BLOCK)
 
     def add(self, key: str, files: dict[str, bytes]) -> None:
         """Append one sample: `files` maps an extension (`jpg`, `json`, `mask.png`) to its bytes."""
@@ -59,7 +59,7 @@ class ShardWriter:
             info.mtime = 0  # identical inputs give identical bytes, so checksums are reproducible
             self._tar.addfile(info, io.BytesIO(data))
         self.samples += 1
-        self._members += sum(member_size(len(b)) for b in files.values())
+        self._members += _sample_bytes(files)
 
     def finish(self) -> tuple[BinaryIO, int, str]:
         """Close the archive; returns (file positioned at 0, size, sha256)."""
@@ -95,11 +95,12 @@ def iter_records(data: bytes | BinaryIO) -> Iterator[tuple[str, dict[str, bytes]
         yield key, files
 
 
-def image_ext(files: dict[str, bytes]) -> str:
-    """The extension of a record's image member."""
+def record_image(files: dict[str, bytes]) -> Image.Image:
+    """A record's image member, decoded to RGB."""
     for ext in ("jpg", "png", "jpeg", "webp"):
         if ext in files:
-            return ext
+            with Image.open(io.BytesIO(files[ext])) as img:
+                return img.convert("RGB")
     raise ValueError(f"record has no image member (members: {sorted(files)})")
 
 
@@ -142,7 +143,6 @@ def iter_split(manifest_uri: str, split: str = "val") -> Iterator[Sample]:
     for shard in manifest.shards_of(split):
         data = store.get_verified(shard.name, shard.sha256, shard.bytes)
         for key, files in iter_records(data):
-            with Image.open(io.BytesIO(files[image_ext(files)])) as img:
-                image = img.convert("RGB")
+            image = record_image(files)
             mask = decode_mask(files["mask.png"]) if "mask.png" in files else None
             yield Sample(key, image, mask, json.loads(files["json"]))

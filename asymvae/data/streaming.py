@@ -20,7 +20,6 @@ read exactly once per epoch of its slot; slots whose shards hold more samples fi
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -29,12 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from asymvae.data.config import DataConfig
 from asymvae.data.manifest import Manifest, ShardInfo, load_manifest
-from asymvae.data.shards import image_ext, iter_records
+from asymvae.data.shards import iter_records, record_image
 from asymvae.data.sources import DataSourceError
 from asymvae.data.transforms import crop_and_resize, to_tensor
 from asymvae.masks import MaskConfig, mask_tensor
@@ -221,8 +219,7 @@ class ShardStream(IterableDataset):
     def _sample(self, files: dict[str, bytes], slot: int, epoch: int, pos: int) -> dict[str, Any]:
         meta = json.loads(files["json"])
         ordinal = int(meta["ordinal"])
-        with Image.open(io.BytesIO(files[image_ext(files)])) as img:
-            image = img.convert("RGB")
+        image = record_image(files)
         rng = np.random.default_rng([self.seed, epoch, ordinal, 0])
         res = self.data.resolution
         return {

@@ -19,11 +19,11 @@ from asymvae.data.config import DataConfig
 from asymvae.data.images import BadImageError, decode_image
 from asymvae.data.sources import open_source
 from asymvae.data.transforms import crop_and_resize, to_tensor
-from asymvae.masks import MaskConfig, mask_tensor
+from asymvae.masks import MaskConfig, eval_mask_config, mask_tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVAL_MASK_SEED", "EvalItem", "SourceItems", "batches", "eval_masks"]
+__all__ = ["EVAL_MASK_SEED", "EvalItem", "SourceItems", "batches"]
 
 EVAL_MASK_SEED = 20_230_607
 """Seed of the evaluation masks (index = the image's position in the source): every evaluation of every
@@ -41,11 +41,6 @@ class EvalItem:
     mask: torch.Tensor
     """(1, H, W) float32, 1 = hole (to generate), 0 = keep. Never all zeros or all ones for the hole metrics
     to mean something; the full-mask case is scored separately."""
-
-
-def eval_masks() -> MaskConfig:
-    """The training mask mix without its all-ones share: every evaluation mask has a hole and a kept part."""
-    return MaskConfig(full_mask_prob=0.0)
 
 
 class SourceItems:
@@ -68,7 +63,7 @@ class SourceItems:
     ) -> None:
         self.source = open_source(spec, split=split, max_samples=max_images)
         self.data = DataConfig(source=spec, resolution=resolution, crop="center", hflip=False)
-        self.masks = masks or eval_masks()
+        self.masks = masks or eval_mask_config()
         self.seed = seed
 
     def __len__(self) -> int:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from asymvae.data.sources import DataSourceError
 from asymvae.evaluation import fid as fid_lib
 from asymvae.evaluation import metrics as M
-from asymvae.evaluation.data import EVAL_MASK_SEED, EvalItem, SourceItems, batches, eval_masks
+from asymvae.evaluation.data import EVAL_MASK_SEED, EvalItem, SourceItems, batches
 from asymvae.evaluation.report import GridSample, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
@@ -271,7 +271,7 @@ def _shares_encoder(model: VAE, baseline: VAE) -> bool:
 
 def _open_items(cfg: EvalConfig) -> tuple[Iterable[EvalItem], int]:
     try:
-        items = SourceItems(cfg.data, cfg.resolution, cfg.split, cfg.max_images, eval_masks(), cfg.mask_seed)
+        items = SourceItems(cfg.data, cfg.resolution, cfg.split, cfg.max_images, seed=cfg.mask_seed)
     except DataSourceError as e:
         raise DataSourceError(str(e).replace("--set data.split=", "--split ")) from e
     return items, len(items)
