@@ -41,6 +41,14 @@ class BadImageError(ValueError):
         self.kind = kind
 
 
+def as_bad_image(error: Exception) -> BadImageError:
+    """An error raised while loading one image, as a BadImageError: itself, or kind `unreadable` for any
+    other error (a source failing on one row must not abort a whole run)."""
+    if isinstance(error, BadImageError):
+        return error
+    return BadImageError(f"cannot load ({type(error).__name__}: {error})", "unreadable")
+
+
 def _allowed_formats() -> list[str]:
     # Computed per call (cheap) so that plugins registered later, e.g. pillow-heif, are honoured.
     Image.init()

@@ -32,17 +32,15 @@ from typing import Any
 from PIL import Image
 
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
-from asymvae.data.images import BadImageError, decode_image
+from asymvae.data.images import as_bad_image, decode_image
 from asymvae.data.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from asymvae.data.shard_sink import SPLITS, ShardSink
 from asymvae.data.shards import encode_mask
-from asymvae.data.sources import DataSourceError, ImageSource, open_source
+from asymvae.data.sources import DataSourceError, ImageSource, bad_image_lines, open_source
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import StorageError, Store, open_store
 
 log = logging.getLogger(__name__)
-
-_MAX_LISTED_BAD = 20
 
 
 class PrepareError(DataSourceError):
@@ -169,10 +167,9 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
     cfg: PrepareConfig = _WORKER["cfg"]
     try:
         image, original = convert(source, i, cfg)
-    except BadImageError as e:
-        return i, {"bad": e.reason, "kind": e.kind}
-    except Exception as e:  # a source failing on one row must not abort the whole run
-        return i, {"bad": f"cannot load ({type(e).__name__}: {e})", "kind": "unreadable"}
+    except Exception as e:
+        bad = as_bad_image(e)
+        return i, {"bad": bad.reason, "kind": bad.kind}
     ext, data = encode_image(image, cfg)
     out: dict[str, Any] = {"ext": ext, "data": data, "size": image.size, "original": original}
     if split == "val":
@@ -228,11 +225,8 @@ def bad_summary(report: dict[str, Any]) -> str:
     lines = [f"{report['count']} of {report['total']} images unusable"]
     if report["kinds"]:
         lines[0] += " (" + ", ".join(f"{k} {n}" for k, n in report["kinds"].items()) + ")"
-    for item in report["files"][:_MAX_LISTED_BAD]:
-        lines.append(f"  {item['name']}: {item['reason']}")
-    if report["count"] > _MAX_LISTED_BAD:
-        lines.append(f"  ... and {report['count'] - _MAX_LISTED_BAD} more (all listed in the manifest)")
-    return "\n".join(lines)
+    listed = [(item["name"], item["reason"]) for item in report["files"]]
+    return "\n".join(lines + bad_image_lines(listed, " (all listed in the manifest)"))
 
 
 def prepare(
@@ -268,10 +262,9 @@ def prepare(
     if reused:
         log.info("resuming: %d finished shards kept, %d of %d images left", reused, len(tasks), total)
     log.info("preparing %d images of %s into %s", len(tasks), source.description, store.uri)
-    prior_bad = [b for s in sink.splits.values() for r in s.receipts for b in r["bad"]]
     allowed_bad = int(cfg.max_bad_share * total)
-    bar = _progress(len(tasks), progress)
-    n_bad = len(prior_bad)
+    bar = _Progress(len(tasks), progress)
+    n_bad = len(sink.bad_images())
     try:
         for done, (i, result) in enumerate(_results(source, cfg, tasks), 1):
             split = sink.splits[splits[i]]
@@ -279,7 +272,7 @@ def prepare(
                 split.bad.append([names[i], result["bad"], result["kind"]])
                 n_bad += 1
                 if n_bad > allowed_bad:
-                    _fail_bad(prior_bad + [b for s in sink.splits.values() for b in s.bad], total, cfg, partial=True)
+                    _fail_bad(sink.bad_images(), total, cfg, partial=True)
             else:
                 key = sample_key(names[i])
                 w, h = result["size"]
@@ -296,7 +289,7 @@ def prepare(
     finally:
         bar.close()
         sink.shutdown()  # every shard and receipt is stored before anything below (the manifest) is written
-    bad = [b for s in sink.splits.values() for r in s.receipts for b in r["bad"]]
+    bad = sink.bad_images()
     report = _bad_report(bad, total)
     if report["count"]:
         log.warning("%s", bad_summary(report))
@@ -383,7 +376,3 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _progress(total: int, show: bool) -> _Progress:
-    return _Progress(total, show)

@@ -67,6 +67,11 @@ class ShardSink:
             reused += sum(1 for r in split.receipts if r.get("name"))
         return reused
 
+    def bad_images(self) -> list[list[str]]:
+        """[name, reason, kind] of every bad image so far: those in receipts, then those of the open shards."""
+        recorded = [b for s in self.splits.values() for r in s.receipts for b in r["bad"]]
+        return recorded + [b for s in self.splits.values() for b in s.bad]
+
     def add(self, split: SplitState, i: int, key: str, files: dict[str, bytes]) -> None:
         """Append a sample, first closing the open shard when the sample would push it over the size bound."""
         if split.writer is not None and split.writer.samples and split.writer.size_with(files) > self.max_bytes:

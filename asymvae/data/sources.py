@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
-from asymvae.data.images import BadImageError, check_image
+from asymvae.data.images import BadImageError, as_bad_image, check_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -454,20 +454,22 @@ class ScanReport:
         ]
         if self.kinds:
             lines.append("  by reason: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())))
-        for name, reason in self.bad[:_MAX_LISTED_BAD]:
-            lines.append(f"  {name}: {reason}")
-        if len(self.bad) > _MAX_LISTED_BAD:
-            lines.append(f"  ... and {len(self.bad) - _MAX_LISTED_BAD} more")
-        return "\n".join(lines)
+        return "\n".join(lines + bad_image_lines(self.bad))
+
+
+def bad_image_lines(bad: list[tuple[str, str]], more: str = "") -> list[str]:
+    """`name: reason` lines of the first 20 bad images, then how many more there are (followed by `more`)."""
+    lines = [f"  {name}: {reason}" for name, reason in bad[:_MAX_LISTED_BAD]]
+    if len(bad) > _MAX_LISTED_BAD:
+        lines.append(f"  ... and {len(bad) - _MAX_LISTED_BAD} more{more}")
+    return lines
 
 
 def _check_one(source: ImageSource, i: int, min_side: int) -> tuple[int, BadImageError | None]:
     try:
         check_image(source.load(i), min_side)
-    except BadImageError as e:
-        return i, e
-    except Exception as e:  # a source failing on one row must not abort the whole scan
-        return i, BadImageError(f"cannot load ({type(e).__name__}: {e})", "unreadable")
+    except Exception as e:
+        return i, as_bad_image(e)
     return i, None
 
 
