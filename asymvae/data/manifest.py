@@ -16,6 +16,10 @@ MANIFEST_NAME = "manifest.json"
 FORMAT = "asymvae-shards/1"
 
 
+class ManifestError(StorageError):
+    """A manifest.json that is not a manifest of this format."""
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """One tar shard."""
@@ -60,7 +64,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest") -> Manifest:
-        """Parse (raises StorageError on anything that is not a manifest of this format)."""
+        """Parse (raises ManifestError on anything that is not a manifest of this format)."""
         try:
             data = json.loads(text)
             if data.get("format") != FORMAT:
@@ -68,7 +72,7 @@ class Manifest:
             data["shards"] = [ShardInfo(**s) for s in data["shards"]]
             return cls(**data)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise StorageError(f"{where} is not a valid asymvae manifest ({e}). Fix: re-run `asymvae prepare`.") from e
+            raise ManifestError(f"{where} is not a valid asymvae manifest ({e}). Fix: re-run `asymvae prepare`.") from e
 
 
 def locate(uri: str) -> tuple[Store, str]:
@@ -80,12 +84,20 @@ def locate(uri: str) -> tuple[Store, str]:
     return open_store(uri), MANIFEST_NAME
 
 
+def read_manifest(store: Store, key: str = MANIFEST_NAME) -> Manifest | None:
+    """The manifest at `key` in `store`, or None when there is none (ManifestError when it is not valid)."""
+    if store.stat(key) is None:
+        return None
+    return Manifest.from_json(store.get(key).decode(), store.url(key))
+
+
 def load_manifest(uri: str) -> tuple[Manifest, Store]:
     """Read a manifest; returns it and the store its shard names are relative to."""
     store, key = locate(uri)
-    if store.stat(key) is None:
+    manifest = read_manifest(store, key)
+    if manifest is None:
         raise StorageError(
             f"no dataset manifest at {store.url(key)}. Fix: run `asymvae prepare SOURCE --out {store.uri}` first, "
             "or point at the folder/prefix that holds manifest.json."
         )
-    return Manifest.from_json(store.get(key).decode(), store.url(key)), store
+    return manifest, store

@@ -33,12 +33,12 @@ from PIL import Image
 
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
 from asymvae.data.images import as_bad_image, decode_image
-from asymvae.data.manifest import MANIFEST_NAME, Manifest, ShardInfo
+from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, read_manifest
 from asymvae.data.shard_sink import SPLITS, ShardSink
 from asymvae.data.shards import encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, bad_image_lines, open_source
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
-from asymvae.storage import StorageError, Store, open_store
+from asymvae.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,11 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
 
 def _existing_manifest(store: Store, fingerprint: str) -> Manifest | None:
     """The manifest already in `store` if it has this fingerprint and all its shards are present and whole."""
-    if store.stat(MANIFEST_NAME) is None:
-        return None
     try:
-        manifest = Manifest.from_json(store.get(MANIFEST_NAME).decode(), store.url(MANIFEST_NAME))
-    except StorageError:
+        manifest = read_manifest(store)
+    except ManifestError:  # not ours or damaged: prepare anew (store errors still propagate)
         return None
-    if manifest.fingerprint != fingerprint:
+    if manifest is None or manifest.fingerprint != fingerprint:
         return None
     sizes = {o.key: o.size for o in store.list(f"shards-{fingerprint[:16]}/")}
     return manifest if all(sizes.get(s.name) == s.bytes for s in manifest.shards) else None
