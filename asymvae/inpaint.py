@@ -18,8 +18,7 @@ import torch
 from diffusers import AsymmetricAutoencoderKL
 from PIL import Image
 
-from asymvae.model.build import ModelSourceError
-from asymvae.model.load import vae_folder
+from asymvae.model.load import load_vae
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +77,7 @@ def batched_condition_vae(model: str | Path | AsymmetricAutoencoderKL) -> Batche
         vae = BatchedConditionVAE.from_config(model.config)
         vae.load_state_dict(model.state_dict())
         return vae.to(device=model.device, dtype=model.dtype).eval()
-    folder = vae_folder(model)
-    name = AsymmetricAutoencoderKL.load_config(folder).get("_class_name")
-    if name != "AsymmetricAutoencoderKL":
-        raise ModelSourceError(f"{folder} holds a {name}; the inpainting VAE must be an AsymmetricAutoencoderKL")
-    return BatchedConditionVAE.from_pretrained(folder).eval()
+    return load_vae(model, require=AsymmetricAutoencoderKL, load_as=BatchedConditionVAE)
 
 
 def load_pipeline(vae: str | Path, pipeline_dir: str | Path, device: str | None = None, dtype=torch.float32):

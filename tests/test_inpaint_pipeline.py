@@ -187,3 +187,15 @@ def test_inpaint_command_with_two_prompts_and_two_images_each(asym_vae, asym_exp
     with pytest.raises(SystemExit) as exc:
         main(bad)
     assert exc.value.code == 2 and "model_index.json" in capsys.readouterr().err
+
+
+def test_batched_condition_vae_loads_an_export_folder_and_refuses_a_plain_vae(asym_export_dir, base_vae_dir, asym_vae):
+    from asymvae.inpaint import BatchedConditionVAE, batched_condition_vae
+    from asymvae.model.build import ModelSourceError
+
+    loaded = batched_condition_vae(asym_export_dir)
+    assert type(loaded) is BatchedConditionVAE
+    theirs = asym_vae.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(ModelSourceError, match="holds a AutoencoderKL, but a AsymmetricAutoencoderKL is needed"):
+        batched_condition_vae(base_vae_dir)

@@ -51,6 +51,15 @@ def _tensors(values: list[onnx.ValueInfoProto]) -> list[tuple[str, str, list[int
     return out
 
 
+def _graph_io(graph: onnx.GraphProto) -> dict[str, list[tuple[str, str, list[int]]]]:
+    """The graph's inputs (initializers left out) and outputs, as `_tensors` describes them."""
+    initializers = {i.name for i in graph.initializer}
+    return {
+        "input": _tensors([i for i in graph.input if i.name not in initializers]),
+        "output": _tensors(list(graph.output)),
+    }
+
+
 def _block(kind: str, tensors: list[tuple[str, str, list[int]]]) -> str:
     items = []
     for name, dtype, dims in tensors:
@@ -64,15 +73,13 @@ def triton_config(name: str, model: onnx.ModelProto, max_batch_size: int = DEFAU
     check_model_name(name)
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1 for dynamic batching, got {max_batch_size}")
-    graph = model.graph
-    initializers = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    io = _graph_io(model.graph)
     return (
         f'name: "{name}"\n'
         'platform: "onnxruntime_onnx"\n'
         f"max_batch_size: {max_batch_size}\n"
-        + _block("input", _tensors(inputs))
-        + _block("output", _tensors(list(graph.output)))
+        + _block("input", io["input"])
+        + _block("output", io["output"])
         + "dynamic_batching { }\n"
         + "instance_group [\n  {\n    count: 1\n    kind: KIND_AUTO\n  }\n]\n"
     )
@@ -98,12 +105,7 @@ def validate_triton_model(model_dir: Path, name: str | None = None) -> dict[str,
         problems.append(f"platform {config.platform!r} is not onnxruntime_onnx")
     if not config.HasField("dynamic_batching") or config.max_batch_size < 1:
         problems.append("dynamic batching is off")
-    graph = onnx.load(str(model_dir / "1" / "model.onnx"), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    expected = {
-        "input": _tensors([i for i in graph.input if i.name not in initializers]),
-        "output": _tensors(list(graph.output)),
-    }
+    expected = _graph_io(onnx.load(str(model_dir / "1" / "model.onnx"), load_external_data=False).graph)
     for kind, declared in (("input", config.input), ("output", config.output)):
         got = [(t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in declared]
         if got != expected[kind]:

@@ -35,10 +35,11 @@ def vae_folder(path: str | Path) -> Path:
     )
 
 
-def load_vae(path: str | Path, require: type[VAE] | None = None) -> VAE:
+def load_vae(path: str | Path, require: type[VAE] | None = None, load_as: type[VAE] | None = None) -> VAE:
     """The VAE at `path` (see `vae_folder`), as the class its config.json names, in eval mode.
 
-    `require=AsymmetricAutoencoderKL` rejects a plain VAE with a message saying what was found.
+    `require=AsymmetricAutoencoderKL` rejects a plain VAE with a message saying what was found;
+    `load_as` loads the weights into a subclass of `require` instead (e.g. one that overrides `decode`).
     """
     folder = vae_folder(path)
     try:
@@ -51,7 +52,7 @@ def load_vae(path: str | Path, require: type[VAE] | None = None) -> VAE:
     if require is not None and not issubclass(cls, require):
         raise ModelSourceError(f"{folder} holds a {name}, but a {require.__name__} is needed here")
     try:
-        vae = cls.from_pretrained(folder)
+        vae = (load_as or cls).from_pretrained(folder)
     except Exception as e:
         raise ModelSourceError(f"cannot load {name} from {folder}: {e}") from e
     return vae.eval().requires_grad_(False)
