@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from asymvae.commands.prepare import prepare_config
 from asymvae.data.prepare import prepare
@@ -23,13 +23,7 @@ class PreparedDataset:
 
     def metadata(self) -> dict[str, object]:
         """The artifact metadata (all JSON scalars)."""
-        return {
-            "manifest_uri": self.manifest_uri,
-            "train_samples": self.train_samples,
-            "val_samples": self.val_samples,
-            "shards": self.shards,
-            "up_to_date": self.up_to_date,
-        }
+        return asdict(self)
 
 
 def prepare_step(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-_OBJECT_STORE_SCHEMES = ("minio://", "s3://")
+from asymvae.storage.factory import is_s3_uri
 
 
 def store_uri(uri: str) -> str:
@@ -17,11 +17,6 @@ def store_uri(uri: str) -> str:
     if uri.startswith("minio://"):
         return "s3://" + uri[len("minio://") :]
     return uri
-
-
-def is_object_store(uri: str) -> bool:
-    """True for `minio://` and `s3://` URIs."""
-    return uri.startswith(_OBJECT_STORE_SCHEMES)
 
 
 def job_name(prefix: str, artifact_uri: str) -> str:
@@ -40,7 +35,7 @@ def shards_location(launcher: str, manifest_uri: str, artifact_uri: str, artifac
     artifact is read from the step's local copy (`artifact_path`) when training runs in the step, and from
     the artifact store (`artifact_uri` as `s3://`) when it runs in PyTorchJob pods, which have no copy.
     """
-    if is_object_store(manifest_uri):
+    if is_s3_uri(manifest_uri):
         return store_uri(manifest_uri)
     if launcher == "kubeflow":
         return store_uri(artifact_uri).rstrip("/") + "/manifest.json"

@@ -150,9 +150,9 @@ def stop() -> None:
 
 
 def outcome_registry(
-    run: str, succeeded: bool, steps: int, seconds: float, losses: dict[str, float], error: str = ""
+    succeeded: bool, steps: int, seconds: float, losses: dict[str, float], error: str = ""
 ) -> CollectorRegistry:
-    """The metrics pushed once at the end of a run."""
+    """The metrics pushed once at the end of a run (the run's name goes into the push's grouping key)."""
     r = CollectorRegistry()
     Gauge("asymvae_run_success", "1 if the run finished, 0 if it failed", registry=r).set(1 if succeeded else 0)
     Gauge("asymvae_run_steps", "Optimizer steps reached", registry=r).set(steps)
@@ -179,9 +179,7 @@ def push_outcome(
     url = pushgateway_url(cfg.train)
     if not url or int(os.environ.get("RANK", "0")) != 0:
         return False
-    registry = outcome_registry(
-        cfg.name, succeeded, steps, seconds, losses or {}, type(error).__name__ if error else ""
-    )
+    registry = outcome_registry(succeeded, steps, seconds, losses or {}, type(error).__name__ if error else "")
     try:
         push_to_gateway(url, job=PUSH_JOB, grouping_key={"run": cfg.name}, registry=registry, timeout=10)
     except Exception as e:  # an unreachable Pushgateway must not turn a finished run into a failed one
