@@ -57,9 +57,10 @@ def compile_pipeline(out: str | Path, pipeline_root: str | None = None, image: s
     `image` the image of every step (and the PyTorchJob's default); the compiler's output is deterministic."""
     from kfp import compiler
 
+    from asymvae.storage.local import write_atomic
+
     module = _pipeline_module()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         compiled = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(module.asymvae_pipeline, str(compiled))
@@ -71,9 +72,7 @@ def compile_pipeline(out: str | Path, pipeline_root: str | None = None, image: s
         text = text.replace(old, f"defaultPipelineRoot: {pipeline_root}")
     if image and image != module.IMAGE:
         text = text.replace(module.IMAGE, image)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(text)
-    tmp_out.replace(out)
+    write_atomic(out, text.encode())
     return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from asymvae.storage.local import write_atomic
 
 __all__ = ["ERROR_SCALE", "GridSample", "grid_image", "markdown_table", "write_report"]
 
@@ -129,12 +130,6 @@ def grid_image(samples: list[GridSample]) -> Image.Image:
     return canvas
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_report(
     out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]], grid: list[GridSample]
 ) -> dict[str, Path]:
@@ -148,12 +143,12 @@ def write_report(
         buf = io.BytesIO()
         grid_image(grid).save(buf, format="PNG", optimize=True)
         files["grid"] = out_dir / "grid.png"
-        _write_atomic(files["grid"], buf.getvalue())
+        write_atomic(files["grid"], buf.getvalue())
     files["markdown"] = out_dir / "metrics.md"
-    _write_atomic(files["markdown"], markdown_table(summary).encode())
+    write_atomic(files["markdown"], markdown_table(summary).encode())
     files["json"] = out_dir / "metrics.json"
     payload = {"summary": summary, "per_image": rows}
-    _write_atomic(files["json"], (json.dumps(_finite(payload), indent=1) + "\n").encode())
+    write_atomic(files["json"], (json.dumps(_finite(payload), indent=1) + "\n").encode())
     return files
 
 

@@ -12,6 +12,26 @@ from typing import BinaryIO
 from asymvae.storage.base import CHUNK, ObjectInfo, StorageError, Store
 
 
+def write_atomic(path: Path, data: bytes | BinaryIO) -> None:
+    """Write a file so that readers see the old one or the whole new one: a hidden temporary file beside
+    it, fsync, then a rename over it (the folder is created when missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; this is data, readable like any written file
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                shutil.copyfileobj(data, f, CHUNK)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class LocalStore(Store):
     """Objects are files below `root`."""
 
@@ -26,23 +46,8 @@ class LocalStore(Store):
         return self.root / key
 
     def put(self, key: str, data: bytes | BinaryIO, length: int | None = None) -> None:
-        """Write to a hidden temporary file beside the target, fsync, then rename over it."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; objects are data, readable like any written file
-            with os.fdopen(fd, "wb") as f:
-                if isinstance(data, (bytes, bytearray, memoryview)):
-                    f.write(data)
-                else:
-                    shutil.copyfileobj(data, f, CHUNK)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write atomically (`write_atomic`)."""
+        write_atomic(self._path(key), data)
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         """Read the file in 1 MiB chunks."""
