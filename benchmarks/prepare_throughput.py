@@ -96,24 +96,18 @@ def reader_rate(uri: str, resolution: int, batch: int, workers: int, epochs: flo
 
 def training_rate(uri: str, work: Path, resolution: int, batch: int, steps: int) -> dict:
     """img/s and data wait of a small asymmetric decoder (SD layout, narrow) training from the shards on the CPU."""
-    from diffusers import AutoencoderKL
-
     from asymvae.config import ExperimentConfig
     from asymvae.data.config import DataConfig
     from asymvae.losses.config import LossConfig, LPIPSConfig
+    from asymvae.model.build import scratch_autoencoderkl
     from asymvae.model.config import ModelConfig
+    from asymvae.presets import get_preset
     from asymvae.training.config import OptimConfig, TrainConfig
     from asymvae.training.trainer import Trainer
 
     torch.manual_seed(0)
-    AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 64, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-    ).save_pretrained(work / "base" / "vae")
+    # The demo's base architecture (SD's four levels, narrow), untrained: only speed is measured.
+    scratch_autoencoderkl(get_preset("demo_base").model).save_pretrained(work / "base" / "vae")
     cfg = ExperimentConfig(
         name="bench",
         model=ModelConfig(kind="asymmetric", pretrained=str(work / "base"), decoder="base"),
