@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
 from asymvae.cli import main
+from asymvae.data.sources import DataSourceError
 from asymvae.evaluation.data import EvalItem, SourceItems
 from asymvae.evaluation.run import EvalConfig, decode_all, evaluate, score_items
 
@@ -123,3 +125,42 @@ def test_eval_cli_runs_and_rejects_bad_inputs(asym_export_dir, base_vae_dir, tmp
         capsys, "eval", str(asym_export_dir), "--baseline", str(base_vae_dir), "--data", DATA, "--resolution", "30"
     )
     assert code == 2 and "multiple of 8" in err
+
+
+def test_a_prepared_dataset_is_scored_with_its_stored_masks(asym_export_dir, base_vae_dir, tmp_path):
+    from PIL import Image
+
+    from asymvae.data.prepare import PrepareConfig, prepare
+    from asymvae.data.shards import iter_split
+    from asymvae.data.transforms import center_square
+    from asymvae.evaluation.data import ShardItems, eval_items
+
+    out = tmp_path / "prepared"
+    result = prepare("builtin:demo?count=12&size=96", str(out), PrepareConfig(val_fraction=0.5), progress=False)
+    n_val = result.manifest.samples("val")
+    assert n_val >= 2
+    items = eval_items(str(out), 32, "validation", None, seed=0)
+    assert isinstance(items, ShardItems) and len(items) == n_val and items.mask_seed == 0
+    stored = list(iter_split(str(out), "val"))
+    for item, sample in zip(items, stored, strict=True):
+        assert item.image.shape == (3, 32, 32) and item.mask.shape == (1, 32, 32)
+        # The mask is the stored one under the image's crop, not one drawn anew.
+        expected = np.asarray(center_square(Image.fromarray(sample.mask), 32, Image.Resampling.NEAREST))
+        assert np.array_equal(item.mask[0].numpy() > 0.5, expected)
+        assert 0 < float(item.mask.mean()) < 1
+    assert len(eval_items(str(out / "manifest.json"), 32, "val", 1, seed=0)) == 1
+
+    cfg = EvalConfig(
+        model=str(asym_export_dir),
+        baseline=str(base_vae_dir),
+        data=str(out),
+        out=str(tmp_path / "eval"),
+        resolution=32,
+        lpips="off",
+        grid_samples=0,
+        progress=False,
+    )
+    summary = evaluate(cfg).summary
+    assert summary["images"] == n_val and summary["mask_seed"] == 0
+    with pytest.raises(DataSourceError, match="no split 'test'"):
+        ShardItems(str(out), 32, split="test")

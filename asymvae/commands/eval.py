@@ -38,7 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `eval` to the command line."""
     p = sub.add_parser("eval", help="score a trained asymmetric decoder against the baseline VAE's decoder")
     p.add_argument("model", help="training export (OUTPUT/step<N>, holding vae/) or a diffusers VAE folder")
-    p.add_argument("--data", required=True, help="held-out images: folder, dataset, or e.g. builtin:demo?seed=1")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="held-out images: a prepared dataset (asymvae prepare's folder, manifest or s3:// prefix: its val "
+        "split and stored masks), or a folder, dataset, or e.g. builtin:demo?seed=1",
+    )
     p.add_argument("--baseline", required=True, help="the baseline VAE (export or diffusers folder)")
     p.add_argument("--out", help="report folder (default: MODEL/eval)")
     p.add_argument("--split", default="validation", help="dataset split / split subfolder (default: validation)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asymvae.storage import StorageError, Store, open_store, split_uri
@@ -82,6 +83,17 @@ def locate(uri: str) -> tuple[Store, str]:
         parent, name = split_uri(uri)
         return open_store(parent), name
     return open_store(uri), MANIFEST_NAME
+
+
+def is_prepared_dataset(uri: str) -> bool:
+    """Whether `uri` names a dataset of `asymvae prepare`: any `s3://` location (the only kind it writes
+    there), a local manifest.json, or a local folder holding one."""
+    from asymvae.storage.factory import is_s3_uri
+
+    if is_s3_uri(uri.strip()):
+        return True
+    path = Path(uri).expanduser()
+    return (path.name == MANIFEST_NAME and path.is_file()) or (path / MANIFEST_NAME).is_file()
 
 
 def read_manifest(store: Store, key: str = MANIFEST_NAME) -> Manifest | None:

@@ -2,28 +2,32 @@
 
 The input protocol is deliberately small: any iterable of `EvalItem` (a key, an image on [0, 1], a mask
 with 1 = hole) can be scored. `SourceItems` makes one from any training data source (a folder, a
-dataset, `builtin:demo`) with masks drawn from a fixed seed; a prepared dataset that stores its own
-validation masks only has to yield the same triples.
+dataset, `builtin:demo`) with masks drawn from a fixed seed; `ShardItems` from the validation split of a
+dataset made by `asymvae prepare`, with the masks stored there. `eval_items` picks the right one.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 from asymvae.data.config import DataConfig
 from asymvae.data.images import BadImageError, decode_image
-from asymvae.data.sources import open_source
-from asymvae.data.transforms import crop_and_resize, to_tensor
+from asymvae.data.manifest import is_prepared_dataset, load_manifest
+from asymvae.data.shards import iter_split
+from asymvae.data.sources import DataSourceError, open_source
+from asymvae.data.transforms import center_square, crop_and_resize, to_tensor
 from asymvae.masks import MaskConfig, eval_mask_config, mask_tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVAL_MASK_SEED", "EvalItem", "SourceItems", "batches"]
+__all__ = ["EVAL_MASK_SEED", "EvalItem", "ShardItems", "SourceItems", "batches", "eval_items"]
 
 EVAL_MASK_SEED = 20_230_607
 """Seed of the evaluation masks (index = the image's position in the source): every evaluation of every
@@ -64,7 +68,7 @@ class SourceItems:
         self.source = open_source(spec, split=split, max_samples=max_images)
         self.data = DataConfig(source=spec, resolution=resolution, crop="center", hflip=False)
         self.masks = masks or eval_mask_config()
-        self.seed = seed
+        self.mask_seed = seed
 
     def __len__(self) -> int:
         return len(self.source)
@@ -79,7 +83,50 @@ class SourceItems:
                 log.warning("skipping %s: %s", self.source.name(i), e.reason)
                 continue
             pixels = to_tensor(crop_and_resize(image, self.data, rng)).add(1.0).div(2.0).clamp(0.0, 1.0)
-            yield EvalItem(self.source.name(i), pixels, mask_tensor(self.masks, res, res, self.seed, i))
+            yield EvalItem(self.source.name(i), pixels, mask_tensor(self.masks, res, res, self.mask_seed, i))
+
+
+class ShardItems:
+    """The validation split of a dataset made by `asymvae prepare`, each image with the mask stored beside it.
+
+    Image and mask get the same centre crop (`center_square`; nearest-neighbour for the mask), so every
+    evaluation of every model on this dataset scores the very same pixels under the very same holes.
+    """
+
+    def __init__(self, uri: str, resolution: int, split: str = "val", max_images: int | None = None) -> None:
+        manifest, _ = load_manifest(uri)  # a missing or invalid dataset fails here, before any model loads
+        if split not in manifest.splits:
+            raise DataSourceError(f"{uri} has no split {split!r}; it has {', '.join(sorted(manifest.splits))}")
+        available = manifest.samples(split)
+        if available == 0:
+            raise DataSourceError(
+                f"{uri} has no {split} samples. Fix: prepare it with --set prepare.val_fraction=<share above 0>."
+            )
+        self.uri, self.split, self.resolution = uri, split, resolution
+        self.count = min(available, max_images) if max_images else available
+        self.mask_seed = int(manifest.config.get("mask_seed", 0))
+        """Seed prepare drew the stored masks from (for the report)."""
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[EvalItem]:
+        res = self.resolution
+        for sample in itertools.islice(iter_split(self.uri, self.split), self.count):
+            if sample.mask is None:
+                raise DataSourceError(f"{self.uri}: sample {sample.key} of split {self.split} has no stored mask")
+            image = to_tensor(center_square(sample.image, res)).add(1.0).div(2.0).clamp(0.0, 1.0)
+            hole = center_square(Image.fromarray(sample.mask), res, Image.Resampling.NEAREST)
+            mask = torch.from_numpy(np.asarray(hole, dtype=np.float32))[None]
+            yield EvalItem(str(sample.meta.get("source", sample.key)), image, mask)
+
+
+def eval_items(spec: str, resolution: int, split: str, max_images: int | None, seed: int) -> SourceItems | ShardItems:
+    """The held-out items of `spec`: a prepared dataset's stored validation samples and masks, or any data
+    source's images with masks drawn from `seed`. `split` `validation` means a prepared dataset's `val`."""
+    if is_prepared_dataset(spec):
+        return ShardItems(spec, resolution, "val" if split == "validation" else split, max_images)
+    return SourceItems(spec, resolution, split, max_images, seed=seed)
 
 
 def batches(items: Iterable[EvalItem], batch_size: int) -> Iterator[list[EvalItem]]:

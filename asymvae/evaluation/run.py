@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from asymvae.data.sources import DataSourceError
 from asymvae.evaluation import fid as fid_lib
 from asymvae.evaluation import metrics as M
-from asymvae.evaluation.data import EVAL_MASK_SEED, EvalItem, SourceItems, batches
+from asymvae.evaluation.data import EVAL_MASK_SEED, EvalItem, ShardItems, SourceItems, batches, eval_items
 from asymvae.evaluation.report import GridSample, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
@@ -57,11 +57,13 @@ class EvalConfig:
     baseline: str
     """The baseline VAE (a plain AutoencoderKL, or any VAE whose encoder produced the model's training latents)."""
     data: str
-    """Held-out images: any training data source (folder, dataset, `builtin:demo?seed=1`)."""
+    """Held-out images: a dataset made by `asymvae prepare` (its manifest, folder or `s3://` prefix: the val
+    split with its stored masks), or any training data source (folder, dataset, `builtin:demo?seed=1`)."""
     out: str | None = None
     """Report folder (default: `<model>/eval`)."""
     split: str = "validation"
-    """Split of a dataset / split subfolder to read; sources without splits ignore it."""
+    """Split of a dataset / split subfolder to read (`validation` = a prepared dataset's `val`); sources
+    without splits ignore it."""
     resolution: int = 256
     """Side of the centre crop scored, in px (a multiple of 8)."""
     max_images: int | None = None
@@ -78,7 +80,7 @@ class EvalConfig:
     grid_samples: int = 4
     """Rows of the PNG grid."""
     mask_seed: int = EVAL_MASK_SEED
-    """Seed of the fixed evaluation masks."""
+    """Seed of the fixed evaluation masks of a data source (a prepared dataset brings its masks)."""
     device: str | None = None
     """`cuda`, `cpu`, ... (default: cuda when available)."""
     progress: bool = True
@@ -269,12 +271,11 @@ def _shares_encoder(model: VAE, baseline: VAE) -> bool:
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k].to(a[k])) for k in a)
 
 
-def _open_items(cfg: EvalConfig) -> tuple[Iterable[EvalItem], int]:
+def _open_items(cfg: EvalConfig) -> SourceItems | ShardItems:
     try:
-        items = SourceItems(cfg.data, cfg.resolution, cfg.split, cfg.max_images, seed=cfg.mask_seed)
+        return eval_items(cfg.data, cfg.resolution, cfg.split, cfg.max_images, cfg.mask_seed)
     except DataSourceError as e:
         raise DataSourceError(str(e).replace("--set data.split=", "--split ")) from e
-    return items, len(items)
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
@@ -304,7 +305,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
             log.warning("%s", fid_reason)
     else:
         fid_reason = "FID not computed: switched off (--no-fid)."
-    items, total = _open_items(cfg)
+    items = _open_items(cfg)
+    total = len(items)
     log.info("scoring %d images of %s at %d² on %s", total, cfg.data, cfg.resolution, device)
     summary, rows, grid = score_items(
         model,
@@ -327,7 +329,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         split=cfg.split,
         images=len(rows),
         resolution=cfg.resolution,
-        mask_seed=cfg.mask_seed,
+        mask_seed=items.mask_seed,
         mean_hole_share=sum(r["hole_share"] for r in rows) / len(rows),
         latents="baseline encoder, posterior mode",
         shared_encoder=shared,

@@ -28,7 +28,8 @@ def evaluate(
         report: The table and the comparison grid in one HTML page (the grid inline, base64 PNG).
         table: The table as Markdown.
         results: The report folder: metrics.json (with per-image values), metrics.md, grid.png.
-        data: Held-out images (folder, dataset, `builtin:demo?seed=1`).
+        data: Held-out images: a prepared dataset (`s3://` prefix or manifest of `asymvae prepare`: its val
+            split with the stored masks), or a folder, dataset, `builtin:demo?seed=1`.
         baseline: The baseline VAE (default: the base the model was trained on, recorded by train).
         resolution: Centre-crop side in pixels (a multiple of 8).
         max_images: Score only the first N images (0: all).
