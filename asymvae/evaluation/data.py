@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from asymvae.data.config import DataConfig
-from asymvae.data.images import BadImageError, decode_image
+from asymvae.data.images import as_bad_image, decode_image
 from asymvae.data.manifest import is_prepared_dataset, load_manifest
 from asymvae.data.shards import iter_split
 from asymvae.data.sources import DataSourceError, open_source
@@ -79,8 +79,8 @@ class SourceItems:
         for i in range(len(self.source)):
             try:
                 image = decode_image(self.source.load(i), self.data.effective_min_side)
-            except BadImageError as e:
-                log.warning("skipping %s: %s", self.source.name(i), e.reason)
+            except Exception as e:
+                log.warning("skipping %s: %s", self.source.name(i), as_bad_image(e).reason)
                 continue
             pixels = to_tensor(crop_and_resize(image, self.data, rng)).add(1.0).div(2.0).clamp(0.0, 1.0)
             yield EvalItem(self.source.name(i), pixels, mask_tensor(self.masks, res, res, self.mask_seed, i))
