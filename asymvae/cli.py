@@ -8,13 +8,14 @@ import os
 import sys
 
 from asymvae.commands import configs, eval, export, inpaint, pipeline, prepare, train
+from asymvae.training.launch import process_rank
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
 COMMANDS = (train, configs, prepare, eval, export, inpaint, pipeline)
 
 
 def _setup_logging() -> None:
-    rank = int(os.environ.get("RANK", "0"))
+    rank = process_rank()
     level = os.environ.get("ASYMVAE_LOG_LEVEL", "INFO" if rank == 0 else "WARNING").upper()
     prefix = f"[rank {rank}] " if "LOCAL_RANK" in os.environ else ""
     logging.basicConfig(level=level, format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s", force=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from asymvae.config import ConfigError, ExperimentConfig, apply_overrides, load_yaml
@@ -27,8 +26,3 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Experi
 def add_set_option(parser: argparse.ArgumentParser, example: str = "train.max_steps=100") -> None:
     """The repeatable `--set KEY=VALUE` override option."""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=f"override, e.g. {example}")
-
-
-def is_main_rank() -> bool:
-    """True outside torchrun and on its rank 0."""
-    return int(os.environ.get("RANK", "0")) == 0

@@ -6,14 +6,14 @@ import argparse
 import logging
 import sys
 
-from asymvae.commands.common import add_set_option, is_main_rank, load_config
+from asymvae.commands.common import add_set_option, load_config
 
 log = logging.getLogger("asymvae")
 
 
 def run(args: argparse.Namespace) -> int:
     """Train (re-executing under torchrun when NPROC_PER_NODE or PET_* ask for several processes)."""
-    from asymvae.training.launch import exec_torchrun, torchrun_command
+    from asymvae.training.launch import exec_torchrun, process_rank, torchrun_command
 
     cfg = load_config(args.config, args.set)  # fail on a bad config before starting any workers
     cmd = torchrun_command(sys.argv[1:])
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from asymvae.training.run import train
 
     result = train(cfg, resume=args.resume if args.resume is not None else False)
-    if is_main_rank():
+    if process_rank() == 0:
         m = result.metrics
         shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "l1", "l2", "lpips", "kl") if k in m)
         vae_cls = "AsymmetricAutoencoderKL" if cfg.model.kind == "asymmetric" else "AutoencoderKL"

@@ -12,6 +12,11 @@ import sys
 from collections.abc import Mapping
 
 
+def process_rank() -> int:
+    """This process's global rank under torchrun (`RANK`); 0 outside it."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def torchrun_command(argv: list[str], env: Mapping[str, str] = os.environ) -> list[str] | None:
     """The torchrun command line to re-execute `asymvae argv` with, or None to run in this process."""
     if "LOCAL_RANK" in env or "TORCHELASTIC_RUN_ID" in env:

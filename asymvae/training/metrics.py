@@ -19,6 +19,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server
 
+from asymvae.training.launch import process_rank
+
 log = logging.getLogger(__name__)
 
 METRICS_PORT_ENV = "ASYMVAE_METRICS_PORT"
@@ -177,7 +179,7 @@ def push_outcome(
 ) -> bool:
     """Push the run's outcome to the configured Pushgateway (rank 0 only); False when none is set or it failed."""
     url = pushgateway_url(cfg.train)
-    if not url or int(os.environ.get("RANK", "0")) != 0:
+    if not url or process_rank() != 0:
         return False
     registry = outcome_registry(succeeded, steps, seconds, losses or {}, type(error).__name__ if error else "")
     try:
