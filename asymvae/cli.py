@@ -8,6 +8,7 @@ import os
 import sys
 
 from asymvae.commands import configs, eval, export, inpaint, pipeline, prepare, train
+from asymvae.errors import UserError
 from asymvae.training.launch import process_rank
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
@@ -34,12 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `asymvae` and `vaeengine`."""
-    from asymvae.errors import USER_ERRORS
-
     args = build_parser().parse_args(argv)
     _setup_logging()
     try:
         sys.exit(args.func(args))
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"asymvae {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)

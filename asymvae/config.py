@@ -1,51 +1,32 @@
-"""The experiment configuration: typed sections, YAML files, presets and `--set a.b=value` overrides.
+"""Typed configuration from text: YAML files and `--set a.b=value` overrides into checked dataclasses.
 
-Each section lives beside the code that owns it; this module only composes them and turns text
-(YAML files, command-line overrides) into checked, typed values.
+Every config is a dataclass whose fields carry a docstring; each lives beside the code that owns it
+(the experiment's sections in `asymvae/*/config.py`, composed by `asymvae.training.experiment`). This
+module only turns text into checked, typed values, for any of them.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
+import itertools
+import textwrap
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from asymvae.data.config import DataConfig
-from asymvae.losses.config import LossConfig
-from asymvae.masks import MaskConfig
-from asymvae.model.config import ModelConfig
-from asymvae.training.config import OptimConfig, TrainConfig
+from asymvae.errors import UserError
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot be used: unknown key, wrong type, bad value."""
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything one training run needs."""
-
-    name: str = "experiment"
-    """Run name; the default output folder is `work_dirs/<name>`."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    masks: MaskConfig = field(default_factory=MaskConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    @property
-    def output_dir(self) -> Path:
-        """Where checkpoints, logs and exports go."""
-        return Path(self.train.output_dir or Path("work_dirs") / self.name)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -61,8 +42,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_yaml(cfg: ExperimentConfig, path: str | Path) -> None:
-    """Write the resolved configuration as YAML (loadable with `load_yaml`)."""
+def save_yaml(cfg: Any, path: str | Path) -> None:
+    """Write a resolved config dataclass as YAML (loadable with `load_yaml`)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -84,13 +65,13 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         raise ConfigError(str(e)) from e
 
 
-def load_yaml(path: str | Path) -> ExperimentConfig:
-    """Read an experiment config from a YAML file. Keys left out keep their defaults."""
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    """Read config dataclass `cls` from a YAML file. Keys left out keep their defaults."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    return from_dict(ExperimentConfig, data)
+    return from_dict(cls, data)
 
 
 def apply_overrides(cfg: T, overrides: list[str], section: str = "", example: str = "train.max_steps=100") -> T:
@@ -172,3 +153,38 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
     return value
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of dataclass `cls` (and its dataclass bases), by field name."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):  # no source at hand (e.g. a class made at run time)
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def parse_value(tp: Any, text: str, path: str) -> Any:
+    """A command-line value for a field of type `tp`: parsed as YAML, then checked like a config file's."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    wants_text = tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
+    if wants_text and value is not None and not isinstance(value, str):
+        value = text  # `--name 007` stays the text it was
+    return _coerce(tp, value, path)

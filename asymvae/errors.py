@@ -1,23 +1,11 @@
-"""Errors that are the user's to fix: the CLI prints their message (what, where, how to fix), no traceback."""
+"""The one base class of errors that are the user's to fix.
 
-from asymvae.cluster.errors import TrainingJobError
-from asymvae.config import ConfigError
-from asymvae.data.sources import DataSourceError
-from asymvae.export import ExportError
-from asymvae.inpaint import InpaintInputError
-from asymvae.losses.perceptual import LPIPSWeightsError
-from asymvae.model.build import ModelSourceError
-from asymvae.storage import StorageError
-from asymvae.training.trainer import NonFiniteLossError
+Every subsystem raises a subclass of `UserError` for what a user can fix (a bad config, an unreadable
+source, refused credentials, ...). Its message says what went wrong, where, and how to fix it; the
+`asymvae` command prints it as one line and exits with status 2. Anything else escaping the command is a
+bug in asymvae and keeps its traceback. This module imports nothing, so every layer can use it.
+"""
 
-USER_ERRORS = (
-    ConfigError,
-    DataSourceError,
-    ModelSourceError,
-    LPIPSWeightsError,
-    NonFiniteLossError,
-    TrainingJobError,
-    StorageError,
-    ExportError,
-    InpaintInputError,
-)
+
+class UserError(Exception):
+    """An error the user can fix; its message says what, where and how."""

@@ -18,7 +18,8 @@ import torch
 from diffusers import AsymmetricAutoencoderKL
 from PIL import Image
 
-from asymvae.model.load import load_vae
+from asymvae.errors import UserError
+from asymvae.model.files import load_vae
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class InpaintInputError(ValueError):
+class InpaintInputError(UserError, ValueError):
     """An inpainting input (image, mask, pipeline folder) that cannot be used; the message says which and why."""
 
 

@@ -96,13 +96,13 @@ def reader_rate(uri: str, resolution: int, batch: int, workers: int, epochs: flo
 
 def training_rate(uri: str, work: Path, resolution: int, batch: int, steps: int) -> dict:
     """img/s and data wait of a small asymmetric decoder (SD layout, narrow) training from the shards on the CPU."""
-    from asymvae.config import ExperimentConfig
     from asymvae.data.config import DataConfig
     from asymvae.losses.config import LossConfig, LPIPSConfig
     from asymvae.model.build import scratch_autoencoderkl
     from asymvae.model.config import ModelConfig
-    from asymvae.presets import get_preset
     from asymvae.training.config import OptimConfig, TrainConfig
+    from asymvae.training.experiment import ExperimentConfig
+    from asymvae.training.presets import get_preset
     from asymvae.training.trainer import Trainer
 
     torch.manual_seed(0)

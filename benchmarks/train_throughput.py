@@ -13,7 +13,7 @@ One change: its posterior sample is drawn from the same seeded generator as ours
 identical inputs. Weights are random (no hub here); the cost is the same as with SD's weights.
 LPIPS uses the lpips package's VGG with a random backbone (`pnet_rand`) in both arms: same cost.
 
-usage:
+usage (with asymvae installed, e.g. `make install` then `.venv/bin/python benchmarks/...`):
   python benchmarks/train_throughput.py            # on a GPU: 256²x16 and 512²x4, then the levers
   python benchmarks/train_throughput.py --tiny     # CPU smoke run (CI): tiny model, no speed claim
 """
@@ -36,13 +36,11 @@ import torch.nn.functional as F
 from diffusers import AsymmetricAutoencoderKL
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from asymvae.config import ExperimentConfig
 from asymvae.losses.config import LossConfig, LPIPSConfig
 from asymvae.model.build import set_trainable
 from asymvae.model.config import ModelConfig
 from asymvae.training.config import OptimConfig, TrainConfig
+from asymvae.training.experiment import ExperimentConfig
 from asymvae.training.step import TrainStep, posterior_seed
 
 # The paper's x1.5 decoder on SD's encoder sizes.

@@ -1,1 +1,6 @@
-"""Kubeflow pipelines of asymvae (built from components/)."""
+"""The Kubeflow pipeline of asymvae (installed as `asymvae_pipelines`), built from `asymvae_components`.
+
+`asymvae_pipeline` defines it; `compiled` writes it and the components as YAML; `local` runs it with
+kfp.local; `remote` submits and schedules it on a KFP server. The `asymvae pipeline` command calls these.
+This package and `asymvae_components` are the only code that imports kfp.
+"""

@@ -6,14 +6,18 @@ credentials come from KFP's Secret `mlpipeline-minio-artifact` as environment va
 names the Secret and its keys, never a value. Compile with `asymvae pipeline compile`.
 """
 
+import inspect
+from typing import Any
+
 from kfp import dsl, kubernetes
 
-from components._image import IMAGE
-from components.deploy.component import deploy
-from components.evaluate.component import evaluate
-from components.export.component import export
-from components.prepare.component import prepare
-from components.train.component import train
+from asymvae.config import ConfigError
+from asymvae_components._image import IMAGE
+from asymvae_components.deploy.component import deploy
+from asymvae_components.evaluate.component import evaluate
+from asymvae_components.export.component import export
+from asymvae_components.prepare.component import prepare
+from asymvae_components.train.component import train
 
 PIPELINE_NAME = "asymvae"
 DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
@@ -107,3 +111,11 @@ def asymvae_pipeline(
     triton = export(model=model, results=scored.outputs["results"], format="triton").set_display_name("export triton")
     with dsl.If(deploy_model == True, name="deploy"):  # noqa: E712 - a pipeline condition, not a Python bool
         deploy(exported=triton.outputs["exported"], name=deploy_name, namespace=namespace, gpus=deploy_gpus)
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Refuse arguments the pipeline has no parameter for (a typo would otherwise be dropped silently)."""
+    known = inspect.signature(asymvae_pipeline.pipeline_func).parameters
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")

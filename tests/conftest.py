@@ -10,12 +10,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from asymvae.config import ExperimentConfig, apply_overrides
+from asymvae.config import apply_overrides
 from asymvae.data.config import DataConfig
 from asymvae.losses.config import LossConfig, LPIPSConfig
 from asymvae.masks import MaskConfig
 from asymvae.model.config import ModelConfig
 from asymvae.training.config import OptimConfig, TrainConfig
+from asymvae.training.experiment import ExperimentConfig
 
 # Four levels (8x), as SD: AsymmetricAutoencoderKL's mask branch assumes that depth.
 TINY_BASE = dict(

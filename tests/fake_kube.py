@@ -16,9 +16,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from http_standin import json_handler
-
 from asymvae.cluster.crd import schema_errors
+from tests.http_standin import json_handler
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from http_standin import json_handler
+from tests.http_standin import json_handler
 
 API = "/apis/v2beta1"
 

@@ -7,21 +7,22 @@ import sys
 
 import pytest
 
-from asymvae.commands.common import load_config
 from asymvae.config import ConfigError, apply_overrides, load_yaml, save_yaml, to_dict
-from asymvae.presets import PRESETS, get_preset
+from asymvae.training.experiment import ExperimentConfig
+from asymvae.training.presets import PRESETS, get_preset, load_experiment
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_round_trips_through_yaml(name, tmp_path):
     cfg = get_preset(name)
     save_yaml(cfg, tmp_path / "c.yaml")
-    assert to_dict(load_yaml(tmp_path / "c.yaml")) == to_dict(cfg)
+    assert to_dict(load_yaml(ExperimentConfig, tmp_path / "c.yaml")) == to_dict(cfg)
 
 
 def test_required_presets_follow_the_recipes():
     pokemon = get_preset("asymmetric_autoencoderkl_sdv15_pokemon")
-    assert pokemon.model.pretrained == "runwayml/stable-diffusion-v1-5" and pokemon.model.subfolder == "vae"
+    assert pokemon.model.pretrained == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert pokemon.model.subfolder == "vae"
     assert pokemon.model.decoder == "x1.5"
     assert pokemon.data.source == "diffusers/pokemon-gpt4-captions" and pokemon.data.resolution == 512
     assert (pokemon.loss.pixel, pokemon.loss.lpips.net, pokemon.loss.lpips.weight) == ("l1", "vgg", 1.0)
@@ -69,13 +70,13 @@ def test_bad_overrides_say_what_is_wrong(override, message):
 def test_load_config_from_yaml_and_unknown_names(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\ntrain:\n  max_steps: 12\n")
-    cfg = load_config(str(path), ["train.batch_size=3"])
+    cfg = load_experiment(str(path), ["train.batch_size=3"])
     assert (cfg.name, cfg.train.max_steps, cfg.train.batch_size) == ("mine", 12, 3)
     with pytest.raises(ConfigError, match="neither a preset"):
-        load_config("no_such_preset")
+        load_experiment("no_such_preset")
     (tmp_path / "bad.yaml").write_text("train:\n  bogus: 1\n")
     with pytest.raises(ConfigError, match="train.bogus"):
-        load_config(str(tmp_path / "bad.yaml"))
+        load_experiment(str(tmp_path / "bad.yaml"))
 
 
 def test_cli_lists_presets_and_reports_errors_without_traceback():

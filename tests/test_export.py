@@ -15,8 +15,9 @@ from asymvae.cli import main
 from asymvae.evaluation.report import write_report
 from asymvae.export import ExportError
 from asymvae.export import run as export_run
+from asymvae.export.config import ExportConfig
 from asymvae.export.onnx import INPUT_NAMES, export_onnx, verify_onnx
-from asymvae.export.run import ExportConfig, export_model
+from asymvae.export.run import export_model
 from asymvae.export.triton import validate_triton_model
 
 

@@ -9,12 +9,12 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import tiny_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from asymvae.data.sources import DataSourceError
 from asymvae.training import metrics as live_metrics
 from asymvae.training.run import train
+from tests.conftest import tiny_config
 
 
 class PushgatewayStandIn:

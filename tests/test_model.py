@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
@@ -9,6 +11,7 @@ from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 from asymvae.model.build import ModelSourceError, build_vae, decoder_sizes
 from asymvae.model.checkpointing import enable_gradient_checkpointing
 from asymvae.model.config import ModelConfig
+from asymvae.model.hub import SD15_INPAINTING, current_hub_id
 from asymvae.model.trainable import Reconstructor
 
 SD_CHANNELS = [128, 256, 512, 512]
@@ -132,6 +135,18 @@ def test_bad_sources_say_what_is_wrong(tmp_path, base_vae_dir):
         build_vae(ModelConfig(pretrained="nobody/no-such-vae-offline"))
     with pytest.raises(ValueError, match="needs model.pretrained"):
         ModelConfig(kind="asymmetric", pretrained=None)
+
+
+def test_removed_hub_ids_map_to_where_they_moved(caplog):
+    with caplog.at_level(logging.WARNING, logger="asymvae.model.hub"):
+        assert current_hub_id("runwayml/stable-diffusion-v1-5") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+        assert current_hub_id("runwayml/stable-diffusion-inpainting") == SD15_INPAINTING
+        assert current_hub_id("madebyollin/sdxl-vae-fp16-fix") == "madebyollin/sdxl-vae-fp16-fix"
+    assert [r.getMessage().count("\n") for r in caplog.records] == [0, 0]
+    assert "using stable-diffusion-v1-5/stable-diffusion-v1-5 instead" in caplog.records[0].getMessage()
+    # offline, the error names the id that was looked up: the new one
+    with pytest.raises(ModelSourceError, match="stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        build_vae(ModelConfig(pretrained="runwayml/stable-diffusion-v1-5", subfolder="vae"))
 
 
 def test_diffusers_own_switch_still_raises_and_ours_matches_gradients(base_vae_dir):

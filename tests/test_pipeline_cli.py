@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from kfp_standin import KFPStandInServer
 
 from asymvae.cli import main
 from asymvae.commands.pipeline import parse_params
 from asymvae.config import ConfigError
+from tests.kfp_standin import KFPStandInServer
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_unknown_pipeline_parameter_is_a_user_error(kfp_api, capsys) -> None:
 
 
 def test_run_local_summary_lists_artifacts_in_pipeline_order(tmp_path) -> None:
-    from asymvae.commands.pipeline import LocalArtifact, summary_lines
+    from asymvae_pipelines.local import LocalArtifact, summary_lines
 
     metrics = {"masked/baseline/pre_error": 0.0141, "masked/asymmetric/pre_error": 0.00229, "pre_error_ratio": 0.162}
     arts = [

@@ -6,12 +6,12 @@ import copy
 import sys
 
 import pytest
-from k8s_schemas import PYTORCHJOB_CRD, needs_crds
 
 from asymvae.cluster.crd import CRDValidationError, schema_errors, validate_custom_object
 from asymvae.cluster.local import local_launch
 from asymvae.cluster.pytorchjob import PyTorchJobSpec, Toleration, build_pytorchjob, spec_hash, train_args
 from asymvae.training.launch import torchrun_command
+from tests.k8s_schemas import PYTORCHJOB_CRD
 
 
 def full_spec(**changes) -> PyTorchJobSpec:
@@ -128,13 +128,11 @@ def test_bad_specs_are_refused_with_the_field_named(changes, match):
         full_spec(**changes)
 
 
-@needs_crds
 @pytest.mark.parametrize("nodes, gpus", [(1, 0), (1, 1), (4, 8)])
 def test_built_jobs_match_the_real_crd_schema(nodes, gpus):
     validate_custom_object(build_pytorchjob(full_spec(nodes=nodes, gpus_per_node=gpus)), PYTORCHJOB_CRD)
 
 
-@needs_crds
 @pytest.mark.parametrize(
     "where, typo",
     [
@@ -153,7 +151,6 @@ def test_a_misspelt_field_fails_the_closed_schema(where, typo):
         validate_custom_object(job, PYTORCHJOB_CRD)
 
 
-@needs_crds
 def test_wrong_types_and_missing_required_fields_fail():
     job = build_pytorchjob(full_spec())
     bad = copy.deepcopy(job)
@@ -187,10 +184,9 @@ def test_replicas_share_no_objects_so_the_yaml_has_no_anchors():
 
 
 def test_local_launcher_trains_a_tiny_run_in_place(base_vae_dir, tmp_path):
-    from conftest import tiny_config
-
     from asymvae.cluster.submit import run_training
     from asymvae.config import save_yaml
+    from tests.conftest import tiny_config
 
     config = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(base_vae_dir, tmp_path / "unused"), config)

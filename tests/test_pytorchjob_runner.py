@@ -7,15 +7,13 @@ real CRD schema and answers successive status reads from a script.
 from __future__ import annotations
 
 import pytest
-from fake_kube import FakeKubeServer, status
-from k8s_schemas import PYTORCHJOB_CRD, needs_crds
 
 from asymvae.cluster.errors import JobConflictError, JobFailedError, JobTimeoutError, KubernetesAPIError
 from asymvae.cluster.pytorchjob import PyTorchJobSpec, build_pytorchjob
 from asymvae.cluster.runner import PyTorchJobRunner, WaitPolicy
 from asymvae.cluster.submit import run_training
-
-pytestmark = needs_crds
+from tests.fake_kube import FakeKubeServer, status
+from tests.k8s_schemas import PYTORCHJOB_CRD
 
 NS = "team-a"
 JOB_PATH = f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"

@@ -9,24 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
 
-from asymvae.commands.common import load_config
 from asymvae.config import ConfigError
+from asymvae.training.presets import load_experiment
 from asymvae.training.step import posterior_seed, speed_switch
 from asymvae.training.trainer import Trainer
+from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_speed_switches_parse_from_the_command_line() -> None:
-    assert load_config("demo", ["train.compile=off"]).train.compile == "off"
-    assert load_config("demo", ["train.compile=on", "train.channels_last=true"]).train.channels_last == "on"
-    assert load_config("demo").train.compile == "auto"
+    assert load_experiment("demo", ["train.compile=off"]).train.compile == "off"
+    assert load_experiment("demo", ["train.compile=on", "train.channels_last=true"]).train.channels_last == "on"
+    assert load_experiment("demo").train.compile == "auto"
     with pytest.raises((ConfigError, ValueError), match="train.compile"):
-        load_config("demo", ["train.compile=fast"])
+        load_experiment("demo", ["train.compile=fast"])
     with pytest.raises((ConfigError, ValueError), match="compile_mode"):
-        load_config("demo", ["train.compile_mode=turbo"])
+        load_experiment("demo", ["train.compile_mode=turbo"])
 
 
 def test_auto_means_on_only_where_it_pays() -> None:

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fake_kube import FakeKubeServer, status
-from k8s_schemas import PYTORCHJOB_CRD, needs_crds
 
 from asymvae.cluster.errors import JobFailedError
 from asymvae.steps.train import TrainStepConfig, train_step
+from tests.fake_kube import FakeKubeServer, status
+from tests.k8s_schemas import PYTORCHJOB_CRD
 
 SHARDS = "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
 
@@ -33,7 +33,6 @@ def _cfg(runs: Path, base: Path, **changes) -> TrainStepConfig:
     return TrainStepConfig(**fields)
 
 
-@needs_crds
 def test_submits_the_job_and_copies_the_export_from_the_pvc(
     tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path
 ) -> None:
@@ -60,7 +59,6 @@ def test_submits_the_job_and_copies_the_export_from_the_pvc(
     assert meta["launcher"] == "kubeflow" and meta["steps"] == 2 and meta["baseline"] == "baseline"
 
 
-@needs_crds
 def test_a_failed_job_fails_the_step_with_its_reason(tmp_path: Path, base_vae_dir: Path) -> None:
     server = FakeKubeServer(PYTORCHJOB_CRD)
     with server as fake:

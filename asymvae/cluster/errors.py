@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from asymvae.errors import UserError
 
-class TrainingJobError(RuntimeError):
+
+class TrainingJobError(UserError, RuntimeError):
     """A training job did not succeed; the message says which job, why, and what to do."""
 
 

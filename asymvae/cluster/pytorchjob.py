@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from asymvae.training.metrics import METRICS_PORT_ENV, PUSHGATEWAY_ENV
+from asymvae.training.launch import METRICS_PORT_ENV, PUSHGATEWAY_ENV
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"

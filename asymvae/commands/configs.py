@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
-import yaml
+from asymvae.commands.options import PRESET_NOTE, add_options, from_args, set_epilog
+from asymvae.training.experiment import ExperimentConfig
 
-from asymvae.commands.common import add_set_option, load_config
-from asymvae.config import to_dict
-from asymvae.presets import PRESETS, describe
+
+@dataclass
+class ConfigsOptions:
+    """`asymvae configs`."""
+
+    name: str | None = None
+    """A preset name or YAML file to print, resolved, as YAML (without it: list the presets)."""
+    set: list[str] = field(default_factory=list)
+    """Override one config key, `section.field=value`, before printing; repeatable."""
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the preset list, or one resolved config."""
-    if args.name:
-        cfg = load_config(args.name, args.set)
+    import yaml
+
+    from asymvae.config import to_dict
+    from asymvae.training.presets import PRESETS, describe, load_experiment
+
+    opts = from_args(ConfigsOptions, args)
+    if opts.name:
+        cfg = load_experiment(opts.name, opts.set)
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     width = max(len(n) for n in PRESETS)
@@ -25,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `configs` to the command line."""
-    p = sub.add_parser("configs", help="list presets, or print one as YAML")
-    p.add_argument("name", nargs="?", help="preset name or YAML file to print resolved")
-    add_set_option(p)
+    p = sub.add_parser(
+        "configs",
+        help="list presets, or print one as YAML",
+        description=__doc__,
+        epilog=set_epilog(ExperimentConfig, note=PRESET_NOTE),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(p, ConfigsOptions, positional=("name",), flags={"set": "--set"})
     p.set_defaults(func=run)

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
-from asymvae.commands.common import add_set_option
-from asymvae.config import apply_overrides
+from asymvae.commands.options import add_options, from_args, set_epilog
+from asymvae.data.prepare import PrepareConfig
 
 
-def prepare_config(overrides: list[str]):
-    """A PrepareConfig with `prepare.field=value` overrides (values parsed as YAML)."""
-    from asymvae.data.prepare import PrepareConfig
+@dataclass
+class PrepareOptions:
+    """`asymvae prepare`."""
 
-    return apply_overrides(PrepareConfig(), overrides, section="prepare", example="prepare.max_side=512")
+    source: str
+    """What to prepare: a hub dataset id, a dataset or image folder, a parquet file, or `builtin:demo`."""
+    out: str
+    """Output folder or `s3://bucket/prefix`."""
+    create_bucket: bool = False
+    """Create the S3 bucket if it does not exist."""
+    set: list[str] = field(default_factory=list)
+    """Override one setting, `prepare.field=value` (value read as YAML), e.g. `prepare.max_side=512`;
+    repeatable. The keys are listed below."""
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare, then print where the manifest is and how to train from it."""
-    from asymvae.data.prepare import bad_summary, prepare
+    from asymvae.data.prepare import bad_summary, prepare, prepare_config
 
-    cfg = prepare_config(args.set)
-    result = prepare(args.source, args.out, cfg, progress=True, create_bucket=args.create_bucket)
+    opts = from_args(PrepareOptions, args)
+    cfg = prepare_config(opts.set)
+    result = prepare(opts.source, opts.out, cfg, progress=True, create_bucket=opts.create_bucket)
     m = result.manifest
     if result.up_to_date:
         print(f"Up to date: {result.manifest_uri} (same source and settings; nothing done).")
@@ -44,9 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prepare",
         help="turn images into checksummed tar shards + manifest (local folder or s3://bucket/prefix)",
         description=__doc__,
+        epilog=set_epilog(PrepareConfig, "prepare"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", help="hub dataset id, dataset/image folder, parquet file, or builtin:demo")
-    p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
-    p.add_argument("--create-bucket", action="store_true", help="create the S3 bucket if it does not exist")
-    add_set_option(p, example="prepare.max_side=512")
+    add_options(p, PrepareOptions, positional=("source",), flags={"set": "--set"})
     p.set_defaults(func=run)

@@ -5,26 +5,47 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass, field
 
-from asymvae.commands.common import add_set_option, load_config
+from asymvae.commands.options import PRESET_NOTE, add_options, from_args, set_epilog
+from asymvae.training.experiment import ExperimentConfig
 
 log = logging.getLogger("asymvae")
+
+
+@dataclass
+class TrainOptions:
+    """`asymvae train`."""
+
+    config: str
+    """A preset name (see `asymvae configs`) or a YAML file."""
+    set: list[str] = field(default_factory=list)
+    """Override one config key, `section.field=value` (value read as YAML), e.g. `train.max_steps=100`;
+    repeatable. The keys are listed below."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint of this run."""
+    resume_from: str | None = None
+    """Continue from this checkpoint folder (implies --resume)."""
+    output: str | None = None
+    """Output folder (default: `work_dirs/<name>`)."""
 
 
 def run(args: argparse.Namespace) -> int:
     """Train (re-executing under torchrun when NPROC_PER_NODE or PET_* ask for several processes)."""
     from asymvae.training.launch import exec_torchrun, process_rank, torchrun_command
+    from asymvae.training.presets import load_experiment
 
-    cfg = load_config(args.config, args.set)  # fail on a bad config before starting any workers
+    opts = from_args(TrainOptions, args)
+    cfg = load_experiment(opts.config, opts.set)  # fail on a bad config before starting any workers
     cmd = torchrun_command(sys.argv[1:])
     if cmd is not None:
         log.info("starting %s", " ".join(cmd))
         exec_torchrun(cmd)
-    if args.output:
-        cfg.train.output_dir = args.output
+    if opts.output:
+        cfg.train.output_dir = opts.output
     from asymvae.training.run import train
 
-    result = train(cfg, resume=args.resume if args.resume is not None else False)
+    result = train(cfg, resume=opts.resume_from or opts.resume)
     if process_rank() == 0:
         m = result.metrics
         shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "l1", "l2", "lpips", "kl") if k in m)
@@ -41,16 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train` to the command line."""
-    p = sub.add_parser("train", help="train a VAE from a preset or YAML config")
-    p.add_argument("config", help="preset name (see `asymvae configs`) or a YAML file")
-    add_set_option(p)
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue from the newest complete checkpoint of this run (or from CHECKPOINT)",
+    p = sub.add_parser(
+        "train",
+        help="train a VAE from a preset or YAML config",
+        description=__doc__,
+        epilog=set_epilog(ExperimentConfig, note=PRESET_NOTE),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--output", help="output folder (default: work_dirs/<name>)")
+    add_options(p, TrainOptions, positional=("config",), flags={"set": "--set"})
     p.set_defaults(func=run)

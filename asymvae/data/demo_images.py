@@ -26,7 +26,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from asymvae.data.sources import ImageSource
+from asymvae.data.image_source import ImageSource
 
 __all__ = ["PHOTO_NAMES", "DemoSource", "demo_image", "demo_images"]
 
@@ -109,3 +109,7 @@ class DemoSource(ImageSource):
         """Like `builtin:demo[17] (chelsea)`."""
         i = self._check_index(i)
         return f"builtin:demo[{i}] ({PHOTO_NAMES[i % len(PHOTO_NAMES)]})"
+
+    def head(self, n: int) -> DemoSource:
+        """The first `n` crops (the same crops: each depends only on the seed and its index)."""
+        return DemoSource(count=n, size=self.size, seed=self.seed)

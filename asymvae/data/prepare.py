@@ -31,6 +31,7 @@ from typing import Any
 
 from PIL import Image
 
+from asymvae.config import apply_overrides
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
 from asymvae.data.images import as_bad_image, decode_image
 from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, read_manifest
@@ -121,6 +122,11 @@ class PrepareResult:
 
 # ----------------------------------------------------------------------------------------------------------
 # Per-image work (runs in worker processes)
+
+
+def prepare_config(overrides: list[str]) -> PrepareConfig:
+    """A PrepareConfig with `prepare.field=value` overrides (values parsed as YAML)."""
+    return apply_overrides(PrepareConfig(), overrides, section="prepare", example="prepare.max_side=512")
 
 
 def resize_max_side(image: Image.Image, max_side: int) -> Image.Image:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from PIL import Image
-
+from asymvae.data.demo_images import DemoSource
+from asymvae.data.image_source import DataSourceError, FolderSource, HFDatasetSource, ImageSource
 from asymvae.data.images import BadImageError, as_bad_image, check_image
 
 __all__ = [
@@ -58,100 +57,6 @@ _IMAGE_COLUMN_NAMES = ("image", "img", "picture", "png", "jpg", "jpeg", "webp", 
 _SPLIT_DIR_PARTNERS = ("test", "validation", "valid", "val", "dev")
 _SKIPPED_DIRS = frozenset({"__MACOSX"})
 _MAX_LISTED_BAD = 20
-
-
-class DataSourceError(RuntimeError):
-    """A training data source that cannot be opened or used; the message says what, where and how to fix."""
-
-
-class ImageSource(ABC):
-    """Random access to the raw images of a source; `load(i)` is not validated or converted yet."""
-
-    description: str
-    """One line naming the source, for logs and error messages."""
-
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    @abstractmethod
-    def load(self, i: int) -> bytes | Image.Image:
-        """Encoded bytes (or a PIL image) of image `i`; raises `BadImageError` when it cannot be read."""
-
-    @abstractmethod
-    def name(self, i: int) -> str:
-        """Where image `i` comes from (a file path or `<dataset>[split][row]`), for reports."""
-
-    def _check_index(self, i: int) -> int:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"image index {i} out of range for {self.description} ({n} images)")
-        return i % n
-
-
-class FolderSource(ImageSource):
-    """Image files on disk, in sorted path order."""
-
-    def __init__(self, paths: list[Path], description: str) -> None:
-        self.paths = paths
-        self.description = description
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, i: int) -> bytes:
-        """The file's bytes."""
-        path = self.paths[self._check_index(i)]
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise BadImageError(f"cannot read file: {e.strerror or e}", "unreadable") from e
-
-    def name(self, i: int) -> str:
-        """The file path."""
-        return str(self.paths[self._check_index(i)])
-
-
-class HFDatasetSource(ImageSource):
-    """One column of a `datasets.Dataset`, read raw: an Image column is cast to `Image(decode=False)`."""
-
-    def __init__(self, dataset: Any, column: str, label: str, split: str, base_dir: Path | None = None) -> None:
-        # Only the image column: rows are then cheap to fetch and captions etc. are never materialised.
-        self.dataset = dataset.select_columns([column])
-        self.column = column
-        self.label = label
-        self.split = split
-        self.base_dir = base_dir
-        self.description = f"dataset {label} (split {split!r}, column {column!r}, {len(self.dataset)} rows)"
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def load(self, i: int) -> bytes | Image.Image:
-        """The row's encoded image bytes (read from its `path` when the dataset stores only paths)."""
-        value = self.dataset[self._check_index(i)][self.column]
-        if isinstance(value, dict):
-            if value.get("bytes") is not None:
-                return bytes(value["bytes"])
-            value = value.get("path")
-        if value is None:
-            raise BadImageError("missing image (empty value in this row)", "empty")
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value)
-        if isinstance(value, Image.Image):
-            return value
-        if isinstance(value, str):
-            path = Path(value).expanduser()
-            if not path.is_absolute() and self.base_dir is not None and not path.exists():
-                path = self.base_dir / path
-            try:
-                return path.read_bytes()
-            except OSError as e:
-                raise BadImageError(f"cannot read file {value!r}: {e.strerror or e}", "unreadable") from e
-        raise BadImageError(f"not an image value: {type(value).__name__}", "not_image")
-
-    def name(self, i: int) -> str:
-        """`<dataset>[split][row]`."""
-        return f"{self.label}[{self.split}][{self._check_index(i)}]"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -187,7 +92,7 @@ def open_source(
         else:
             source = _open_hub(spec, split, image_column)
     if max_samples is not None and max_samples < len(source):
-        source = _truncate(source, max_samples)
+        source = source.head(max_samples)
     return source
 
 
@@ -200,29 +105,11 @@ def _looks_like_path(spec: str) -> bool:
     return len(spec) >= 2 and spec[1] == ":" and spec[0].isalpha()  # C:\... on Windows
 
 
-def _truncate(source: ImageSource, n: int) -> ImageSource:
-    if isinstance(source, FolderSource):
-        return FolderSource(source.paths[:n], f"{source.description}, first {n}")
-    if isinstance(source, HFDatasetSource):
-        truncated = HFDatasetSource(
-            source.dataset.select(range(n)), source.column, source.label, source.split, source.base_dir
-        )
-        truncated.description += f", first {n}"
-        return truncated
-    from asymvae.data.demo_images import DemoSource
-
-    if isinstance(source, DemoSource):
-        return DemoSource(count=n, size=source.size, seed=source.seed)
-    raise TypeError(f"cannot truncate {type(source).__name__}")
-
-
 def _open_builtin(spec: str) -> ImageSource:
     parts = urlsplit(spec)
     base = f"{parts.scheme}:{parts.path}"
     if base != "builtin:demo":
         raise DataSourceError(f"data.source {spec!r}: unknown built-in source; available: {BUILTIN_SOURCES}")
-    from asymvae.data.demo_images import DemoSource
-
     options = {"count": 96, "size": 256, "seed": 0}
     for key, values in parse_qs(parts.query, keep_blank_values=True).items():
         if key not in options:

@@ -23,15 +23,12 @@ from asymvae.data.manifest import is_prepared_dataset, load_manifest
 from asymvae.data.shards import iter_split
 from asymvae.data.sources import DataSourceError, open_source
 from asymvae.data.transforms import center_square, crop_and_resize, to_tensor
+from asymvae.evaluation.config import EVAL_MASK_SEED
 from asymvae.masks import MaskConfig, eval_mask_config, mask_tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVAL_MASK_SEED", "EvalItem", "ShardItems", "SourceItems", "batches", "eval_items"]
-
-EVAL_MASK_SEED = 20_230_607
-"""Seed of the evaluation masks (index = the image's position in the source): every evaluation of every
-model on the same source sees the same masks. Different from any training seed."""
+__all__ = ["EvalItem", "ShardItems", "SourceItems", "batches", "eval_items"]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ _ROWS = (
     ("lpips_hole", "LPIPS ↓", "hole"),
     ("lpips_preserved", "LPIPS ↓", "preserved"),
     ("pre_error", "pre_error: MSE ↓", "preserved"),
-    ("fid", "FID ↓", "full image"),
 )
 
 
@@ -57,8 +56,6 @@ def _fmt(name: str, value: float | None) -> str:
         return f"{value:.2f}"
     if name == "pre_error":
         return f"{value:.3e}"
-    if name == "fid":
-        return f"{value:.1f}"
     return f"{value:.4f}"
 
 
@@ -83,8 +80,6 @@ def markdown_table(summary: dict[str, Any]) -> str:
         notes.append(f"pre_error ratio (asymmetric / baseline): **{ratio:.3f}**.")
     if summary.get("lpips"):
         notes.append(f"LPIPS: {summary['lpips']}.")
-    if summary.get("fid_note"):
-        notes.append(summary["fid_note"])
     return "\n".join(lines + notes) + "\n"
 
 

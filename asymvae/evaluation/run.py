@@ -30,14 +30,14 @@ from diffusers import AsymmetricAutoencoderKL
 from tqdm.auto import tqdm
 
 from asymvae.data.sources import DataSourceError
-from asymvae.evaluation import fid as fid_lib
 from asymvae.evaluation import metrics as M
-from asymvae.evaluation.data import EVAL_MASK_SEED, EvalItem, ShardItems, SourceItems, batches, eval_items
+from asymvae.evaluation.config import EvalConfig
+from asymvae.evaluation.data import EvalItem, ShardItems, SourceItems, batches, eval_items
 from asymvae.evaluation.report import GridSample, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import VAE, ModelSourceError
-from asymvae.model.load import load_vae
+from asymvae.model.files import load_vae
 
 log = logging.getLogger(__name__)
 
@@ -46,62 +46,6 @@ __all__ = ["EvalConfig", "EvalResult", "decode_all", "evaluate", "score_items"]
 MASKED, FULL = "masked", "full_mask"
 BASELINE, ASYMMETRIC = "baseline", "asymmetric"
 REGIONS = ("", "_hole", "_preserved")
-
-
-@dataclass
-class EvalConfig:
-    """One evaluation: which models, which images, where the report goes."""
-
-    model: str
-    """The asymmetric model: a training export (`OUTPUT/step<N>`, holding `vae/`) or a diffusers VAE folder."""
-    baseline: str
-    """The baseline VAE (a plain AutoencoderKL, or any VAE whose encoder produced the model's training latents)."""
-    data: str
-    """Held-out images: a dataset made by `asymvae prepare` (its manifest, folder or `s3://` prefix: the val
-    split with its stored masks), or any training data source (folder, dataset, `builtin:demo?seed=1`)."""
-    out: str | None = None
-    """Report folder (default: `<model>/eval`)."""
-    split: str = "validation"
-    """Split of a dataset / split subfolder to read (`validation` = a prepared dataset's `val`); sources
-    without splits ignore it."""
-    resolution: int = 256
-    """Side of the centre crop scored, in px (a multiple of 8)."""
-    max_images: int | None = None
-    """Score only the first N images."""
-    batch_size: int = 8
-    """Images decoded at once."""
-    lpips: str = "shift_tolerant"
-    """`shift_tolerant` (ST-LPIPS, weights ship with the package), `standard` (needs torchvision's weights) or
-    `off`."""
-    lpips_net: str = "alex"
-    """LPIPS backbone: `alex` or `vgg`."""
-    fid: bool = True
-    """Compute FID when pytorch-fid and its weights are present (skipped with a message otherwise)."""
-    grid_samples: int = 4
-    """Rows of the PNG grid."""
-    mask_seed: int = EVAL_MASK_SEED
-    """Seed of the fixed evaluation masks of a data source (a prepared dataset brings its masks)."""
-    device: str | None = None
-    """`cuda`, `cpu`, ... (default: cuda when available)."""
-    progress: bool = True
-    """A progress bar on a terminal."""
-
-    def __post_init__(self) -> None:
-        if self.resolution <= 0 or self.resolution % 8:
-            raise ValueError(f"--resolution must be a positive multiple of 8, got {self.resolution}")
-        if self.batch_size <= 0:
-            raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.max_images is not None and self.max_images <= 0:
-            raise ValueError(f"--max-images must be positive, got {self.max_images}")
-        if self.lpips not in ("shift_tolerant", "standard", "off"):
-            raise ValueError(f"--lpips must be shift_tolerant, standard or off, got {self.lpips!r}")
-        if self.lpips_net not in ("alex", "vgg"):
-            raise ValueError(f"--lpips-net must be alex or vgg, got {self.lpips_net!r}")
-
-    @property
-    def out_dir(self) -> Path:
-        """Where the report is written."""
-        return Path(self.out) if self.out else Path(self.model) / "eval"
 
 
 @dataclass
@@ -185,7 +129,6 @@ def score_items(
     batch_size: int,
     device: torch.device,
     lpips_net: torch.nn.Module | None = None,
-    fid: bool = False,
     grid_samples: int = 0,
     total: int | None = None,
     progress: bool = False,
@@ -194,10 +137,6 @@ def score_items(
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     rows: list[dict[str, Any]] = []
     grid: list[GridSample] = []
-    fid_stats = None
-    if fid:
-        inception = fid_lib.inception_features(device)
-        fid_stats = {k: fid_lib.FeatureStats() for k in ("real", BASELINE, ASYMMETRIC, "asymmetric_full")}
     bar = tqdm(
         total=total,
         desc="eval",
@@ -237,15 +176,6 @@ def score_items(
                     d.asymmetric[i].cpu(),
                 )
             )
-        if fid_stats is not None:
-            with torch.no_grad():
-                for name, imgs in (
-                    ("real", image),
-                    (BASELINE, d.baseline),
-                    (ASYMMETRIC, d.asymmetric),
-                    ("asymmetric_full", d.asymmetric_full),
-                ):
-                    fid_stats[name].add(inception(imgs)[0].flatten(1))
         done += len(batch)
         bar.update(len(batch))
         if bar.disable:
@@ -256,12 +186,6 @@ def score_items(
     summary: dict[str, Any] = {MASKED: {}, FULL: {}}
     for (cond, dec, name), vs in values.items():
         summary[cond].setdefault(dec, {})[name] = _nanmean(vs)
-    if fid_stats is not None:
-        real = fid_stats["real"].mean_cov()
-        for cond, dec, key in ((MASKED, BASELINE, BASELINE), (MASKED, ASYMMETRIC, ASYMMETRIC)):
-            summary[cond][dec]["fid"] = fid_lib.frechet_distance(*fid_stats[key].mean_cov(), *real)
-        summary[FULL][BASELINE]["fid"] = summary[MASKED][BASELINE]["fid"]
-        summary[FULL][ASYMMETRIC]["fid"] = fid_lib.frechet_distance(*fid_stats["asymmetric_full"].mean_cov(), *real)
     return summary, rows, grid
 
 
@@ -298,13 +222,6 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     lpips_net = None
     if cfg.lpips != "off":
         lpips_net = build_lpips(LPIPSConfig(weight=1.0, net=cfg.lpips_net, variant=cfg.lpips)).to(device)
-    fid_reason = None
-    if cfg.fid:
-        fid_reason = fid_lib.fid_unavailable()
-        if fid_reason:
-            log.warning("%s", fid_reason)
-    else:
-        fid_reason = "FID not computed: switched off (--no-fid)."
     items = _open_items(cfg)
     total = len(items)
     log.info("scoring %d images of %s at %d² on %s", total, cfg.data, cfg.resolution, device)
@@ -315,7 +232,6 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         cfg.batch_size,
         device,
         lpips_net=lpips_net,
-        fid=fid_reason is None,
         grid_samples=cfg.grid_samples,
         total=total,
         progress=cfg.progress,
@@ -334,7 +250,6 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         latents="baseline encoder, posterior mode",
         shared_encoder=shared,
         lpips=None if lpips_net is None else f"{cfg.lpips}/{cfg.lpips_net}",
-        fid_note=fid_reason,
         pre_error_ratio=asym_pre / base_pre if base_pre else math.nan,
         seconds=round(time.perf_counter() - start, 1),
     )

@@ -25,6 +25,8 @@ import torch
 from diffusers import AsymmetricAutoencoderKL
 from torch import nn
 
+from asymvae.export.config import DEFAULT_OPSET
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -38,7 +40,6 @@ __all__ = [
 
 INPUT_NAMES = ("latent", "image", "mask")
 OUTPUT_NAMES = ("sample",)
-DEFAULT_OPSET = 17
 _DYNAMIC_AXES = {
     "latent": {0: "batch", 2: "latent_height", 3: "latent_width"},
     "image": {0: "batch", 2: "height", 3: "width"},

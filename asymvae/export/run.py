@@ -24,54 +24,16 @@ from diffusers import AsymmetricAutoencoderKL
 
 from asymvae.export import ExportError
 from asymvae.export.card import CardInfo, write_card
-from asymvae.export.diffusers import save_vae
-from asymvae.export.onnx import DEFAULT_OPSET, export_onnx, verify_onnx
-from asymvae.export.triton import DEFAULT_MAX_BATCH, check_model_name, triton_config, validate_triton_model
+from asymvae.export.config import ExportConfig
+from asymvae.export.onnx import export_onnx, verify_onnx
+from asymvae.export.triton import triton_config, validate_triton_model
 from asymvae.model.build import VAE
-from asymvae.model.load import load_vae, read_run_config
-from asymvae.training.checkpoint import publish
+from asymvae.model.files import load_vae, read_run_config, save_vae
+from asymvae.storage.local import publish
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "ExportConfig", "ExportResult", "export_model"]
-
-FORMATS = ("diffusers", "onnx", "triton")
-
-
-@dataclass
-class ExportConfig:
-    """One export."""
-
-    model: str
-    """A training export (`OUTPUT/step<N>`, holding `vae/`) or a diffusers VAE folder."""
-    format: str
-    """`diffusers`, `onnx` or `triton`."""
-    out: str
-    """Target folder (for triton: the model repository root)."""
-    name: str = "asymvae_decoder"
-    """Model name: the Triton model folder, and the card's title."""
-    eval: str | None = None
-    """An `asymvae eval` metrics.json whose table goes into the model card."""
-    opset: int = DEFAULT_OPSET
-    """ONNX opset."""
-    max_batch_size: int = DEFAULT_MAX_BATCH
-    """Triton's max_batch_size (dynamic batching merges requests up to it)."""
-    force: bool = False
-    """Replace an existing target."""
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ExportError(f"--format {self.format!r} is not supported; choose one of {', '.join(FORMATS)}")
-        try:
-            check_model_name(self.name)
-        except ValueError as e:
-            raise ExportError(f"--name: {e}") from e
-
-    @property
-    def target(self) -> Path:
-        """The folder that appears, complete, when the export succeeds."""
-        out = Path(self.out)
-        return out / self.name if self.format == "triton" else out
+__all__ = ["ExportConfig", "ExportResult", "export_model"]
 
 
 @dataclass

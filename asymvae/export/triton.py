@@ -12,15 +12,14 @@ dims leave the batch axis out, and every other axis that is dynamic in the graph
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import onnx
 
-__all__ = ["DEFAULT_MAX_BATCH", "check_model_name", "triton_config", "validate_triton_model"]
+from asymvae.export.config import DEFAULT_MAX_BATCH, check_model_name
 
-DEFAULT_MAX_BATCH = 8
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+__all__ = ["triton_config", "validate_triton_model"]
+
 _ONNX_TO_TRITON = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
     onnx.TensorProto.FLOAT16: "TYPE_FP16",
@@ -28,13 +27,6 @@ _ONNX_TO_TRITON = {
     onnx.TensorProto.INT64: "TYPE_INT64",
     onnx.TensorProto.INT32: "TYPE_INT32",
 }
-
-
-def check_model_name(name: str) -> str:
-    """A Triton/KServe-safe model name (letters, digits, `_`, `.`, `-`), else ValueError."""
-    if not _NAME.match(name):
-        raise ValueError(f"model name {name!r}: use letters, digits, '_', '.' or '-' (it becomes a folder and a URL)")
-    return name
 
 
 def _tensors(values: list[onnx.ValueInfoProto]) -> list[tuple[str, str, list[int]]]:

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asymvae.errors import UserError
 from asymvae.losses.config import LPIPSConfig
 
 # torchvision's ImageNet weights that the lpips package downloads at construction.
 _TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 
 
-class LPIPSWeightsError(RuntimeError):
+class LPIPSWeightsError(UserError, RuntimeError):
     """The perceptual loss's backbone weights cannot be loaded."""
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
+from asymvae.errors import UserError
 from asymvae.model.checkpointing import enable_gradient_checkpointing
 from asymvae.model.config import ModelConfig
+from asymvae.model.hub import current_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ VAE = AsymmetricAutoencoderKL | AutoencoderKL
 _DECODER_SCALE = {"base": (1.0, 0), "x1.5": (1.5, 1), "x2": (2.0, 3)}
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(UserError, RuntimeError):
     """The pretrained weights named in the config cannot be found or read."""
 
 
@@ -58,7 +60,7 @@ def _resolve_location(pretrained: str, subfolder: str | None) -> tuple[str, str 
         )
     if pretrained.startswith(("/", "./", "../", "~")):
         raise ModelSourceError(f"model.pretrained folder {pretrained} does not exist")
-    return pretrained, subfolder
+    return current_hub_id(pretrained), subfolder
 
 
 def pretrained_class(pretrained: str, subfolder: str | None) -> str:
@@ -68,7 +70,7 @@ def pretrained_class(pretrained: str, subfolder: str | None) -> str:
         config = AutoencoderKL.load_config(where, subfolder=sub)
     except Exception as e:  # hub errors come in many types; all mean the same to the user
         raise ModelSourceError(
-            f"cannot read the VAE config of {pretrained!r} (subfolder {sub!r}): {e}\n"
+            f"cannot read the VAE config of {where!r} (subfolder {sub!r}): {e}\n"
             "If this is a hub id, this machine needs network access to the hub (and HF_HUB_OFFLINE unset), "
             "or a local copy: download it once and set model.pretrained to the folder."
         ) from e

@@ -14,7 +14,7 @@ class ModelConfig:
 
     kind: str = "asymmetric"
     """`asymmetric`: an AsymmetricAutoencoderKL (mask-conditioned decoder); `autoencoderkl`: a plain VAE."""
-    pretrained: str | None = "runwayml/stable-diffusion-v1-5"
+    pretrained: str | None = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     """Hub id or local diffusers folder. For `asymmetric` either a base AutoencoderKL (a new asymmetric
     decoder is built on its encoder) or an AsymmetricAutoencoderKL (fine-tuned as it is); the folder's
     config.json tells which. `preset:NAME` means the export of preset NAME, trained first if missing.
@@ -57,5 +57,5 @@ class ModelConfig:
         if self.kind == "asymmetric" and not self.pretrained:
             raise ValueError(
                 "model.kind=asymmetric needs model.pretrained: a base AutoencoderKL whose frozen encoder the "
-                "new decoder learns to invert (e.g. runwayml/stable-diffusion-v1-5 with subfolder vae)"
+                "new decoder learns to invert (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 with subfolder vae)"
             )

@@ -6,8 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from asymvae.evaluation.config import EvalConfig
 from asymvae.evaluation.html import html_report
-from asymvae.evaluation.run import EvalConfig, EvalResult, evaluate
+from asymvae.evaluation.run import EvalResult, evaluate
 
 
 def evaluate_step(

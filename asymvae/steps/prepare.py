@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from asymvae.commands.prepare import prepare_config
-from asymvae.data.prepare import prepare
+from asymvae.data.prepare import prepare, prepare_config
 
 log = logging.getLogger(__name__)
 

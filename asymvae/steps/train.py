@@ -11,9 +11,8 @@ from typing import Any
 from asymvae.cluster.pytorchjob import PyTorchJobSpec
 from asymvae.cluster.runner import WaitPolicy
 from asymvae.cluster.submit import LAUNCHERS, run_training
-from asymvae.commands.common import load_config
-from asymvae.export.diffusers import latest_export
-from asymvae.presets import get_preset
+from asymvae.training.output import latest_export
+from asymvae.training.presets import get_preset, load_experiment
 from asymvae.training.run import PRESET_PREFIX, train
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ def train_step(
 
     `api_client` (a kubernetes ApiClient, launcher=kubeflow) defaults to the pod's service account or kubeconfig.
     """
-    exp = load_config(cfg.config, cfg.overrides)  # a bad config fails here, before any job starts
+    exp = load_experiment(cfg.config, cfg.overrides)  # a bad config fails here, before any job starts
     overrides = list(cfg.overrides)
     base = resolve_base(exp.model.pretrained, cfg.runs_dir)
     if base != exp.model.pretrained:

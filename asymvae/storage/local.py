@@ -1,4 +1,4 @@
-"""`Store` on a local folder (also a mounted PVC): atomic writes by temporary name + rename."""
+"""Local files and folders (also on a mounted PVC): atomic writes by temporary name + rename, and `LocalStore`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,26 @@ def write_atomic(path: Path, data: bytes | BinaryIO) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder to its final name, replacing an older one without a gap."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def staging_dir(final: Path) -> Path:
+    """An empty hidden folder beside `final` to write into before `publish`."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 class LocalStore(Store):

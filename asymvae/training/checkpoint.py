@@ -1,4 +1,4 @@
-"""Resumable checkpoints that count only when complete, and atomic folder publication.
+"""Resumable checkpoints that count only when complete.
 
 A checkpoint is written to a hidden temporary folder and renamed to `checkpoints/step-00000100` only
 after every file (and the `COMPLETE` marker) is on disk, so a run killed mid-save leaves nothing that
@@ -8,7 +8,6 @@ looks like a checkpoint; resume picks the newest complete one.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -46,26 +45,6 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def write_marker(folder: Path, info: dict[str, Any]) -> None:
     """Mark a checkpoint folder complete (last write before it is published)."""
     (folder / MARKER).write_text(json.dumps(info, indent=1))
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name, replacing an older one without a gap."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def staging_dir(final: Path) -> Path:
-    """An empty hidden folder beside `final` to write into before `publish`."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def prune(output_dir: Path, keep: int) -> None:

@@ -11,6 +11,14 @@ import os
 import sys
 from collections.abc import Mapping
 
+# The environment a training process reads beside torchrun's (set by PyTorchJob pods; see training/metrics.py).
+METRICS_PORT_ENV = "ASYMVAE_METRICS_PORT"
+"""Port rank 0 serves Prometheus `/metrics` on (empty: off); wins over `train.metrics_port`."""
+METRICS_ADDR_ENV = "ASYMVAE_METRICS_ADDR"
+"""Address the metrics server binds (default 0.0.0.0, so a PodMonitor can scrape it)."""
+PUSHGATEWAY_ENV = "PUSHGATEWAY_URL"
+"""Pushgateway the run's outcome is pushed to; wins over `train.pushgateway`."""
+
 
 def process_rank() -> int:
     """This process's global rank under torchrun (`RANK`); 0 outside it."""

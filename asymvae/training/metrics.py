@@ -19,13 +19,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server
 
-from asymvae.training.launch import process_rank
+from asymvae.training.launch import METRICS_ADDR_ENV, METRICS_PORT_ENV, PUSHGATEWAY_ENV, process_rank
 
 log = logging.getLogger(__name__)
 
-METRICS_PORT_ENV = "ASYMVAE_METRICS_PORT"
-METRICS_ADDR_ENV = "ASYMVAE_METRICS_ADDR"
-PUSHGATEWAY_ENV = "PUSHGATEWAY_URL"
 PUSH_JOB = "asymvae_train"
 # Row keys that are not loss terms, and the gauge each one feeds.
 _NOT_LOSS = {"step", "lr", "img_per_s", "data_wait_pct", "grad_norm"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-from asymvae.config import ExperimentConfig
-from asymvae.export.diffusers import latest_export
-from asymvae.presets import get_preset
 from asymvae.training import metrics as live_metrics
+from asymvae.training.experiment import ExperimentConfig
+from asymvae.training.output import latest_export
+from asymvae.training.presets import get_preset
 from asymvae.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from asymvae.config import ExperimentConfig
 from asymvae.losses.discriminator import PatchDiscriminator
 from asymvae.losses.objective import Objective
 from asymvae.model.build import VAE
 from asymvae.model.trainable import Reconstructor
+from asymvae.training.experiment import ExperimentConfig
 from asymvae.training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)

@@ -21,17 +21,20 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from asymvae.config import ExperimentConfig, to_dict
+from asymvae.config import to_dict
 from asymvae.data.dataset import TrainImages
 from asymvae.data.sampler import ResumableBatchSampler
 from asymvae.data.sources import open_source, scan_source
 from asymvae.data.streaming import ShardStream, StreamPosition
-from asymvae.export.diffusers import export_diffusers
+from asymvae.errors import UserError
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
+from asymvae.storage.local import publish, staging_dir
 from asymvae.training import checkpoint as ckpt
 from asymvae.training import metrics as live_metrics
 from asymvae.training.config import TrainConfig
+from asymvae.training.experiment import ExperimentConfig
+from asymvae.training.output import write_export
 from asymvae.training.step import TrainStep
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ def ddp_settings(t: TrainConfig) -> DistributedDataParallelKwargs:
     return DistributedDataParallelKwargs(bucket_cap_mb=t.ddp_bucket_mb, gradient_as_bucket_view=True)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving the bad weights."""
 
 
@@ -165,14 +168,14 @@ class Trainer:
         final = ckpt.checkpoints_root(self.out) / ckpt.checkpoint_name(self.state.step)
         tmp = final.with_name(f".{final.name}.tmp")
         if acc.is_main_process:
-            tmp = ckpt.staging_dir(final)
+            tmp = staging_dir(final)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / "config.yaml").write_text(self.config_yaml)
             ckpt.write_marker(tmp, {"step": self.state.step, "images": self.state.step * self.images_per_step})
-            ckpt.publish(tmp, final)
+            publish(tmp, final)
             ckpt.prune(self.out, self.cfg.train.keep_checkpoints)
         acc.wait_for_everyone()
         return final
@@ -271,7 +274,7 @@ class Trainer:
             if self.ema is not None:
                 self.ema.store(self.params)
                 self.ema.copy_to(self.params)
-            path = export_diffusers(vae, self.out, self.state.step, self.config_yaml)
+            path = write_export(vae, self.out, self.state.step, self.config_yaml)
             if self.ema is not None:
                 self.ema.restore(self.params)
         acc.wait_for_everyone()

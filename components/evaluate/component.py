@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Model, Output
 
-from components._image import IMAGE
+from asymvae_components._image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

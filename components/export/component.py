@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from components._image import IMAGE
+from asymvae_components._image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -26,7 +26,8 @@ def export(
     """
     from pathlib import Path
 
-    from asymvae.export.run import ExportConfig, export_model
+    from asymvae.export.config import ExportConfig
+    from asymvae.export.run import export_model
     from asymvae.steps.uris import store_uri
 
     card_eval = None

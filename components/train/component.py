@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components._image import IMAGE
+from asymvae_components._image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -1,4 +1,4 @@
-"""Load a trained VAE for evaluation, export or inference: from a training export or any diffusers VAE folder."""
+"""VAE folders: find, load (for evaluation, export or inference) and save, as diffusers lays them out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
 from asymvae.model.build import VAE, ModelSourceError
 
-__all__ = ["load_vae", "read_run_config", "vae_folder"]
+__all__ = ["load_vae", "read_run_config", "save_vae", "vae_folder"]
 
 _CLASSES: dict[str, type[VAE]] = {"AutoencoderKL": AutoencoderKL, "AsymmetricAutoencoderKL": AsymmetricAutoencoderKL}
 
@@ -69,3 +69,10 @@ def read_run_config(path: str | Path) -> dict[str, Any] | None:
                 raise ModelSourceError(f"{candidate} is not valid YAML: {e}") from e
             return data if isinstance(data, dict) else None
     return None
+
+
+def save_vae(vae: VAE, folder: Path) -> Path:
+    """Save `vae` to `folder/vae` (safetensors + config.json): `from_pretrained(folder, subfolder="vae")` loads it."""
+    target = Path(folder) / "vae"
+    vae.save_pretrained(target, safe_serialization=True)
+    return target

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
-from asymvae.config import ConfigError, ExperimentConfig
+from asymvae.config import ConfigError, apply_overrides, load_yaml
 from asymvae.data.config import DataConfig
 from asymvae.losses.config import GANConfig, LossConfig, LPIPSConfig
 from asymvae.masks import MaskConfig
 from asymvae.model.config import ModelConfig
+from asymvae.model.hub import SD15
 from asymvae.training.config import OptimConfig, TrainConfig
+from asymvae.training.experiment import ExperimentConfig
 
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {}
 
@@ -28,12 +31,25 @@ def get_preset(name: str) -> ExperimentConfig:
     return PRESETS[name]()
 
 
+def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A preset name or a YAML file, with `section.field=value` overrides applied."""
+    path = Path(name_or_path)
+    if name_or_path in PRESETS:
+        cfg = get_preset(name_or_path)
+    elif path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        cfg = load_yaml(ExperimentConfig, path)
+    else:
+        raise ConfigError(f"{name_or_path!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a YAML file")
+    return apply_overrides(cfg, overrides or [])
+
+
 def describe(name: str) -> str:
     """One-line description of a preset."""
     return (PRESETS[name].__doc__ or "").strip().splitlines()[0]
 
 
-SD15_VAE = "runwayml/stable-diffusion-v1-5"
 POKEMON = "diffusers/pokemon-gpt4-captions"
 
 
@@ -42,7 +58,7 @@ def asymmetric_autoencoderkl_sdv15_pokemon() -> ExperimentConfig:
     """x1.5 asymmetric decoder on SD 1.5's frozen encoder, Pokemon images at 512², the paper's loss recipe."""
     return ExperimentConfig(
         name="asymmetric_autoencoderkl_sdv15_pokemon",
-        model=ModelConfig(kind="asymmetric", pretrained=SD15_VAE, subfolder="vae", decoder="x1.5"),
+        model=ModelConfig(kind="asymmetric", pretrained=SD15, subfolder="vae", decoder="x1.5"),
         data=DataConfig(source=POKEMON, resolution=512, crop="random_scale", crop_scale_min=0.5, num_workers=4),
         masks=MaskConfig(full_mask_prob=0.5),
         # Official: L1 + 1.0 LPIPS(vgg); PatchGAN hinge from step 50,001 at 0.8 x adaptive weight.
@@ -88,7 +104,7 @@ def autoencoderkl_sdv15_pokemon() -> ExperimentConfig:
     return dataclasses.replace(
         cfg,
         name="autoencoderkl_sdv15_pokemon",
-        model=ModelConfig(kind="autoencoderkl", pretrained=SD15_VAE, subfolder="vae"),
+        model=ModelConfig(kind="autoencoderkl", pretrained=SD15, subfolder="vae"),
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from kfp.dsl import Dataset
 
 from asymvae.config import ConfigError
-from components.prepare.component import prepare
+from asymvae_components.prepare.component import prepare
 
 
 def test_prepares_into_the_artifact(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from kfp.dsl import HTML, Artifact, Markdown, Metrics, Model
 
 from asymvae.evaluation.html import markdown_to_html
-from components.evaluate.component import evaluate
+from asymvae_components.evaluate.component import evaluate
 
 
 def test_evaluates_against_the_recorded_baseline(tmp_path: Path, asym_export_dir: Path, base_vae_dir: Path) -> None:

@@ -1,13 +1,14 @@
-"""Write a VAE as a diffusers folder (`<dir>/vae`: safetensors + config.json), atomically."""
+"""A training run's final model: `OUTPUT/step<N>/vae` (diffusers safetensors + config.json), written atomically."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from asymvae.model.build import VAE
-from asymvae.training.checkpoint import publish, staging_dir
+from asymvae.model.files import save_vae
+from asymvae.storage.local import publish, staging_dir
 
-__all__ = ["export_diffusers", "export_dir", "latest_export", "save_vae"]
+__all__ = ["export_dir", "latest_export", "write_export"]
 
 
 def export_dir(output_dir: Path, step: int) -> Path:
@@ -23,14 +24,7 @@ def latest_export(output_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name[4:])) if found else None
 
 
-def save_vae(vae: VAE, folder: Path) -> Path:
-    """Save `vae` to `folder/vae` (safetensors + config.json): `from_pretrained(folder, subfolder="vae")` loads it."""
-    target = Path(folder) / "vae"
-    vae.save_pretrained(target, safe_serialization=True)
-    return target
-
-
-def export_diffusers(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Path:
+def write_export(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Path:
     """Save `vae` to `OUTPUT/step<N>/vae` (safetensors + config) with the run's config beside it.
 
     Written to a hidden folder and renamed when complete: a crash leaves no half-written `step<N>`.

@@ -6,10 +6,9 @@ import pytest
 
 from asymvae.cluster.crd import schema_errors, validate_custom_object
 from asymvae.cluster.inferenceservice import InferenceServiceSpec, build_inferenceservice
-from tests.k8s_schemas import INFERENCESERVICE_CRD, needs_crds
+from tests.k8s_schemas import INFERENCESERVICE_CRD
 
 
-@needs_crds
 @pytest.mark.parametrize("gpus", [0, 1])
 def test_inferenceservice_matches_the_crd(gpus: int) -> None:
     obj = build_inferenceservice(
@@ -23,7 +22,6 @@ def test_inferenceservice_matches_the_crd(gpus: int) -> None:
     assert obj["spec"]["predictor"]["serviceAccountName"] == "asymvae-serving"
 
 
-@needs_crds
 def test_a_misspelt_field_fails_the_schema() -> None:
     obj = build_inferenceservice(InferenceServiceSpec(name="d", storage_uri="s3://b/p"))
     obj["spec"]["predictor"]["model"]["storageURI"] = obj["spec"]["predictor"]["model"].pop("storageUri")

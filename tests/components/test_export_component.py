@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kfp.dsl import Artifact, Model
 
-from components.export.component import export
+from asymvae_components.export.component import export
 
 
 def test_triton_export_is_a_model_repository(tmp_path: Path, asym_export_dir: Path) -> None:

@@ -9,8 +9,8 @@ from kfp.dsl import Dataset, Model
 
 from asymvae.steps.train import TrainStepConfig
 from asymvae.steps.uris import job_name, shards_location, store_uri
-from components.prepare.component import prepare
-from components.train.component import train
+from asymvae_components.prepare.component import prepare
+from asymvae_components.train.component import train
 
 
 def test_trains_in_place_and_fills_the_model_artifact(tmp_path: Path, base_vae_dir: Path) -> None:
