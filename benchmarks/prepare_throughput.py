@@ -6,9 +6,9 @@ Run in one process, side by side, on the same images and the same number of core
    decode + validate + resize + encode of the same files by a process pool of the same size (no tar, no
    checksums, no metadata, masks or upload);
 2. the streaming reader's images/s from that S3 server (DataLoader, crops + masks included) against what a
-   training step consumes: measured with a small asymmetric model training from those shards on this
-   machine, and given with --step-images-per-s (default: 53.7 img/s, the best H200 figure in
-   shared/context/anchors.md for the x1.5 decoder at 256², batch 16).
+   training step consumes: measured with a small asymmetric model training from those shards on the
+   machine running this, and given with --step-images-per-s (default: 53.7 img/s, the best H200 figure of
+   the anchor measurement in benchmarks/RESULTS.md for the x1.5 decoder at 256², batch 16).
 
     python benchmarks/prepare_throughput.py [--images 400] [--size 512] [--max-side 256]
 """

@@ -7,7 +7,7 @@ achieved TFLOP/s (FLOPs of one step counted with torch.utils.flop_counter on the
 the share of the bf16 matmul rate measured on the same card, peak memory, and ours / baseline.
 It also compares the two arms' losses step by step (the first `--steps` steps at the first shape).
 
-The baseline is the loop of the project's anchor measurement (shared/bench/anchor_gpu.py, "bf16
+The baseline is the loop of the project's anchor measurement (the plain loop a diffusers user writes, "bf16
 autocast eager", the setup the reference engine uses), copied here so the repository is self-contained.
 One change: its posterior sample is drawn from the same seeded generator as ours, so both arms see
 identical inputs. Weights are random (no hub here); the cost is the same as with SD's weights.

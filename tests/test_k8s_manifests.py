@@ -28,7 +28,7 @@ K8S_VERSION = "1.33.0"
 """Kubernetes version whose built-in schemas kubernetes-validate checks against (one it ships)."""
 BUILTIN_GROUPS = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1", "batch/v1", "policy/v1")
 NO_CRD_AT_HAND = {"monitoring.coreos.com/v1/PodMonitor"}
-"""Custom kinds with no CRD schema in ../shared/schemas: checked for consistency below, not against a schema."""
+"""Custom kinds with no CRD schema in tests/schemas: checked for consistency below, not against a schema."""
 
 EXAMPLE_JOB = PyTorchJobSpec(
     name="asymvae-sd15-x15",

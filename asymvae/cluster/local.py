@@ -29,7 +29,7 @@ class LocalLaunch:
 
 
 def local_launch(spec: PyTorchJobSpec) -> LocalLaunch:
-    """The command and environment that run `spec`'s training on this machine (pure)."""
+    """The command and environment that run `spec`'s training in place, on the machine running the step (pure)."""
     env = {**plain_env(spec), "NPROC_PER_NODE": str(spec.processes_per_node)}
     return LocalLaunch([sys.executable, "-m", "asymvae", *train_args(spec)], env)
 
