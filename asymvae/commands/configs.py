@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from asymvae.commands.options import PRESET_NOTE, add_options, from_args, set_epilog
+from asymvae.commands.options import PRESET_NOTE, add_command, from_args
 from asymvae.training.experiment import ExperimentConfig
 
 
@@ -39,12 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `configs` to the command line."""
-    p = sub.add_parser(
-        "configs",
-        help="list presets, or print one as YAML",
-        description=__doc__,
-        epilog=set_epilog(ExperimentConfig, note=PRESET_NOTE),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_options(p, ConfigsOptions, positional=("name",), flags={"set": "--set"})
-    p.set_defaults(func=run)
+    add_command(
+        sub, "configs", ConfigsOptions, run, help="list presets, or print one as YAML", description=__doc__,
+        positional=("name",), flags={"set": "--set"}, set_keys=(ExperimentConfig, "", PRESET_NOTE),
+    )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from asymvae.commands.options import add_options, from_args
+from asymvae.commands.options import add_command, from_args
 from asymvae.evaluation.config import EvalConfig
 
 
@@ -20,10 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `eval` to the command line."""
-    p = sub.add_parser(
-        "eval",
+    add_command(
+        sub, "eval", EvalConfig, run, description=__doc__, positional=("model",),
         help="score a trained asymmetric decoder against the baseline VAE's decoder",
-        description=__doc__,
-    )
-    add_options(p, EvalConfig, positional=("model",))
-    p.set_defaults(func=run)
+    )  # fmt: skip

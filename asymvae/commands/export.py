@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from asymvae.commands.options import add_options, from_args
+from asymvae.commands.options import add_command, from_args
 from asymvae.export.config import ExportConfig
 
 
@@ -27,10 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `export` to the command line."""
-    p = sub.add_parser(
-        "export",
+    add_command(
+        sub, "export", ExportConfig, run, description=__doc__, positional=("model",),
         help="export a trained model as a diffusers folder, ONNX or a Triton model",
-        description=__doc__,
-    )
-    add_options(p, ExportConfig, positional=("model",))
-    p.set_defaults(func=run)
+    )  # fmt: skip

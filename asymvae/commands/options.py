@@ -21,6 +21,30 @@ T = TypeVar("T")
 PRESET_NOTE = " (defaults are the config classes' own; a preset sets its own: `asymvae configs NAME` prints them)"
 
 
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    options: type,
+    func: Any,
+    help: str,
+    description: str | None = None,
+    positional: tuple[str, ...] = (),
+    flags: dict[str, str] | None = None,
+    set_keys: tuple[type, str, str] | None = None,
+) -> argparse.ArgumentParser:
+    """Add subcommand `name`, its options derived from dataclass `options`, calling `func(args)`.
+
+    `set_keys` = (config class, section, note) lists that config's `--set` keys in the `--help` epilog.
+    """
+    extra: dict[str, Any] = {}
+    if set_keys is not None:
+        extra = {"epilog": set_epilog(*set_keys), "formatter_class": argparse.RawDescriptionHelpFormatter}
+    parser = sub.add_parser(name, help=help, description=description or f"{help[0].upper()}{help[1:]}.", **extra)
+    add_options(parser, options, positional=positional, flags=flags)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def add_options(
     parser: argparse.ArgumentParser,
     cls: type,

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asymvae.commands.options import PRESET_NOTE, add_options, from_args, set_epilog
+from asymvae.commands.options import PRESET_NOTE, add_command, from_args
 from asymvae.config import ConfigError
 from asymvae.training.experiment import ExperimentConfig
 
@@ -138,21 +138,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `pipeline` to the command line."""
     p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, run locally, submit, schedule")
     steps = p.add_subparsers(dest="action", required=True)
-    commands = (
-        ("compile", CompileOptions, _run_compile, "compile the pipeline (and its components) to YAML", {}),
-        ("run-local", RunLocalOptions, _run_local, "run the whole pipeline here with kfp.local (the built-in demo)",
-         {"param": "--param", "set": "--set"}),
-        ("submit", SubmitOptions, _run_submit, "start a run on a Kubeflow Pipelines server", {"param": "--param"}),
-        ("schedule", ScheduleOptions, _run_schedule, "schedule recurring retraining on a Kubeflow Pipelines server",
-         {"param": "--param"}),
+    add_command(
+        steps, "compile", CompileOptions, _run_compile, help="compile the pipeline (and its components) to YAML"
+    )
+    add_command(
+        steps, "run-local", RunLocalOptions, _run_local,
+        help="run the whole pipeline here with kfp.local (the built-in demo by default)",
+        flags={"param": "--param", "set": "--set"}, set_keys=(ExperimentConfig, "", PRESET_NOTE),
     )  # fmt: skip
-    for name, options, func, text, flags in commands:
-        extra: dict[str, Any] = {}
-        if "set" in flags:  # run-local's training overrides: list their keys
-            extra = {
-                "epilog": set_epilog(ExperimentConfig, note=PRESET_NOTE),
-                "formatter_class": argparse.RawDescriptionHelpFormatter,
-            }
-        c = steps.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.", **extra)
-        add_options(c, options, flags=flags)
-        c.set_defaults(func=func)
+    add_command(steps, "submit", SubmitOptions, _run_submit, help="start a run on a Kubeflow Pipelines server",
+                flags={"param": "--param"})  # fmt: skip
+    add_command(
+        steps, "schedule", ScheduleOptions, _run_schedule, flags={"param": "--param"},
+        help="schedule recurring retraining on a Kubeflow Pipelines server",
+    )  # fmt: skip

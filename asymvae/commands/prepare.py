@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from asymvae.commands.options import add_options, from_args, set_epilog
+from asymvae.commands.options import add_command, from_args
 from asymvae.data.prepare import PrepareConfig
 
 
@@ -50,12 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `prepare` to the command line."""
-    p = sub.add_parser(
-        "prepare",
+    add_command(
+        sub, "prepare", PrepareOptions, run, description=__doc__,
         help="turn images into checksummed tar shards + manifest (local folder or s3://bucket/prefix)",
-        description=__doc__,
-        epilog=set_epilog(PrepareConfig, "prepare"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_options(p, PrepareOptions, positional=("source",), flags={"set": "--set"})
-    p.set_defaults(func=run)
+        positional=("source",), flags={"set": "--set"}, set_keys=(PrepareConfig, "prepare", ""),
+    )  # fmt: skip

@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from asymvae.commands.options import PRESET_NOTE, add_options, from_args, set_epilog
+from asymvae.commands.options import PRESET_NOTE, add_command, from_args
 from asymvae.training.experiment import ExperimentConfig
 
 log = logging.getLogger("asymvae")
@@ -62,12 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train` to the command line."""
-    p = sub.add_parser(
-        "train",
-        help="train a VAE from a preset or YAML config",
-        description=__doc__,
-        epilog=set_epilog(ExperimentConfig, note=PRESET_NOTE),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_options(p, TrainOptions, positional=("config",), flags={"set": "--set"})
-    p.set_defaults(func=run)
+    add_command(
+        sub, "train", TrainOptions, run, help="train a VAE from a preset or YAML config", description=__doc__,
+        positional=("config",), flags={"set": "--set"}, set_keys=(ExperimentConfig, "", PRESET_NOTE),
+    )  # fmt: skip
