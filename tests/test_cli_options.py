@@ -106,7 +106,7 @@ def test_text_fields_keep_what_was_typed() -> None:
 
 def test_repeated_flags_collect_and_default_to_empty() -> None:
     parser = argparse.ArgumentParser()
-    add_options(parser, TrainOptions, positional=("config",), flags={"set": "--set"})
+    add_options(parser, TrainOptions, positional=("config",))
     assert from_args(TrainOptions, parser.parse_args(["demo"])).set == []
     opts = from_args(TrainOptions, parser.parse_args(["demo", "--set", "a.b=1", "--set", "c=2", "--resume"]))
     assert opts.set == ["a.b=1", "c=2"] and opts.resume is True

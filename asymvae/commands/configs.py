@@ -41,5 +41,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `configs` to the command line."""
     add_command(
         sub, "configs", ConfigsOptions, run, help="list presets, or print one as YAML", description=__doc__,
-        positional=("name",), flags={"set": "--set"}, set_keys=(ExperimentConfig, "", PRESET_NOTE),
+        positional=("name",), set_keys=(ExperimentConfig, "", PRESET_NOTE),
     )  # fmt: skip

@@ -2,8 +2,8 @@
 
 Each field becomes `--field-name` (or a positional argument), typed like the field (values parsed as YAML
 and checked as a config file's are), required when the field has no default, with the field's docstring
-and default as its help. Booleans get `--flag` / `--no-flag`; list fields are repeated flags named by
-`flags`. `from_args` builds the dataclass; its own checks raise `ConfigError`, a user error.
+and default as its help. Booleans get `--flag` / `--no-flag`; list fields are repeated flags. `from_args`
+builds the dataclass; its own checks raise `ConfigError`, a user error.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ def add_command(
     help: str,
     description: str | None = None,
     positional: tuple[str, ...] = (),
-    flags: dict[str, str] | None = None,
     set_keys: tuple[type, str, str] | None = None,
 ) -> argparse.ArgumentParser:
     """Add subcommand `name`, its options derived from dataclass `options`, calling `func(args)`.
@@ -40,24 +39,17 @@ def add_command(
     if set_keys is not None:
         extra = {"epilog": set_epilog(*set_keys), "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = sub.add_parser(name, help=help, description=description or f"{help[0].upper()}{help[1:]}.", **extra)
-    add_options(parser, options, positional=positional, flags=flags)
+    add_options(parser, options, positional=positional)
     parser.set_defaults(func=func)
     return parser
 
 
-def add_options(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    positional: tuple[str, ...] = (),
-    skip: tuple[str, ...] = (),
-    flags: dict[str, str] | None = None,
-) -> None:
-    """Add one argument per field of dataclass `cls` (except `skip`); `positional` fields take no dashes,
-    `flags` renames a field's flag (e.g. `{"prompts": "--prompt"}`)."""
+def add_options(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
+    """Add one argument per field of dataclass `cls`; `positional` fields take no dashes."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init:
+        if not f.init:
             continue
         tp = hints[f.name]
         default = _default(f)
@@ -66,7 +58,7 @@ def add_options(
             optional = {} if default is dataclasses.MISSING else {"nargs": "?", "default": default}
             parser.add_argument(f.name, type=_parser(tp, f.name), help=help_text, metavar=f.name.upper(), **optional)
             continue
-        flag = (flags or {}).get(f.name, "--" + f.name.replace("_", "-"))
+        flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
         if default is dataclasses.MISSING:
             kwargs["required"] = True

@@ -138,17 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `pipeline` to the command line."""
     p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, run locally, submit, schedule")
     steps = p.add_subparsers(dest="action", required=True)
+    add_command(steps, "compile", CompileOptions, _run_compile, help="compile the pipeline and its components to YAML")
     add_command(
-        steps, "compile", CompileOptions, _run_compile, help="compile the pipeline (and its components) to YAML"
-    )
-    add_command(
-        steps, "run-local", RunLocalOptions, _run_local,
+        steps, "run-local", RunLocalOptions, _run_local, set_keys=(ExperimentConfig, "", PRESET_NOTE),
         help="run the whole pipeline here with kfp.local (the built-in demo by default)",
-        flags={"param": "--param", "set": "--set"}, set_keys=(ExperimentConfig, "", PRESET_NOTE),
     )  # fmt: skip
-    add_command(steps, "submit", SubmitOptions, _run_submit, help="start a run on a Kubeflow Pipelines server",
-                flags={"param": "--param"})  # fmt: skip
+    add_command(steps, "submit", SubmitOptions, _run_submit, help="start a run on a Kubeflow Pipelines server")
     add_command(
-        steps, "schedule", ScheduleOptions, _run_schedule, flags={"param": "--param"},
+        steps, "schedule", ScheduleOptions, _run_schedule,
         help="schedule recurring retraining on a Kubeflow Pipelines server",
     )  # fmt: skip

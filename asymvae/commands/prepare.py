@@ -53,5 +53,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_command(
         sub, "prepare", PrepareOptions, run, description=__doc__,
         help="turn images into checksummed tar shards + manifest (local folder or s3://bucket/prefix)",
-        positional=("source",), flags={"set": "--set"}, set_keys=(PrepareConfig, "prepare", ""),
+        positional=("source",), set_keys=(PrepareConfig, "prepare", ""),
     )  # fmt: skip

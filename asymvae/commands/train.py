@@ -64,5 +64,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `train` to the command line."""
     add_command(
         sub, "train", TrainOptions, run, help="train a VAE from a preset or YAML config", description=__doc__,
-        positional=("config",), flags={"set": "--set"}, set_keys=(ExperimentConfig, "", PRESET_NOTE),
+        positional=("config",), set_keys=(ExperimentConfig, "", PRESET_NOTE),
     )  # fmt: skip
