@@ -26,5 +26,9 @@ class JobConflictError(TrainingJobError):
     """A job of the same name exists and the on-exists policy does not allow taking it over."""
 
 
+class JobInterrupted(TrainingJobError):
+    """The step was told to stop (SIGTERM) while its job ran; the job was deleted so it frees its GPUs."""
+
+
 class KubernetesAPIError(TrainingJobError):
     """The API server refused a request (permissions, missing CRD, invalid object)."""
