@@ -185,8 +185,9 @@ class FakeKube:
             if key in self.objects:
                 return 409, _status(409, "AlreadyExists", f'{plural} "{key[2]}" already exists')
             statuses, log, pods = self.scripts.get(key[2], ([{}], "", []))
-            self.objects[key] = FakeObject(req.body, statuses, log, pods)
-            return 201, req.body
+            obj = _stored(req.body, generation=1)
+            self.objects[key] = FakeObject(obj, statuses, log, pods)
+            return 201, obj
         found = self.objects.get((plural, ns, name or ""))
         if found is None:
             return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
@@ -202,7 +203,10 @@ class FakeKube:
             errors = self._admit(plural, req.body)
             if errors:
                 return 422, _status(422, "Invalid", "; ".join(errors))
-            found.obj, found.reads = req.body, 0
+            version = req.body.get("metadata", {}).get("resourceVersion")
+            if version != found.obj["metadata"]["resourceVersion"]:
+                return 409, _status(409, "Conflict", f"the object has been modified (resourceVersion {version})")
+            found.obj, found.reads = _stored(req.body, found.obj["metadata"]["generation"] + 1), 0
             return 200, found.obj
         return 405, _status(405, "MethodNotAllowed", req.method)
 
@@ -223,7 +227,12 @@ class FakeKube:
         if problems:
             msg = "; ".join(problems)
             return {"conditions": [condition("Ready", "RevisionFailed", f"predictor pod is invalid: {msg}", "False")]}
-        return {"conditions": [condition("Ready", "Ready")], "address": {"url": self.isvc_url}, "url": self.isvc_url}
+        return {
+            "conditions": [condition("Ready", "Ready")],
+            "observedGeneration": found.obj["metadata"]["generation"],
+            "address": {"url": self.isvc_url},
+            "url": self.isvc_url,
+        }
 
     def _pods(self, req: Request, m: re.Match) -> tuple[int, Any]:
         ns = m.group("ns")
@@ -246,6 +255,16 @@ class FakeKube:
                 text = "\n".join(text.splitlines()[-int(tail[0]) :])
             return 200, text
         return 404, _status(404, "NotFound", f"pod {m.group('pod')} not found")
+
+
+_VERSIONS = iter(range(1000, 10**9))
+
+
+def _stored(obj: dict[str, Any], generation: int) -> dict[str, Any]:
+    """`obj` as the API server stores it: with a uid, a resourceVersion and a generation."""
+    meta = {**obj["metadata"], "resourceVersion": str(next(_VERSIONS)), "generation": generation}
+    meta.setdefault("uid", f"uid-{meta['name']}-{generation}")
+    return {**obj, "metadata": meta}
 
 
 def _plural(obj: dict[str, Any]) -> str:
