@@ -44,8 +44,8 @@ class DeployStepConfig:
     """Memory request per replica (the limit is twice this)."""
     node_selector: dict[str, str] = field(default_factory=dict)
     """Node labels the predictor pods must match."""
-    tolerations: list[dict[str, Any]] | None = None
-    """Taints the predictor tolerates; None: the `nvidia.com/gpu` taint when it has GPUs, none otherwise."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Taints the predictor tolerates besides the `nvidia.com/gpu` taint (tolerated when it has GPUs)."""
     ready_timeout_s: float = 900.0
     """How long to wait for Ready (image pull, model download, Triton's start)."""
     poll_s: float = 10.0
@@ -80,9 +80,7 @@ def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_cl
     """Serve the Triton repository at `storage_uri` (whose local copy is `repository`), wait until Ready, check
     one inference. Raises DeploymentError / ServingError / KubernetesAPIError when any of it fails."""
     io = ModelIO.from_triton_config(triton_model_dir(repository))
-    tolerations = cfg.tolerations
-    if tolerations is None:
-        tolerations = [t.to_dict() for t in gpu_tolerations()] if cfg.gpus else []
+    tolerations = [t.to_dict() for t in gpu_tolerations()] if cfg.gpus else []
     spec = InferenceServiceSpec(
         name=cfg.name,
         storage_uri=storage_uri,
@@ -92,7 +90,7 @@ def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_cl
         cpu=cfg.cpu,
         memory=cfg.memory,
         node_selector=dict(cfg.node_selector),
-        tolerations=list(tolerations),
+        tolerations=tolerations + list(cfg.tolerations),
     )
     manifest = build_inferenceservice(spec)
     action = apply_inferenceservice(manifest, api_client)

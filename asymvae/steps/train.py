@@ -62,8 +62,9 @@ class TrainStepConfig:
     """Memory request and limit of each job pod (empty: unset)."""
     node_selector: dict[str, str] = field(default_factory=dict)
     """Node labels the job's pods must match (e.g. a GPU product)."""
-    tolerations: list[dict[str, Any]] = field(default_factory=lambda: [t.to_dict() for t in gpu_tolerations()])
-    """Taints the job's pods tolerate, in Kubernetes' form (default: the `nvidia.com/gpu` NoSchedule taint)."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Taints the job's pods tolerate besides the `nvidia.com/gpu` NoSchedule taint (tolerated by every GPU
+    pod), in Kubernetes' form."""
     max_restarts: int = 3
     """Restarts of the job's pods after which the job is deleted and the step fails (ends an OOM loop)."""
     timeout_s: float = 48 * 3600.0
@@ -138,7 +139,7 @@ def train_step(
         cpu=cfg.cpu or None,
         memory=cfg.memory or None,
         node_selector=dict(cfg.node_selector),
-        tolerations=[Toleration(**t) for t in cfg.tolerations],
+        tolerations=(gpu_tolerations() if cfg.gpus_per_node else []) + [Toleration(**t) for t in cfg.tolerations],
         owner=own_pod() if cluster else None,
         # Locally several steps (and tests) may run at once: no fixed metrics port.
         metrics_port=9090 if cluster else None,

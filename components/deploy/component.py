@@ -37,8 +37,8 @@ def deploy(
         cpu: CPU request and limit per replica.
         memory: Memory request per replica (the limit is twice this).
         node_selector: Node labels the predictor pods must match.
-        tolerations: Taints the predictor tolerates (Kubernetes' form); default: the `nvidia.com/gpu` taint
-            when `gpus` > 0.
+        tolerations: Taints the predictor tolerates (Kubernetes' form) besides `nvidia.com/gpu`, which it
+            tolerates when `gpus` > 0.
         ready_timeout_s: How long to wait for the service to be Ready.
         check_size: Side in pixels of the test inference's image.
 
@@ -60,7 +60,7 @@ def deploy(
         cpu=cpu,
         memory=memory,
         node_selector=dict(node_selector or {}),
-        tolerations=tolerations,
+        tolerations=list(tolerations or []),
         ready_timeout_s=ready_timeout_s,
         check_size=check_size,
     )
