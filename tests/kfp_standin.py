@@ -127,8 +127,9 @@ class KFPStandIn:
         if any(v["pipeline_id"] == pid and v["display_name"] == name for v in self.versions.values()):
             return None
         vid = f"version-{len(self.versions) + 1}"
+        created = f"2026-12-01T00:00:{len(self.versions):02d}Z"
         self.versions[vid] = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name,
-                              "created_at": f"2026-12-01T00:00:{len(self.versions):02d}Z", "pipeline_spec": spec}  # fmt: skip
+                              "created_at": created, "pipeline_spec": spec}  # fmt: skip
         return self.versions[vid]
 
     def _check_references(self, body: dict[str, Any]) -> str | None:

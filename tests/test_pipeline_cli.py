@@ -85,7 +85,7 @@ def test_the_stand_in_refuses_an_experiment_without_a_namespace(multi_user) -> N
     """What the client's check above spares the user: multi-user KFP's own refusal."""
     import kfp
 
-    state, url = multi_user
+    _, url = multi_user
     client = kfp.Client(host=url, existing_token=TOKEN)
     with pytest.raises(Exception, match="namespace"):
         client._experiment_api.experiment_service_create_experiment(experiment={"display_name": "x"})
