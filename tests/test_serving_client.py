@@ -4,9 +4,12 @@ protocol over the Triton export, each request run by onnxruntime), and the clien
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +127,10 @@ def test_the_docs_tritonclient_example_runs_as_written(server) -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_docs_curl_example_runs_as_written(server, tmp_path: Path) -> None:
     script = _doc_block("bash", "curl").replace("http://localhost:8080", server.base)
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # `asymvae`
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert '"name": "sample"' in done.stdout.replace('"name":"sample"', '"name": "sample"')
+    assert '"inputs": [{"name": "latent"' in done.stdout  # the metadata request
+    assert done.stdout.endswith("sample [1, 3, 64, 64]\n")  # the inference request's answer
+    assert json.loads((tmp_path / "request.json").read_text())["inputs"][0]["name"] == "latent"
