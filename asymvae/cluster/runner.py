@@ -163,7 +163,7 @@ def load_api_client() -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
-def terminal_condition(job: dict[str, Any], kind: JobKind = PYTORCHJOB) -> dict[str, Any] | None:
+def terminal_condition(job: dict[str, Any], kind: JobKind) -> dict[str, Any] | None:
     """The job's success or Failed condition when it holds (status "True"), else None."""
     for cond in reversed((job.get("status") or {}).get("conditions") or []):
         if cond.get("type") in (kind.succeeded, "Failed") and str(cond.get("status")) == "True":
