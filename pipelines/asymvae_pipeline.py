@@ -10,6 +10,7 @@ and its keys, never a value. Every step has CPU and memory requests and limits a
 that are safe to repeat are retried. Compile with `asymvae pipeline compile`.
 """
 
+import functools
 import inspect
 from typing import Any
 
@@ -202,7 +203,13 @@ def _pipeline(
 
 def build_pipeline(pipeline_root: str | None = None) -> Any:
     """The pipeline, with `pipeline_root` compiled in when given (else the namespace's default root applies)."""
-    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION, pipeline_root=pipeline_root)(_pipeline)
+
+    # A fresh function each time: kfp records the root as an attribute of the function it decorates.
+    def pipeline(*args: Any, **kwargs: Any) -> None:
+        return _pipeline(*args, **kwargs)
+
+    functools.update_wrapper(pipeline, _pipeline)
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION, pipeline_root=pipeline_root)(pipeline)
 
 
 asymvae_pipeline = build_pipeline()

@@ -80,6 +80,10 @@ def test_requests_the_config_refuses_are_refused(server, repository: Path) -> No
         decoder_inputs(io, 32, 32, batch=9)
     with pytest.raises(ServingError, match="multiples of 8"):
         decoder_inputs(io, 30, 32)
+    latent = np.full((1, 4, 4, 4), 0.5)  # a caller's own latent (e.g. the UNet's), cast to the model's FP32
+    assert decoder_inputs(io, 32, 32, latent=latent)["latent"].dtype == np.float32
+    with pytest.raises(ServingError, match=r"input 'latent' of shape \[1, 8, 4, 4\] does not fit"):
+        decoder_inputs(io, 32, 32, latent=np.zeros((1, 8, 4, 4)))
     # what the server itself refuses, as Triton would: a datatype the config does not declare
     as_fp64 = ModelIO(io.model, [TensorSpec(s.name, "FP64", s.shape) for s in io.inputs], io.outputs)
     wrong = {k: v.astype(np.float64) for k, v in decoder_inputs(io, 32, 32).items()}

@@ -62,7 +62,7 @@ class RemoteOptions:
     """Where and how a run starts on a Kubeflow Pipelines server."""
 
     host: str
-    """KFP API endpoint, e.g. http://localhost:8080 (port-forwarded) or http://ml-pipeline-ui.kubeflow in a cluster."""
+    """KFP API endpoint, e.g. http://localhost:8888 through a port forward of the API service."""
     namespace: str | None = None
     """Your profile namespace (required by a multi-user Kubeflow); the run, its experiment and pipeline live there."""
     token: str | None = None
