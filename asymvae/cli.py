@@ -7,12 +7,12 @@ import logging
 import os
 import sys
 
-from asymvae.commands import configs, eval, export, inpaint, pipeline, prepare, train
+from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, train
 from asymvae.errors import UserError
 from asymvae.training.launch import process_rank
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
-COMMANDS = (train, configs, prepare, eval, export, inpaint, pipeline)
+COMMANDS = (train, configs, prepare, eval, export, infer, inpaint, pipeline)
 
 
 def _setup_logging() -> None:

@@ -1,16 +1,22 @@
 """The asymvae pipeline: prepare → train → evaluate → export (diffusers and Triton) → optional deploy.
 
-Training runs as a PyTorchJob (`launcher=kubeflow`: this step only submits and waits, its run folder on the
-PVC `output_pvc`) or in the train step itself (`launcher=local`, with `step_gpus` GPUs). Object-store
-credentials come from KFP's Secret `mlpipeline-minio-artifact` as environment variables: the compiled YAML
-names the Secret and its keys, never a value. Compile with `asymvae pipeline compile`.
+Made for a multi-user Kubeflow with its defaults: everything it creates (training job, InferenceService) goes
+to the run's own namespace, which each step reads from its pod (downward API); no pipeline root is compiled
+in, so the namespace's own artifact root applies; the object-store endpoint and TLS are parameters
+defaulting to current KFP's SeaweedFS. Training runs as a PyTorchJob (`launcher=kubeflow`), a Trainer v2
+TrainJob (`launcher=trainjob`) or in the train step itself (`launcher=local`). Object-store credentials come
+from KFP's Secret `mlpipeline-minio-artifact` as environment variables: the compiled YAML names the Secret
+and its keys, never a value. Every step has CPU and memory requests and limits and a timeout; the steps
+that are safe to repeat are retried. Compile with `asymvae pipeline compile`.
 """
 
+import functools
 import inspect
 from typing import Any
 
 from kfp import dsl, kubernetes
 
+from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
 from asymvae.config import ConfigError
 from asymvae_components._image import IMAGE
 from asymvae_components.deploy.component import deploy
@@ -20,22 +26,50 @@ from asymvae_components.prepare.component import prepare
 from asymvae_components.train.component import train
 
 PIPELINE_NAME = "asymvae"
-DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
-"""KFP's default artifact store (its MinIO, or SeaweedFS behind the same `minio-service`)."""
+DESCRIPTION = __doc__.splitlines()[0]
 CREDENTIALS_SECRET = "mlpipeline-minio-artifact"
 CREDENTIALS_ENV = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
-S3_ENDPOINT = "minio-service.kubeflow:9000"
+S3_ENDPOINT = "seaweedfs.kubeflow:9000"
+"""Current KFP's object store (SeaweedFS); KFP <= 2.15 serves it as `minio-service.kubeflow:9000`."""
 RUNS_MOUNT = "/mnt/runs"
+HOUR = 3600
+STEP_RESOURCES = {
+    # step: (CPU request = limit, memory request = limit, timeout in seconds)
+    "prepare": ("2", "8Gi", 6 * HOUR),
+    "evaluate": ("4", "16Gi", 4 * HOUR),
+    "export": ("2", "16Gi", 2 * HOUR),
+    "deploy": ("500m", "1Gi", 1 * HOUR),
+}
+TRAIN_TIMEOUT_S = 48 * HOUR
+"""Deadline of the training job; the train step's own timeout adds an hour for the base model and the copy."""
+RETRIES = 2
+"""Retries of prepare, train, evaluate and export after a failure (node loss, API hiccups): each can repeat
+without harm (prepare reuses an up-to-date dataset, train adopts its running job by spec hash, evaluate and
+export rewrite their artifacts). Deploy is not retried: its inference check is a verdict, not a hiccup."""
 
 
 def _with_store(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """Give a task the object-store credentials (from the Secret) and endpoint; cache nothing that trains."""
+    """Give a task the object-store credentials, from the Secret, as environment variables."""
     kubernetes.use_secret_as_env(task, secret_name=CREDENTIALS_SECRET, secret_key_to_env=CREDENTIALS_ENV)
-    return task.set_env_variable("S3_ENDPOINT", S3_ENDPOINT).set_env_variable("S3_USE_HTTPS", "0")
+    return task
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0], pipeline_root=DEFAULT_PIPELINE_ROOT)
-def asymvae_pipeline(
+def _limits(task: dsl.PipelineTask, cpu: Any, memory: Any, timeout_s: int) -> dsl.PipelineTask:
+    """CPU and memory requests equal to their limits (no BestEffort pod, a ResourceQuota accepts it) and a timeout."""
+    task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    kubernetes.set_timeout(task, timeout_s)
+    return task
+
+
+def _step(task: dsl.PipelineTask, step: str, retry: bool) -> dsl.PipelineTask:
+    cpu, memory, timeout_s = STEP_RESOURCES[step]
+    _limits(task, cpu, memory, timeout_s)
+    if retry:
+        task.set_retry(num_retries=RETRIES, backoff_duration="60s", backoff_factor=2.0)
+    return task
+
+
+def _pipeline(
     config: str = "demo",
     overrides: list = [],  # noqa: B006 - a pipeline parameter's default, compiled into the YAML
     source: str = "builtin:demo",
@@ -44,11 +78,21 @@ def asymvae_pipeline(
     launcher: str = "kubeflow",
     nodes: int = 1,
     gpus_per_node: int = 1,
+    node_cpu: str = "8",
+    node_memory: str = "64Gi",
+    gpu_node_selector: dict = {},  # noqa: B006
+    gpu_tolerations: list = [],  # noqa: B006
+    max_restarts: int = 3,
     step_gpus: int = 0,
+    step_cpu: str = "4",
+    step_memory: str = "16Gi",
+    step_node_selector: dict = {},  # noqa: B006
     runs_dir: str = RUNS_MOUNT,
     image: str = IMAGE,
-    namespace: str = "asymvae",
+    namespace: str = "",
     output_pvc: str = "asymvae-runs",
+    s3_endpoint: str = S3_ENDPOINT,
+    s3_use_https: bool = False,
     eval_data: str = "builtin:demo?seed=1",
     eval_resolution: int = 64,
     eval_max_images: int = 0,
@@ -64,26 +108,40 @@ def asymvae_pipeline(
         source: Data source for prepare (hub id, folder, parquet, `builtin:demo`).
         prepare_target: `s3://bucket/prefix` for the shards (reused across runs); empty: the pipeline's artifacts.
         prepare_overrides: `prepare.FIELD=VALUE` settings.
-        launcher: `kubeflow` (PyTorchJob, needs the training operator and `output_pvc`) or `local` (in the step).
-        nodes: PyTorchJob pods (Master + nodes-1 Workers).
-        gpus_per_node: GPUs per PyTorchJob pod (= training processes per node; with launcher=local the
+        launcher: `kubeflow` (training-operator PyTorchJob), `trainjob` (Kubeflow Trainer v2 TrainJob) or `local`
+            (in the train step).
+        nodes: Pods of the training job, one per node.
+        gpus_per_node: GPUs per training pod (= training processes per node; with launcher=local the
             processes the train step starts).
+        node_cpu: CPU request and limit of each training pod.
+        node_memory: Memory request and limit of each training pod.
+        gpu_node_selector: Node labels every GPU pod (training pods, serving replicas) must match.
+        gpu_tolerations: Taints every GPU pod (training pods, the train step, serving replicas) tolerates
+            besides `nvidia.com/gpu` (NoSchedule), which they always tolerate.
+        max_restarts: Restarts of the training pods (e.g. OOM kills) after which the job is deleted and the
+            run fails.
         step_gpus: GPUs of the train step's own pod (for launcher=local on a cluster).
+        step_cpu: CPU request and limit of the train step's own pod.
+        step_memory: Memory request and limit of the train step's own pod.
+        step_node_selector: Node labels the train step's own pod must match (e.g. GPU nodes with step_gpus).
         runs_dir: Run folders (checkpoints) of the train step: the PVC's mount point on a cluster.
-        image: Image of the PyTorchJob pods.
-        namespace: Namespace of the PyTorchJob and the InferenceService.
-        output_pvc: ReadWriteMany PVC for run folders (launcher=kubeflow), mounted at /mnt/runs.
+        image: Image of the training job's pods.
+        namespace: Namespace of the training job and the InferenceService; empty: the run's own.
+        output_pvc: ReadWriteMany PVC in the run's namespace for run folders, mounted at /mnt/runs.
+        s3_endpoint: Object-store endpoint (host:port) of the steps and the training pods.
+        s3_use_https: TLS to the object store.
         eval_data: Held-out images for evaluate.
         eval_resolution: Evaluation crop side (the demo trains at 64).
         eval_max_images: Evaluate only the first N images (0: all).
-        deploy_model: Serve the Triton export with KServe.
+        deploy_model: Serve the Triton export with KServe (and check one inference).
         deploy_name: InferenceService name.
         deploy_gpus: GPUs per serving replica.
     """
-    prepared = _with_store(prepare(source=source, target=prepare_target, overrides=prepare_overrides))
-    prepared.set_caching_options(False)
+    store = {"s3_endpoint": s3_endpoint, "s3_use_https": s3_use_https}
+    prepared = _with_store(prepare(source=source, target=prepare_target, overrides=prepare_overrides, **store))
+    _step(prepared, "prepare", retry=True).set_caching_options(False)
 
-    # One train task for both launchers (kfp.local cannot merge artifacts of dsl.If/Else branches with
+    # One train task for all launchers (kfp.local cannot merge artifacts of dsl.If/Else branches with
     # dsl.OneOf): the PVC is mounted either way, and `step_gpus` GPUs go to this task's own pod.
     trained = _with_store(
         train(
@@ -98,24 +156,68 @@ def asymvae_pipeline(
             namespace=namespace,
             output_pvc=output_pvc,
             credentials_secret=CREDENTIALS_SECRET,
-            s3_endpoint=S3_ENDPOINT,
+            node_cpu=node_cpu,
+            node_memory=node_memory,
+            node_selector=gpu_node_selector,
+            tolerations=gpu_tolerations,
+            max_restarts=max_restarts,
+            timeout_s=float(TRAIN_TIMEOUT_S),
+            **store,
         )
     )
     kubernetes.mount_pvc(trained, pvc_name=output_pvc, mount_path=RUNS_MOUNT)
+    kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi")
+    # The pod's own identity: the job goes to its namespace and is owned by (deleted with) the pod.
+    for env, path in ((NAMESPACE_ENV, "metadata.namespace"), (POD_NAME_ENV, "metadata.name"),
+                      (POD_UID_ENV, "metadata.uid")):  # fmt: skip
+        kubernetes.use_field_path_as_env(trained, env, path)
+    kubernetes.add_toleration(trained, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.add_toleration_json(trained, gpu_tolerations)
+    kubernetes.add_node_selector_json(trained, step_node_selector)
     trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(step_gpus)
+    _limits(trained, step_cpu, step_memory, TRAIN_TIMEOUT_S + HOUR)
+    trained.set_retry(num_retries=RETRIES, backoff_duration="60s", backoff_factor=2.0)
     trained.set_caching_options(False)
     model = trained.outputs["model"]
 
-    scored = evaluate(model=model, data=eval_data, resolution=eval_resolution, max_images=eval_max_images)
-    export(model=model, results=scored.outputs["results"], format="diffusers").set_display_name("export diffusers")
-    triton = export(model=model, results=scored.outputs["results"], format="triton").set_display_name("export triton")
+    scored = _with_store(
+        evaluate(model=model, data=eval_data, resolution=eval_resolution, max_images=eval_max_images, **store)
+    )
+    _step(scored, "evaluate", retry=True)
+    exports = {}
+    for fmt in ("diffusers", "triton"):
+        exports[fmt] = export(model=model, results=scored.outputs["results"], format=fmt)
+        _step(exports[fmt].set_display_name(f"export {fmt}"), "export", retry=True)
     with dsl.If(deploy_model == True, name="deploy"):  # noqa: E712 - a pipeline condition, not a Python bool
-        deploy(exported=triton.outputs["exported"], name=deploy_name, namespace=namespace, gpus=deploy_gpus)
+        served = deploy(
+            exported=exports["triton"].outputs["exported"],
+            name=deploy_name,
+            namespace=namespace,
+            gpus=deploy_gpus,
+            node_selector=gpu_node_selector,
+            tolerations=gpu_tolerations,
+        )
+        kubernetes.use_field_path_as_env(served, NAMESPACE_ENV, "metadata.namespace")
+        _step(served, "deploy", retry=False).set_caching_options(False)  # it changes the cluster: never cached
+
+
+def build_pipeline(pipeline_root: str | None = None) -> Any:
+    """The pipeline, with `pipeline_root` compiled in when given (else the namespace's default root applies)."""
+
+    # A fresh function each time: kfp records the root as an attribute of the function it decorates.
+    def pipeline(*args: Any, **kwargs: Any) -> None:
+        return _pipeline(*args, **kwargs)
+
+    functools.update_wrapper(pipeline, _pipeline)
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION, pipeline_root=pipeline_root)(pipeline)
+
+
+asymvae_pipeline = build_pipeline()
 
 
 def check_params(params: dict[str, Any]) -> None:
     """Refuse arguments the pipeline has no parameter for (a typo would otherwise be dropped silently)."""
-    known = inspect.signature(asymvae_pipeline.pipeline_func).parameters
+    known = inspect.signature(_pipeline).parameters
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ConfigError(f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")

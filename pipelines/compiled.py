@@ -13,7 +13,7 @@ from kfp import compiler
 from asymvae.storage.local import write_atomic
 from asymvae_components import STEPS
 from asymvae_components._image import IMAGE
-from asymvae_pipelines.asymvae_pipeline import DEFAULT_PIPELINE_ROOT, asymvae_pipeline
+from asymvae_pipelines.asymvae_pipeline import build_pipeline
 
 COMPONENTS: dict[str, Any] = {
     step: getattr(importlib.import_module(f"asymvae_components.{step}.component"), step) for step in STEPS
@@ -31,14 +31,10 @@ def _compile(func: Any, image: str | None) -> str:
 
 
 def compile_pipeline(out: str | Path, pipeline_root: str | None = None, image: str | None = None) -> Path:
-    """Compile the pipeline to `out` (YAML). `pipeline_root` replaces the default artifact root and `image`
-    the image of every step (and the training job's default)."""
-    text = _compile(asymvae_pipeline, image)
-    if pipeline_root and pipeline_root != DEFAULT_PIPELINE_ROOT:
-        old = f"defaultPipelineRoot: {DEFAULT_PIPELINE_ROOT}"
-        if old not in text:
-            raise RuntimeError(f"the compiled pipeline does not contain {old!r}; cannot set the pipeline root")
-        text = text.replace(old, f"defaultPipelineRoot: {pipeline_root}")
+    """Compile the pipeline to `out` (YAML). Without `pipeline_root` none is compiled in, so KFP uses the
+    namespace's default artifact root (a root in the YAML is pre-filled by the UI and overrides it); `image`
+    replaces the image of every step (and the training job's default)."""
+    text = _compile(build_pipeline(pipeline_root or None), image)
     out = Path(out)
     write_atomic(out, text.encode())
     return out

@@ -11,8 +11,9 @@ import kfp.local
 
 from asymvae_pipelines.asymvae_pipeline import asymvae_pipeline, check_params
 
-LOCAL_DEFAULTS = {"launcher": "local", "gpus_per_node": 0, "runs_dir": "work_dirs/pipeline"}
-"""run-local trains in the train step's own process: no PyTorchJob, no GPU."""
+LOCAL_DEFAULTS = {"launcher": "local", "gpus_per_node": 0, "runs_dir": "work_dirs/pipeline", "s3_endpoint": ""}
+"""run-local trains in the train step's own process (no cluster job, no GPU) and leaves the object-store
+endpoint to this environment (S3_ENDPOINT, if any) instead of the cluster's."""
 
 
 @dataclass

@@ -1,30 +1,51 @@
-"""A stand-in Kubernetes API server (no cluster can run here) for the few endpoints the PyTorchJob runner calls.
+"""A stand-in Kubernetes API server (no cluster can run here) for the endpoints the job runner and the deploy
+step call, speaking the REST paths the real `kubernetes` client uses, so tests drive the real client:
 
-It speaks the REST paths the real `kubernetes` client uses, so tests drive the real client against it:
-POST/GET/DELETE /apis/kubeflow.org/v1/namespaces/NS/pytorchjobs[/NAME], GET /api/v1/namespaces/NS/pods
-(label selector), GET /api/v1/namespaces/NS/pods/POD/log. Every request is recorded, every created job is
-validated against the real PyTorchJob CRD (closed objects; an invalid one gets HTTP 422 as from the API
-server), and each GET of a job returns the next status of a scripted sequence (the last one repeats).
+- `/apis/GROUP/VERSION/namespaces/NS/PLURAL[/NAME]` for PyTorchJobs, TrainJobs and InferenceServices:
+  POST, GET, PUT, PATCH (merge patch), DELETE. Every created or replaced object is validated against its
+  real CRD (closed objects; HTTP 422 as from the API server). TrainJobs also go through the rules of
+  Trainer v2.3's admission webhook that the CRD does not carry (pkg/runtime/framework/plugins/jobset and
+  torch). An InferenceService is accepted as the API server would, and KServe's runtime merge
+  (tests/kserve_runtime.py) decides its status: Ready, or not Ready with the pod's validation error.
+- `/api/v1/namespaces/NS/pods` (label selector) and `/pods/POD/log`: the pods the operator would have made
+  for each job (PyTorchJob: `<job>-master-0`, TrainJob: `<job>-node-0-0`), labelled as upstream labels them,
+  with scripted container states (restarts, termination reasons).
+
+Each GET of an object returns the next status of a scripted sequence (the last one repeats). With a
+`service_account`, every request must carry its token and stay in its namespace: anything else is refused
+(401, 403) as the API server refuses a service account acting elsewhere; with `rbac_rules` (a Role's rules)
+a request those rules do not allow is refused too.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from asymvae.cluster.crd import schema_errors
-from tests.http_standin import json_handler
+from tests.http_standin import Request, json_handler
+from tests.k8s_schemas import INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD
+from tests.kserve_runtime import merged_pod_errors
 
-JOBS = "/apis/kubeflow.org/v1/namespaces/"
+_OBJECTS = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(/(?P<name>[^/]+))?$"
+)
+_PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(/(?P<pod>[^/]+)(?P<log>/log)?)?$")
+CRDS = {"pytorchjobs": PYTORCHJOB_CRD, "trainjobs": TRAINJOB_CRD, "inferenceservices": INFERENCESERVICE_CRD}
+TOKEN = "fake-service-account-token"
+"""The bearer token of the fake's service account (`service_account`)."""
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_TORCHRUN_ENV = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"}
+_DOMAIN_PATH = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/.+$")
 
 
-def condition(kind: str, reason: str = "", message: str = "") -> dict[str, Any]:
-    """A PyTorchJob status condition that holds."""
-    return {"type": kind, "status": "True", "reason": reason or f"PyTorchJob{kind}", "message": message}
+def condition(kind: str, reason: str = "", message: str = "", status: str = "True") -> dict[str, Any]:
+    """A job or InferenceService status condition (holding by default)."""
+    return {"type": kind, "status": status, "reason": reason or f"Job{kind}", "message": message}
 
 
 def status(*kinds: str, reason: str = "", message: str = "") -> dict[str, Any]:
@@ -36,43 +57,76 @@ def status(*kinds: str, reason: str = "", message: str = "") -> dict[str, Any]:
 
 
 @dataclass
-class Request:
-    """One request the fake received."""
+class PodState:
+    """What rank 0's training container reports at one status read."""
 
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
+    restarts: int = 0
+    reason: str = ""
+    """The last termination's reason, e.g. OOMKilled ("" when it never ended)."""
+    exit_code: int = 0
+    phase: str = "Running"
+
+    def to_status(self, container: str) -> dict[str, Any]:
+        last = {"terminated": {"exitCode": self.exit_code, "reason": self.reason}} if self.reason else {}
+        return {
+            "phase": self.phase,
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "image": "asymvae",
+                    "imageID": "",
+                    "ready": self.phase == "Running",
+                    "restartCount": self.restarts,
+                    "state": {"running": {}},
+                    "lastState": last,
+                }
+            ],
+        }
 
 
 @dataclass
-class FakeJob:
+class FakeObject:
     obj: dict[str, Any]
     statuses: list[dict[str, Any]]
     log: str = ""
+    pods: list[PodState] = field(default_factory=list)
     reads: int = 0
 
 
 @dataclass
 class FakeKube:
-    """The server's state: jobs, their scripted statuses and logs, and the requests seen."""
+    """The server's state: objects, their scripted statuses and logs, and the requests seen."""
 
-    crd_path: Path
-    scripts: dict[str, tuple[list[dict[str, Any]], str]] = field(default_factory=dict)
-    jobs: dict[tuple[str, str], FakeJob] = field(default_factory=dict)
+    scripts: dict[str, tuple[list[dict[str, Any]], str, list[PodState]]] = field(default_factory=dict)
+    objects: dict[tuple[str, str, str], FakeObject] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     invalid_bodies: list[list[str]] = field(default_factory=list)
+    service_account: tuple[str, str] | None = None
+    """(namespace, name) of the account every request must authenticate as; None: no authentication."""
+    rbac_rules: list[dict[str, Any]] | None = None
+    """The rules of the Role bound to `service_account` (None: everything in its namespace is allowed)."""
+    refused: list[str] = field(default_factory=list)
+    """Why each 401/403 was answered."""
+    isvc_url: str = "http://asymvae-decoder.example.svc.cluster.local"
+    """`status.address.url` of a Ready InferenceService."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
 
-    def script(self, name: str, statuses: list[dict[str, Any]], log: str = "") -> None:
-        """What a job named `name` reports once created: successive statuses, and the master's log."""
-        self.scripts[name] = (statuses, log)
+    def script(self, name: str, statuses: list[dict[str, Any]], log: str = "", pods: list[PodState] | None = None):
+        """What an object named `name` reports once created: successive statuses, rank 0's log, and rank 0's
+        pod state at each status read (the last one repeats)."""
+        self.scripts[name] = (statuses, log, list(pods or []))
 
     def add_existing(self, obj: dict[str, Any], statuses: list[dict[str, Any]], log: str = "") -> None:
-        """A job that exists before the test's runner starts."""
-        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-        self.jobs[key] = FakeJob(json.loads(json.dumps(obj)), statuses, log)
+        """An object that exists before the test's runner starts."""
+        plural = _plural(obj)
+        key = (plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self.objects[key] = FakeObject(json.loads(json.dumps(obj)), statuses, log)
+
+    @property
+    def jobs(self) -> dict[tuple[str, str], FakeObject]:
+        """The training jobs that exist, by (namespace, name)."""
+        return {(ns, name): o for (plural, ns, name), o in self.objects.items() if plural != "inferenceservices"}
 
     def calls(self, method: str, path_part: str = "") -> list[Request]:
         """Requests with this method whose path contains `path_part`."""
@@ -80,65 +134,201 @@ class FakeKube:
 
     # -- request handling ------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+    def handle(self, req: Request) -> tuple[int, Any]:
         with self.lock:
-            self.requests.append(Request(method, path, query, body))
-            if path.startswith(JOBS) and "/pytorchjobs" in path:
-                return self._jobs(method, path, body)
-            if path.startswith("/api/v1/namespaces/") and "/pods" in path:
-                return self._pods(path, query)
-            return 404, _status(404, "NotFound", f"no route {method} {path}")
+            self.requests.append(req)
+            obj, pods = _OBJECTS.match(req.path), _PODS.match(req.path)
+            match = obj or pods
+            if match is None:
+                return 404, _status(404, "NotFound", f"no route {req.method} {req.path}")
+            if pods:
+                resource = "pods/log" if pods.group("log") else "pods"
+                group, verb = "", "get" if pods.group("pod") else "list"
+            else:
+                resource, group = obj.group("plural"), obj.group("group")
+                verb = _VERBS.get(req.method) or ("get" if obj.group("name") else "list")
+            denied = self._authorize(req, match.group("ns"), group, resource, verb)
+            if denied:
+                return denied
+            return self._objects(req, obj) if obj else self._pods(req, pods)
 
-    def _jobs(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        parts = path[len(JOBS) :].split("/")  # NS, pytorchjobs[, NAME]
-        ns, name = parts[0], parts[2] if len(parts) > 2 else None
-        if method == "POST" and name is None:
-            errors = schema_errors(body, self.crd_path)
+    def _authorize(self, req: Request, ns: str, group: str, resource: str, verb: str) -> tuple[int, Any] | None:
+        if self.service_account is None:
+            return None
+        sa_ns, sa_name = self.service_account
+        user = f"system:serviceaccount:{sa_ns}:{sa_name}"
+        if req.bearer_token != TOKEN:
+            self.refused.append(f"401 {req.method} {req.path}: no or wrong token")
+            return 401, _status(401, "Unauthorized", "Unauthorized")
+        allowed = ns == sa_ns and (
+            self.rbac_rules is None
+            or any(
+                group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
+                for r in self.rbac_rules
+            )
+        )
+        if allowed:
+            return None
+        message = f'{resource} is forbidden: User "{user}" cannot {verb} resource "{resource}" in the namespace "{ns}"'
+        self.refused.append(f"403 {message}")
+        return 403, _status(403, "Forbidden", message)
+
+    def _objects(self, req: Request, m: re.Match) -> tuple[int, Any]:
+        plural, ns, name = m.group("plural"), m.group("ns"), m.group("name")
+        if plural not in CRDS:
+            return 404, _status(404, "NotFound", f"the server could not find the requested resource ({plural})")
+        if req.method == "POST" and name is None:
+            errors = self._admit(plural, req.body)
             if errors:
-                self.invalid_bodies.append(errors)
                 return 422, _status(422, "Invalid", "; ".join(errors))
-            key = (ns, body["metadata"]["name"])
-            if key in self.jobs:
-                return 409, _status(409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{key[1]}" already exists')
-            statuses, log = self.scripts.get(key[1], ([{}], ""))
-            self.jobs[key] = FakeJob(body, statuses, log)
-            return 201, body
-        job = self.jobs.get((ns, name or ""))
-        if job is None:
-            return 404, _status(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
-        if method == "GET":
-            current = job.statuses[min(job.reads, len(job.statuses) - 1)]
-            job.reads += 1
-            return 200, {**job.obj, "status": current}
-        if method == "DELETE":
-            del self.jobs[(ns, name)]
+            key = (plural, ns, req.body["metadata"]["name"])
+            if key in self.objects:
+                return 409, _status(409, "AlreadyExists", f'{plural} "{key[2]}" already exists')
+            statuses, log, pods = self.scripts.get(key[2], ([{}], "", []))
+            obj = _stored(req.body, generation=1)
+            self.objects[key] = FakeObject(obj, statuses, log, pods)
+            return 201, obj
+        found = self.objects.get((plural, ns, name or ""))
+        if found is None:
+            return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
+        if req.method == "GET":
+            return 200, {**found.obj, "status": self._next_status(plural, found)}
+        if req.method == "DELETE":
+            del self.objects[(plural, ns, name)]
             return 200, _status(200, "Success", "")
-        return 405, _status(405, "MethodNotAllowed", method)
+        if req.method == "PATCH":
+            found.obj = _merge_patch(found.obj, req.body)
+            return 200, found.obj
+        if req.method == "PUT":
+            errors = self._admit(plural, req.body)
+            if errors:
+                return 422, _status(422, "Invalid", "; ".join(errors))
+            version = req.body.get("metadata", {}).get("resourceVersion")
+            if version != found.obj["metadata"]["resourceVersion"]:
+                return 409, _status(409, "Conflict", f"the object has been modified (resourceVersion {version})")
+            found.obj, found.reads = _stored(req.body, found.obj["metadata"]["generation"] + 1), 0
+            return 200, found.obj
+        return 405, _status(405, "MethodNotAllowed", req.method)
 
-    def _pods(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
-        parts = path.split("/")  # '', api, v1, namespaces, NS, pods[, POD, log]
-        ns = parts[4]
-        pods = {f"{name}-master-0": (job, name) for (job_ns, name), job in self.jobs.items() if job_ns == ns}
-        if len(parts) == 6:
-            wanted = dict(item.split("=", 1) for item in query.get("labelSelector", [""])[0].split(",") if item)
+    def _admit(self, plural: str, body: dict[str, Any]) -> list[str]:
+        errors = schema_errors(body, CRDS[plural])
+        if plural == "trainjobs" and not errors:
+            errors = trainjob_webhook_errors(body)
+        if errors:
+            self.invalid_bodies.append(errors)
+        return errors
+
+    def _next_status(self, plural: str, found: FakeObject) -> dict[str, Any]:
+        current = found.statuses[min(found.reads, len(found.statuses) - 1)]
+        found.reads += 1
+        if plural != "inferenceservices" or current:
+            return current
+        problems = merged_pod_errors(found.obj)
+        if problems:
+            msg = "; ".join(problems)
+            return {"conditions": [condition("Ready", "RevisionFailed", f"predictor pod is invalid: {msg}", "False")]}
+        return {
+            "conditions": [condition("Ready", "Ready")],
+            "observedGeneration": found.obj["metadata"]["generation"],
+            "address": {"url": self.isvc_url},
+            "url": self.isvc_url,
+        }
+
+    def _pods(self, req: Request, m: re.Match) -> tuple[int, Any]:
+        ns = m.group("ns")
+        pods = {}
+        for (plural, job_ns, name), job in self.objects.items():
+            if job_ns == ns and plural != "inferenceservices":
+                pods[_rank0_pod(plural, name)] = (plural, name, job)
+        if m.group("pod") is None:
+            wanted = dict(item.split("=", 1) for item in req.query.get("labelSelector", [""])[0].split(",") if item)
             items = []
-            for pod_name, (_, job_name) in pods.items():
-                labels = {"training.kubeflow.org/job-name": job_name, "training.kubeflow.org/replica-type": "master"}
+            for pod_name, (plural, job_name, job) in pods.items():
+                labels = _rank0_labels(plural, job_name)
                 if all(labels.get(k) == v for k, v in wanted.items()):
-                    items.append(
-                        {
-                            "metadata": {"name": pod_name, "namespace": ns, "labels": labels},
-                            "spec": {"containers": [{"name": "pytorch", "image": "asymvae"}]},
-                        }
-                    )
+                    items.append(_pod(pod_name, ns, plural, labels, job))
             return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
-        if len(parts) == 8 and parts[7] == "log" and parts[6] in pods:
-            text = pods[parts[6]][0].log
-            tail = query.get("tailLines")
+        if m.group("log") and m.group("pod") in pods:
+            text = pods[m.group("pod")][2].log
+            tail = req.query.get("tailLines")
             if tail:
                 text = "\n".join(text.splitlines()[-int(tail[0]) :])
             return 200, text
-        return 404, _status(404, "NotFound", f"pod {parts[6] if len(parts) > 6 else ''} not found")
+        return 404, _status(404, "NotFound", f"pod {m.group('pod')} not found")
+
+
+_VERSIONS = iter(range(1000, 10**9))
+
+
+def _stored(obj: dict[str, Any], generation: int) -> dict[str, Any]:
+    """`obj` as the API server stores it: with a uid, a resourceVersion and a generation."""
+    meta = {**obj["metadata"], "resourceVersion": str(next(_VERSIONS)), "generation": generation}
+    meta.setdefault("uid", f"uid-{meta['name']}-{generation}")
+    return {**obj, "metadata": meta}
+
+
+def _plural(obj: dict[str, Any]) -> str:
+    return {"PyTorchJob": "pytorchjobs", "TrainJob": "trainjobs", "InferenceService": "inferenceservices"}[obj["kind"]]
+
+
+def _rank0_pod(plural: str, job: str) -> str:
+    return f"{job}-master-0" if plural == "pytorchjobs" else f"{job}-node-0-0"
+
+
+def _rank0_labels(plural: str, job: str) -> dict[str, str]:
+    """The labels upstream puts on rank 0's pod: the training operator's, or JobSet's and the Job controller's."""
+    if plural == "pytorchjobs":
+        return {"training.kubeflow.org/job-name": job, "training.kubeflow.org/replica-type": "master"}
+    return {
+        "jobset.sigs.k8s.io/jobset-name": job,
+        "jobset.sigs.k8s.io/replicatedjob-name": "node",
+        "batch.kubernetes.io/job-completion-index": "0",
+    }
+
+
+def _pod(name: str, ns: str, plural: str, labels: dict[str, str], job: FakeObject) -> dict[str, Any]:
+    container = "pytorch" if plural == "pytorchjobs" else "node"
+    state = job.pods[min(max(job.reads - 1, 0), len(job.pods) - 1)] if job.pods else PodState()
+    return {
+        "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "labels": labels},
+        "spec": {"containers": [{"name": container, "image": "asymvae"}]},
+        "status": state.to_status(container),
+    }
+
+
+def trainjob_webhook_errors(job: dict[str, Any]) -> list[str]:
+    """Trainer v2.3's TrainJob admission rules that its CRD does not express (jobset.go, torch.go)."""
+    errors = []
+    reserved = sorted({e["name"] for e in job["spec"].get("trainer", {}).get("env", [])} & _TORCHRUN_ENV)
+    if reserved:
+        errors.append(f"spec.trainer.env: must not have reserved envs, invalid envs configured: {reserved}")
+    for patch in job["spec"].get("runtimePatches", []):
+        if not _DOMAIN_PATH.match(patch.get("manager", "")):
+            errors.append(f"spec.runtimePatches.manager: {patch.get('manager')!r} must be a domain-prefixed path")
+        spec = patch.get("trainingRuntimeSpec", {}).get("template", {}).get("spec", {})
+        for rjob in spec.get("replicatedJobs", []):
+            if rjob["name"] != "node":
+                errors.append("spec.runtimePatches: must not have replicated job that doesn't exist in the runtime")
+            pod = rjob.get("template", {}).get("spec", {}).get("template", {}).get("spec", {})
+            for c in pod.get("containers", []):
+                if c["name"] != "node":
+                    errors.append(f"spec.runtimePatches: must not have container {c['name']!r}")
+                elif c.get("env"):
+                    errors.append("spec.runtimePatches: must not have envs for the node container")
+    return errors
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_patch(out.get(k), v)
+    return out
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -155,8 +345,10 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 class FakeKubeServer:
     """Runs a FakeKube on 127.0.0.1 in a thread; `api_client()` is a real kubernetes client pointed at it."""
 
-    def __init__(self, crd_path: Path) -> None:
-        self.state = FakeKube(crd_path)
+    def __init__(
+        self, service_account: tuple[str, str] | None = None, rbac_rules: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.state = FakeKube(service_account=service_account, rbac_rules=rbac_rules)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.state.handle))
         self.state.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -169,9 +361,12 @@ class FakeKubeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def api_client(self) -> Any:
-        """The real kubernetes ApiClient, configured for this server."""
+    def api_client(self, token: str | None = TOKEN) -> Any:
+        """The real kubernetes ApiClient, configured for this server (with the service account's token)."""
         from kubernetes import client
 
         cfg = client.Configuration(host=self.state.url)
+        if token:
+            cfg.api_key = {"authorization": token}
+            cfg.api_key_prefix = {"authorization": "Bearer"}
         return client.ApiClient(cfg)

@@ -1,27 +1,53 @@
-"""The HTTP side of the API stand-ins (fake Kubernetes, fake KFP): JSON in, JSON or text out."""
+"""The HTTP side of the API stand-ins (fake Kubernetes, fake KFP): each request decoded into a `Request`
+(JSON body parsed, other bodies kept as bytes), answered with JSON or text."""
 
 from __future__ import annotations
 
 import json
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-# handle(method, path, query, body) -> (status code, payload): a str is sent as text, anything else as JSON.
-Handle = Callable[[str, str, dict[str, list[str]], Any], tuple[int, Any]]
+
+@dataclass
+class Request:
+    """One request a stand-in received."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    body: Any
+    """The parsed JSON body; None when empty or not JSON (see `raw`)."""
+    raw: bytes
+
+    @property
+    def bearer_token(self) -> str | None:
+        """The token of an `Authorization: Bearer ...` header."""
+        auth = self.headers.get("authorization", "")
+        return auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+
+
+# handle(request) -> (status code, payload): a str is sent as text, anything else as JSON.
+Handle = Callable[[Request], tuple[int, Any]]
 
 
 def json_handler(handle: Handle) -> type[BaseHTTPRequestHandler]:
-    """A request handler class that decodes each request's JSON body and answers with `handle`'s result."""
+    """A request handler class that decodes each request and answers with `handle`'s result."""
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self, method: str) -> None:
             url = urllib.parse.urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            code, payload = handle(method, url.path, urllib.parse.parse_qs(url.query), body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            body = None
+            if raw and "json" in headers.get("content-type", "application/json"):
+                body = json.loads(raw)
+            code, payload = handle(Request(method, url.path, urllib.parse.parse_qs(url.query), headers, body, raw))
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             self.send_response(code)
             self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
@@ -34,6 +60,12 @@ def json_handler(handle: Handle) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             self._serve("POST")
+
+        def do_PUT(self) -> None:
+            self._serve("PUT")
+
+        def do_PATCH(self) -> None:
+            self._serve("PATCH")
 
         def do_DELETE(self) -> None:
             self._serve("DELETE")

@@ -14,14 +14,13 @@ import pytest
 import yaml
 
 from asymvae.cluster.crd import crd_identity, schema_errors
-from asymvae.cluster.pytorchjob import (
-    JOB_NAME_LABEL,
-    REPLICA_TYPE_LABEL,
-    PyTorchJobSpec,
-    build_pytorchjob,
-    job_labels,
-)
+from asymvae.cluster.inferenceservice import InferenceServiceSpec, build_inferenceservice
+from asymvae.cluster.jobspec import TrainingJobSpec, gpu_tolerations, job_labels
+from asymvae.cluster.pytorchjob import JOB_NAME_LABEL, REPLICA_TYPE_LABEL, build_pytorchjob
+from asymvae.cluster.trainjob import build_trainjob
+from tests.fake_kube import trainjob_webhook_errors
 from tests.k8s_schemas import CRDS, INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD
+from tests.kserve_runtime import merged_pod_errors
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 K8S_VERSION = "1.33.0"
@@ -30,7 +29,7 @@ BUILTIN_GROUPS = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1", "batch/v1", "
 NO_CRD_AT_HAND = {"monitoring.coreos.com/v1/PodMonitor"}
 """Custom kinds with no CRD schema in tests/schemas: checked for consistency below, not against a schema."""
 
-EXAMPLE_JOB = PyTorchJobSpec(
+EXAMPLE_JOB = TrainingJobSpec(
     name="asymvae-sd15-x15",
     namespace="asymvae",
     image="asymvae:0.1.0",
@@ -43,11 +42,28 @@ EXAMPLE_JOB = PyTorchJobSpec(
     output_pvc="asymvae-runs",
     memory="200Gi",
 )
-"""The job committed as k8s/training/pytorchjob.yaml."""
-GOLDEN_HEADER = (
-    "# Generated from asymvae.cluster.pytorchjob.build_pytorchjob (EXAMPLE_JOB in tests/test_k8s_manifests.py).\n"
-    "# Regenerate: ASYMVAE_UPDATE_MANIFESTS=1 pytest tests/test_k8s_manifests.py\n"
+"""The job committed as k8s/training/pytorchjob.yaml and k8s/training-v2/trainjob.yaml."""
+EXAMPLE_ISVC = InferenceServiceSpec(
+    name="asymvae-decoder",
+    storage_uri="s3://asymvae/triton",
+    namespace="asymvae",
+    tolerations=[t.to_dict() for t in gpu_tolerations()],
 )
+"""The InferenceService committed as k8s/serving/inferenceservice.yaml."""
+GOLDEN = {
+    "training/pytorchjob.yaml": (
+        "asymvae.cluster.pytorchjob.build_pytorchjob(EXAMPLE_JOB)",
+        build_pytorchjob,
+        EXAMPLE_JOB,
+    ),
+    "training-v2/trainjob.yaml": ("asymvae.cluster.trainjob.build_trainjob(EXAMPLE_JOB)", build_trainjob, EXAMPLE_JOB),
+    "serving/inferenceservice.yaml": (
+        "asymvae.cluster.inferenceservice.build_inferenceservice(EXAMPLE_ISVC)",
+        build_inferenceservice,
+        EXAMPLE_ISVC,
+    ),
+}
+"""Committed manifests that are exactly a builder's output (file under k8s/: (what, builder, its spec))."""
 
 
 def manifests() -> list[tuple[Path, dict]]:
@@ -86,9 +102,15 @@ def rel(path: Path) -> str:
 # -- the committed PyTorchJob is the builder's -----------------------------------------------------
 
 
-def test_committed_pytorchjob_is_what_the_builder_makes():
-    path = K8S / "training" / "pytorchjob.yaml"
-    expected = GOLDEN_HEADER + yaml.safe_dump(build_pytorchjob(EXAMPLE_JOB), sort_keys=False)
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_committed_manifests_are_what_the_builders_make(name):
+    what, builder, spec = GOLDEN[name]
+    path = K8S / name
+    header = (
+        f"# Generated from {what} in tests/test_k8s_manifests.py.\n"
+        "# Regenerate: ASYMVAE_UPDATE_MANIFESTS=1 pytest tests/test_k8s_manifests.py\n"
+    )
+    expected = header + yaml.safe_dump(builder(spec), sort_keys=False)
     if os.environ.get("ASYMVAE_UPDATE_MANIFESTS") == "1":
         path.write_text(expected)
     assert path.read_text() == expected, (
@@ -180,22 +202,30 @@ def test_kustomizations_list_existing_files_and_every_manifest_is_listed():
 
 
 KUBECTL = shutil.which("kubectl") or shutil.which("kustomize")
+KUSTOMIZE_NAMESPACES = {"k8s/profile": "kubeflow-user-example-com", "k8s/standalone": "kubeflow"}
+"""The namespace each overlay puts everything in (the others: `asymvae`, or none for the shared parts)."""
+
+
+def kustomize(folder: str) -> list[dict]:
+    """The documents `kubectl kustomize k8s/FOLDER` renders."""
+    cmd = (
+        [KUBECTL, "kustomize", str(K8S / folder)]
+        if KUBECTL.endswith("kubectl")
+        else [KUBECTL, "build", str(K8S / folder)]
+    )
+    built = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    return [d for d in yaml.safe_load_all(built.stdout) if d]
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="neither kubectl nor kustomize is installed")
 @pytest.mark.parametrize("kust", kustomizations(), ids=lambda p: rel(p.parent))
 def test_kustomize_builds_and_its_output_still_validates(kust):
-    cmd = (
-        [KUBECTL, "kustomize", str(kust.parent)]
-        if KUBECTL.endswith("kubectl")
-        else [KUBECTL, "build", str(kust.parent)]
-    )
-    built = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert built.returncode == 0, built.stderr
-    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    docs = kustomize(str(kust.parent.relative_to(K8S)) if kust.parent != K8S else ".")
     assert docs
+    wanted = KUSTOMIZE_NAMESPACES.get(rel(kust.parent), "asymvae")
     for doc in docs:
-        assert doc["metadata"].get("namespace", "asymvae") == "asymvae" or doc["kind"] == "Namespace"
+        assert doc["metadata"].get("namespace", wanted) == wanted or doc["kind"] == "Namespace"
         if doc["apiVersion"] in BUILTIN_GROUPS:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         elif crd_for(doc) is not None:
@@ -219,19 +249,50 @@ def test_podmonitor_selects_the_master_pod_the_builder_makes_and_its_metrics_por
     assert job_labels(EXAMPLE_JOB)["app.kubernetes.io/component"] == selector["app.kubernetes.io/component"]
 
 
-def test_rbac_allows_what_the_runner_and_deploy_step_do():
-    rules = find("Role")["rules"]
+RUN_REQUESTS = [
+    # (API group, resource, verb): every request the train step (runner) and the deploy step make
+    *[("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "patch", "delete")],
+    *[("trainer.kubeflow.org", "trainjobs", v) for v in ("create", "get", "patch", "delete")],
+    *[("serving.kserve.io", "inferenceservices", v) for v in ("create", "get", "update")],
+    ("", "pods", "list"),
+    ("", "pods/log", "get"),
+]
+"""The stand-in API enforces the Role on the step tests (tests/test_train_step_kubeflow.py, the deploy
+component's tests), so a request missing here and in the Role fails those tests too."""
+
+
+def test_the_run_role_allows_what_the_steps_do_and_nothing_cluster_wide():
+    role = find("Role", "asymvae-run")
+    rules = role["rules"]
 
     def allowed(group: str, resource: str, verb: str) -> bool:
         return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
 
-    for verb in ("create", "get", "list", "watch", "delete"):
-        assert allowed("kubeflow.org", "pytorchjobs", verb)
-        assert allowed("serving.kserve.io", "inferenceservices", verb)
-    assert allowed("", "pods", "list") and allowed("", "pods/log", "get")
-    binding = find("RoleBinding")
-    assert binding["roleRef"]["name"] == find("Role")["metadata"]["name"]
-    assert binding["subjects"][0]["name"] == find("ServiceAccount", "asymvae-pipeline")["metadata"]["name"]
+    for request in RUN_REQUESTS:
+        assert allowed(*request), f"k8s/rbac/role.yaml does not allow {request}"
+    assert allowed("", "persistentvolumeclaims", "get")
+    assert not any("*" in r["verbs"] or "*" in r["resources"] or "secrets" in r["resources"] for r in rules)
+    assert {d["kind"] for _, d in manifests()}.isdisjoint({"ClusterRole", "ClusterRoleBinding"})
+    binding = find("RoleBinding", "asymvae-run")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "asymvae-run"}
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="neither kubectl nor kustomize is installed")
+@pytest.mark.parametrize("overlay, account", [("profile", "default-editor"), ("standalone", "pipeline-runner")])
+def test_each_overlay_binds_the_role_to_the_run_account_of_its_namespace(overlay, account):
+    docs = kustomize(overlay)
+    namespace = KUSTOMIZE_NAMESPACES[f"k8s/{overlay}"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    kinds = {d["kind"]: d for d in docs}
+    assert {"Role", "RoleBinding", "PersistentVolumeClaim", "Secret", "ServiceAccount", "PodMonitor"} <= set(kinds)
+    assert all(d["metadata"]["namespace"] == namespace for d in docs)
+    # the PVC the pipeline mounts and the serving account the deploy step names are the ones created here
+    from asymvae_pipelines.asymvae_pipeline import asymvae_pipeline
+
+    params = asymvae_pipeline.component_spec.inputs
+    assert kinds["PersistentVolumeClaim"]["metadata"]["name"] == params["output_pvc"].default
+    assert kinds["ServiceAccount"]["metadata"]["name"] == "asymvae-serving"
 
 
 def test_serving_credentials_are_wired_as_kserve_expects():
@@ -240,6 +301,7 @@ def test_serving_credentials_are_wired_as_kserve_expects():
     assert predictor["model"]["modelFormat"]["name"] == "onnx"
     assert predictor["model"]["runtime"] == "kserve-tritonserver"
     assert predictor["model"]["storageUri"].startswith("s3://")
+    assert merged_pod_errors(isvc) == []  # valid once KServe merges the runtime into it
     account = find("ServiceAccount", predictor["serviceAccountName"])
     secret = find("Secret", account["secrets"][0]["name"])
     notes = secret["metadata"]["annotations"]
@@ -261,8 +323,5 @@ def test_minio_and_the_training_job_use_the_same_secret_and_endpoint():
     assert EXAMPLE_JOB.output_pvc == find("PersistentVolumeClaim")["metadata"]["name"]
 
 
-def test_the_trainjob_runs_the_same_command_as_the_pytorchjob():
-    trainer = find("TrainJob")["spec"]["trainer"]
-    container = build_pytorchjob(EXAMPLE_JOB)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
-    assert trainer["command"] == container[0]["command"]
-    assert trainer["numNodes"] == EXAMPLE_JOB.nodes and trainer["numProcPerNode"] == EXAMPLE_JOB.processes_per_node
+def test_the_committed_trainjob_passes_trainers_webhook_rules():
+    assert trainjob_webhook_errors(find("TrainJob")) == []

@@ -73,7 +73,8 @@ def test_compile_is_deterministic(tmp_path: Path) -> None:
 
 def test_dag_and_artifacts() -> None:
     spec, _ = _docs(COMMITTED_YAML)
-    assert spec["defaultPipelineRoot"] == "minio://mlpipeline/v2/artifacts"
+    # no pipeline root compiled in: the namespace's default root applies (the UI would pre-fill a compiled one)
+    assert "defaultPipelineRoot" not in spec
     tasks = spec["root"]["dag"]["tasks"]
     assert {"prepare", "train", "evaluate", "export", "export-2", "condition-1"} <= set(tasks)
     assert tasks["train"]["dependentTasks"] == ["prepare"]
@@ -97,13 +98,16 @@ def test_dag_and_artifacts() -> None:
     params = spec["root"]["inputDefinitions"]["parameters"]
     for name in ("config", "overrides", "source", "nodes", "gpus_per_node", "launcher", "deploy_model"):
         assert name in params
+    defaults = {name: p.get("defaultValue") for name, p in params.items()}
+    assert defaults["namespace"] == "" and defaults["s3_endpoint"] == "seaweedfs.kubeflow:9000"
+    assert defaults["s3_use_https"] is False
 
 
 def test_credentials_are_secret_references_only() -> None:
     text = COMMITTED_YAML.read_text()
     _, platform = _docs(COMMITTED_YAML)
     execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("exec-prepare", "exec-train"):
+    for name in ("exec-prepare", "exec-train", "exec-evaluate"):
         secret = execs[name]["secretAsEnv"][0]
         assert secret["secretName"] == "mlpipeline-minio-artifact"
         assert {m["secretKey"]: m["envVar"] for m in secret["keyToEnv"]} == {
@@ -115,7 +119,49 @@ def test_credentials_are_secret_references_only() -> None:
     assert "minio123" not in text and "REPLACE-ME" not in text
 
 
-def test_train_step_gpu_and_image(tmp_path: Path) -> None:
+def _executors() -> tuple[dict, dict]:
+    spec, platform = _docs(COMMITTED_YAML)
+    return spec["deploymentSpec"]["executors"], platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_every_step_has_resources_a_timeout_and_the_right_retries_and_caching() -> None:
+    spec, _ = _docs(COMMITTED_YAML)
+    containers, platform = _executors()
+    for name, executor in containers.items():
+        resources = executor["container"]["resources"]
+        for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):
+            assert resources.get(key), f"{name} has no {key}: a BestEffort pod, refused under a ResourceQuota"
+        assert int(platform[name]["activeDeadlineSeconds"]) > 0, f"{name} has no timeout"
+    train = containers["exec-train"]["container"]["resources"]
+    assert train["resourceCpuLimit"] == "{{$.inputs.parameters['pipelinechannel--step_cpu']}}"
+    tasks = {**spec["root"]["dag"]["tasks"], **spec["components"]["comp-condition-1"]["dag"]["tasks"]}
+    retried = {name for name, task in tasks.items() if task.get("retryPolicy", {}).get("maxRetryCount")}
+    assert retried == {"prepare", "train", "evaluate", "export", "export-2"}  # not deploy: its check is a verdict
+    cached = {name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")}
+    assert "deploy" not in cached and "train" not in cached and "prepare" not in cached
+
+
+def test_the_train_step_knows_its_pod_and_has_shm_and_gpu_scheduling() -> None:
+    _, platform = _executors()
+    train = platform["exec-train"]
+    assert {e["name"]: e["fieldPath"] for e in train["fieldPathAsEnv"]} == {
+        "ASYMVAE_NAMESPACE": "metadata.namespace",
+        "ASYMVAE_POD_NAME": "metadata.name",
+        "ASYMVAE_POD_UID": "metadata.uid",
+    }
+    assert train["emptyDirMounts"] == [
+        {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi", "volumeName": "dshm"}
+    ]
+    assert train["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"},
+        {"tolerationJson": {"componentInputParameter": "gpu_tolerations"}},
+    ]
+    assert train["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "step_node_selector"}}
+    deploy = platform["exec-deploy"]
+    assert deploy["fieldPathAsEnv"] == [{"fieldPath": "metadata.namespace", "name": "ASYMVAE_NAMESPACE"}]
+
+
+def test_train_step_gpu_image_and_an_explicit_root(tmp_path: Path) -> None:
     out = compile_pipeline(tmp_path / "p.yaml", pipeline_root="s3://bucket/root", image="reg.example/asymvae:1")
     spec, _ = _docs(out)
     assert spec["defaultPipelineRoot"] == "s3://bucket/root"
@@ -124,5 +170,5 @@ def test_train_step_gpu_and_image(tmp_path: Path) -> None:
     assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == "reg.example/asymvae:1"
     assert "ghcr.io/asymvae" not in out.read_text()
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    env = {e["name"]: e["value"] for e in train["env"]}
-    assert env == {"S3_ENDPOINT": "minio-service.kubeflow:9000", "S3_USE_HTTPS": "0"}
+    # the endpoint is a parameter, not a constant in the container's environment
+    assert "env" not in train and "minio-service" not in out.read_text()

@@ -8,13 +8,14 @@ import sys
 import pytest
 
 from asymvae.cluster.crd import CRDValidationError, schema_errors, validate_custom_object
+from asymvae.cluster.jobspec import Toleration, TrainingJobSpec, spec_hash, train_args
 from asymvae.cluster.local import local_launch
-from asymvae.cluster.pytorchjob import PyTorchJobSpec, Toleration, build_pytorchjob, spec_hash, train_args
+from asymvae.cluster.pytorchjob import build_pytorchjob
 from asymvae.training.launch import torchrun_command
 from tests.k8s_schemas import PYTORCHJOB_CRD
 
 
-def full_spec(**changes) -> PyTorchJobSpec:
+def full_spec(**changes) -> TrainingJobSpec:
     values = dict(
         name="sd15-x15",
         namespace="team-a",
@@ -38,7 +39,7 @@ def full_spec(**changes) -> PyTorchJobSpec:
         active_deadline_seconds=86400,
     )
     values.update(changes)
-    return PyTorchJobSpec(**values)
+    return TrainingJobSpec(**values)
 
 
 def pod(job: dict, replica: str = "Master") -> dict:
@@ -94,7 +95,7 @@ def test_scheduling_shm_credentials_and_run_policy():
 
 
 def test_single_node_cpu_job_has_no_workers_and_no_gpu_limit():
-    job = build_pytorchjob(PyTorchJobSpec(name="demo", image="asymvae:0.1.0", gpus_per_node=0, tolerations=[]))
+    job = build_pytorchjob(TrainingJobSpec(name="demo", image="asymvae:0.1.0", gpus_per_node=0, tolerations=[]))
     assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     assert job["spec"]["nprocPerNode"] == "1"
     container = pod(job)["containers"][0]
@@ -190,7 +191,7 @@ def test_local_launcher_trains_a_tiny_run_in_place(base_vae_dir, tmp_path):
 
     config = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(base_vae_dir, tmp_path / "unused"), config)
-    spec = PyTorchJobSpec(
+    spec = TrainingJobSpec(
         name="tiny",
         image="unused-locally",
         config=str(config),
@@ -210,7 +211,7 @@ def test_local_launcher_reports_a_failed_run(tmp_path):
     from asymvae.cluster.errors import JobFailedError
     from asymvae.cluster.submit import run_training
 
-    spec = PyTorchJobSpec(name="bad", image="x", config=str(tmp_path / "missing.yaml"), gpus_per_node=0)
+    spec = TrainingJobSpec(name="bad", image="x", config=str(tmp_path / "missing.yaml"), gpus_per_node=0)
     with pytest.raises(JobFailedError, match="exited with status 2") as info:
         run_training(spec, launcher="local")
     assert info.value.reason == "ExitCode2"

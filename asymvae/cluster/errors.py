@@ -1,4 +1,5 @@
-"""What can go wrong with a training job, in terms a pipeline step can report (no kubernetes import here)."""
+"""What can go wrong with a training job or a deployment, in terms a pipeline step can report (no kubernetes import
+here)."""
 
 from __future__ import annotations
 
@@ -26,5 +27,13 @@ class JobConflictError(TrainingJobError):
     """A job of the same name exists and the on-exists policy does not allow taking it over."""
 
 
+class JobInterrupted(TrainingJobError):
+    """The step was told to stop (SIGTERM) while its job ran; the job was deleted so it frees its GPUs."""
+
+
 class KubernetesAPIError(TrainingJobError):
     """The API server refused a request (permissions, missing CRD, invalid object)."""
+
+
+class DeploymentError(UserError, RuntimeError):
+    """An InferenceService could not be applied, or did not become Ready; the message carries KServe's reasons."""

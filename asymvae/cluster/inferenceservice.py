@@ -1,17 +1,25 @@
-"""The KServe InferenceService that serves the Triton export, as data (pure builder) plus create-or-update.
+"""The KServe InferenceService that serves the Triton export: a pure builder, create-or-update, and a wait for
+Ready.
 
 `predictor.model`: `modelFormat: onnx`, `runtime: kserve-tritonserver`, `storageUri` = the Triton
 repository root (`<root>/<model>/config.pbtxt`, `<root>/<model>/1/model.onnx`). KServe's storage
 initializer reads the S3 credentials from the Secrets listed by the predictor's service account
-(k8s/serving). Validate the manifest offline with asymvae.cluster.crd.
+(k8s/serving-access). KServe merges the ServingRuntime's container into the predictor key by key (the
+`kserve-tritonserver` runtime limits CPU to 1 and memory to 2Gi), so the builder sets both the request and
+the limit of CPU and memory: a request above a limit inherited from the runtime would make an invalid pod.
+Validate the manifest offline with asymvae.cluster.crd.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+from asymvae.cluster.jobspec import NO_ISTIO
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +38,9 @@ class InferenceServiceSpec:
     storage_uri: str
     """Triton model repository root, e.g. `s3://mlpipeline/v2/artifacts/.../model` (not the model folder)."""
     namespace: str = "asymvae"
-    """Namespace to deploy into (where the S3 Secret and service account live)."""
+    """Namespace to deploy into (where the S3 Secret and service account live; the deploy step passes its own)."""
     service_account: str | None = "asymvae-serving"
-    """Predictor service account listing the S3 Secret (k8s/serving); None: the namespace default."""
+    """Predictor service account listing the S3 Secret (k8s/serving-access); None: the namespace default."""
     runtime: str = "kserve-tritonserver"
     """KServe ServingRuntime."""
     model_format: str = "onnx"
@@ -40,9 +48,13 @@ class InferenceServiceSpec:
     gpus: int = 1
     """`nvidia.com/gpu` limit (0: CPU serving)."""
     cpu: str = "2"
-    """CPU request."""
+    """CPU request and limit."""
     memory: str = "8Gi"
     """Memory request (the limit is twice this)."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels the predictor pods must match (e.g. a GPU product)."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Taints the predictor pods tolerate, in Kubernetes' form."""
     min_replicas: int = 1
     """Replicas kept running (0 lets Knative scale to zero)."""
     max_replicas: int = 1
@@ -66,22 +78,27 @@ def _double(quantity: str) -> str:
 
 def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
     """The InferenceService manifest for `spec` (pure)."""
-    limits: dict[str, Any] = {"memory": _double(spec.memory)}
+    limits: dict[str, Any] = {"cpu": spec.cpu, "memory": _double(spec.memory)}
     if spec.gpus:
         limits["nvidia.com/gpu"] = str(spec.gpus)
-    predictor: dict[str, Any] = {
-        "minReplicas": spec.min_replicas,
-        "maxReplicas": spec.max_replicas,
-        "model": {
+    predictor: dict[str, Any] = {}
+    if spec.service_account:
+        predictor["serviceAccountName"] = spec.service_account
+    if spec.node_selector:
+        predictor["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        predictor["tolerations"] = [dict(t) for t in spec.tolerations]
+    predictor.update(
+        minReplicas=spec.min_replicas,
+        maxReplicas=spec.max_replicas,
+        model={
             "modelFormat": {"name": spec.model_format},
             "runtime": spec.runtime,
             "protocolVersion": "v2",
             "storageUri": spec.storage_uri,
             "resources": {"requests": {"cpu": spec.cpu, "memory": spec.memory}, "limits": limits},
         },
-    }
-    if spec.service_account:
-        predictor = {"serviceAccountName": spec.service_account, **predictor}
+    )
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -89,25 +106,31 @@ def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
             "name": spec.name,
             "namespace": spec.namespace,
             "labels": {"app.kubernetes.io/name": "asymvae", "app.kubernetes.io/component": "serving"},
-            "annotations": {"sidecar.istio.io/inject": "false"},
+            "annotations": dict(NO_ISTIO),
         },
         "spec": {"predictor": predictor},
     }
 
 
-def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
-    """Create the InferenceService, or replace the spec of an existing one of that name; returns
-    `created` or `updated`. Raises asymvae.cluster.errors.KubernetesAPIError when the API server refuses."""
+def _custom(api_client: Any) -> Any:
     from kubernetes import client as k8s
-    from kubernetes.client.rest import ApiException
-
-    from asymvae.cluster.errors import KubernetesAPIError
 
     if api_client is None:
         from asymvae.cluster.runner import load_api_client
 
         api_client = load_api_client()
-    custom = k8s.CustomObjectsApi(api_client)
+    return k8s.CustomObjectsApi(api_client)
+
+
+def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
+    """Create the InferenceService, or replace the spec of an existing one of that name; returns
+    `created` or `updated`. Raises asymvae.cluster.errors.KubernetesAPIError when the API server refuses."""
+    from kubernetes.client.rest import ApiException
+
+    from asymvae.cluster.errors import KubernetesAPIError
+    from asymvae.cluster.runner import api_message
+
+    custom = _custom(api_client)
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
     try:
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
@@ -116,13 +139,70 @@ def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
     except ApiException as e:
         if e.status != 409:
             raise KubernetesAPIError(
-                f"could not create InferenceService {ns}/{name}: HTTP {e.status} {e.reason}"
+                f"could not create InferenceService {ns}/{name}: HTTP {e.status} {e.reason}. {api_message(e)}"
             ) from e
     try:
         existing = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}}
         custom.replace_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body)
     except ApiException as e:
-        raise KubernetesAPIError(f"could not update InferenceService {ns}/{name}: HTTP {e.status} {e.reason}") from e
+        raise KubernetesAPIError(
+            f"could not update InferenceService {ns}/{name}: HTTP {e.status} {e.reason}. {api_message(e)}"
+        ) from e
     log.info("updated InferenceService %s/%s", ns, name)
     return "updated"
+
+
+def _ready(isvc: dict[str, Any]) -> bool:
+    """Ready holds, for the current spec (a just-updated service may still report its old revision's Ready)."""
+    status = isvc.get("status") or {}
+    generation = (isvc.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    current = generation is None or observed is None or observed >= generation
+    ready = any(c.get("type") == "Ready" and str(c.get("status")) == "True" for c in status.get("conditions") or [])
+    return ready and current
+
+
+def _not_ready_reasons(isvc: dict[str, Any]) -> str:
+    conds = [c for c in (isvc.get("status") or {}).get("conditions") or [] if str(c.get("status")) != "True"]
+    return "; ".join(f"{c.get('type')}: {c.get('reason', '')} {c.get('message', '')}".strip() for c in conds) or (
+        "no status yet (is KServe running, and the runtime installed?)"
+    )
+
+
+def wait_ready(
+    name: str,
+    namespace: str,
+    timeout_s: float = 900.0,
+    poll_s: float = 10.0,
+    api_client: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll the InferenceService until its Ready condition holds; returns its status (with `address.url`).
+    Raises DeploymentError with KServe's reasons when it is not Ready within `timeout_s`."""
+    from kubernetes.client.rest import ApiException
+
+    from asymvae.cluster.errors import DeploymentError
+    from asymvae.cluster.runner import api_message
+
+    custom = _custom(api_client)
+    deadline = clock() + timeout_s
+    isvc: dict[str, Any] = {}
+    while True:
+        try:
+            isvc = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as e:
+            if e.status in (401, 403, 404):
+                raise DeploymentError(f"could not read InferenceService {namespace}/{name}: {api_message(e)}") from e
+            log.warning("reading InferenceService %s/%s failed (HTTP %s); retrying", namespace, name, e.status)
+        if isvc and _ready(isvc):
+            log.info("InferenceService %s/%s is Ready", namespace, name)
+            return isvc["status"]
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise DeploymentError(
+                f"InferenceService {namespace}/{name} was not Ready within {timeout_s:g} s: {_not_ready_reasons(isvc)}."
+                f" Inspect it with: kubectl -n {namespace} describe inferenceservice {name}"
+            )
+        sleep(min(poll_s, remaining))

@@ -1,4 +1,4 @@
-"""`launcher=local`: run the same training as the PyTorchJob, in place, under torchrun when asked.
+"""`launcher=local`: run the same training as the cluster job, in place, under torchrun when asked.
 
 The command is the job's (`asymvae train CONFIG --set ...`) and NPROC_PER_NODE is the job's nprocPerNode,
 so `asymvae train` re-executes itself under `torchrun --standalone` exactly as on one node of the cluster.
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from asymvae.cluster.errors import JobFailedError
-from asymvae.cluster.pytorchjob import PyTorchJobSpec, plain_env, train_args
+from asymvae.cluster.jobspec import TrainingJobSpec, plain_env, train_args
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ class LocalLaunch:
     env: dict[str, str]
 
 
-def local_launch(spec: PyTorchJobSpec) -> LocalLaunch:
+def local_launch(spec: TrainingJobSpec) -> LocalLaunch:
     """The command and environment that run `spec`'s training in place, on the machine running the step (pure)."""
     env = {**plain_env(spec), "NPROC_PER_NODE": str(spec.processes_per_node)}
     return LocalLaunch([sys.executable, "-m", "asymvae", *train_args(spec)], env)
 
 
-def run_local(spec: PyTorchJobSpec, cwd: str | None = None) -> float:
+def run_local(spec: TrainingJobSpec, cwd: str | None = None) -> float:
     """Run `spec`'s training here (output streams to this process's stdout); returns seconds taken.
 
     Raises JobFailedError with the exit status when training fails.

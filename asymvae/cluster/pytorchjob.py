@@ -1,20 +1,25 @@
-"""The training job as data: a typed spec and a pure function that builds the `kubeflow.org/v1` PyTorchJob.
+"""A `TrainingJobSpec` as a training-operator v1 `kubeflow.org/v1` PyTorchJob (pure builder).
 
 Master (1 replica) + Worker (nodes - 1); every pod runs one container named `pytorch` (the operator
-requires that name) with `asymvae train CONFIG ...`. The operator injects PET_NNODES, PET_NODE_RANK,
-PET_NPROC_PER_NODE (from `nprocPerNode`) and PET_MASTER_ADDR/PORT; `asymvae train` re-executes itself
-under torchrun from those (asymvae/training/launch.py), so the container command needs no torchrun.
+requires that name) with `asymvae train CONFIG ...`, with the environment, resources, volumes and
+scheduling of asymvae.cluster.jobspec.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from asymvae.training.launch import METRICS_PORT_ENV, PUSHGATEWAY_ENV
+from asymvae.cluster.jobspec import (
+    NO_ISTIO,
+    TrainingJobSpec,
+    container_env,
+    container_resources,
+    job_labels,
+    job_metadata,
+    scheduling,
+    train_args,
+    volumes_and_mounts,
+)
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -23,224 +28,20 @@ CONTAINER_NAME = "pytorch"
 """The PyTorchJob operator only recognises the training container by this name."""
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
-SPEC_HASH_ANNOTATION = "asymvae/spec-hash"
-"""Hash of the job's spec: lets a re-run recognise (and adopt) the job it created before."""
-SHARDS_OVERRIDE = "data.shards"
-"""The config key the shards URI is passed as (`--set data.shards=URI`, the data-prep reader's key)."""
-MAX_NAME_LENGTH = 63 - len("-worker-999")
-"""Pods are named `<job>-worker-<i>` and must stay valid 63-character DNS labels."""
-
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-RESTART_POLICIES = ("Never", "OnFailure", "ExitCode", "Always")
-CLEAN_POD_POLICIES = ("None", "Running", "All")
 
 
-@dataclass
-class Toleration:
-    """A pod toleration (e.g. for the taint GPU node pools usually carry)."""
-
-    key: str
-    """Taint key, e.g. `nvidia.com/gpu`."""
-    operator: str = "Exists"
-    """`Exists` (any value) or `Equal` (then `value` must match)."""
-    value: str | None = None
-    """Taint value, with operator `Equal`."""
-    effect: str | None = "NoSchedule"
-    """Taint effect to tolerate (`NoSchedule`, `PreferNoSchedule`, `NoExecute`); None tolerates all."""
-
-    def __post_init__(self) -> None:
-        if self.operator not in ("Exists", "Equal"):
-            raise ValueError(f"toleration {self.key!r}: operator must be Exists or Equal, got {self.operator!r}")
-        if self.operator == "Exists" and self.value is not None:
-            raise ValueError(f"toleration {self.key!r}: operator Exists takes no value (use Equal)")
-
-    def to_dict(self) -> dict[str, str]:
-        """The Kubernetes form."""
-        out = {"key": self.key, "operator": self.operator}
-        if self.value is not None:
-            out["value"] = self.value
-        if self.effect is not None:
-            out["effect"] = self.effect
-        return out
-
-
-def _gpu_toleration() -> list[Toleration]:
-    return [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
-
-
-@dataclass
-class PyTorchJobSpec:
-    """Everything a distributed training job needs; `build_pytorchjob` turns it into the manifest."""
-
-    name: str
-    """Job name (a DNS label, at most MAX_NAME_LENGTH characters); pods are `<name>-master-0`, `<name>-worker-<i>`."""
-    image: str
-    """Container image holding asymvae (docker/Dockerfile), pinned by tag or digest."""
-    config: str = "demo"
-    """Preset name (`asymvae configs`) or a YAML path inside the image or a mounted volume."""
-    overrides: list[str] = field(default_factory=list)
-    """`section.field=value` config overrides, passed as `--set`."""
-    namespace: str = "asymvae"
-    """Namespace to run in."""
-    nodes: int = 1
-    """Pods: one Master plus nodes - 1 Workers."""
-    gpus_per_node: int = 1
-    """`nvidia.com/gpu` limit per pod (0: a CPU-only job)."""
-    nproc_per_node: int | None = None
-    """Training processes per pod (torchrun's nproc_per_node); default: gpus_per_node, or 1 without GPUs."""
-    shards_uri: str | None = None
-    """Prepared shards (`s3://bucket/prefix` or a path), passed as `--set data.shards=URI`."""
-    output_uri: str | None = None
-    """Run folder (checkpoints, logs, export), passed as `--output`. Multi-node runs need shared storage."""
-    resume: bool = True
-    """Pass `--resume`: a restarted pod continues from the newest complete checkpoint instead of step 0."""
-    node_selector: dict[str, str] = field(default_factory=dict)
-    """Node labels the pods must match, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}."""
-    tolerations: list[Toleration] = field(default_factory=_gpu_toleration)
-    """Taints the pods tolerate (default: the usual `nvidia.com/gpu` NoSchedule taint)."""
-    shm_size: str | None = "16Gi"
-    """Size of the memory-backed /dev/shm (DataLoader workers and NCCL need more than the runtime's 64 MiB)."""
-    credentials_secret: str | None = None
-    """Secret holding the object-store keys (e.g. KFP's `mlpipeline-minio-artifact`); None: no credentials."""
-    credentials_keys: dict[str, str] = field(
-        default_factory=lambda: {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}
-    )
-    """Environment variable -> key in `credentials_secret` (defaults: KFP's Secret's keys)."""
-    s3_endpoint: str | None = None
-    """Object-store endpoint (host:port) set as S3_ENDPOINT, e.g. `minio-service.kubeflow:9000`."""
-    s3_use_https: bool = False
-    """Set as S3_USE_HTTPS (1/0), as KServe names it."""
-    env: dict[str, str] = field(default_factory=dict)
-    """Extra environment variables for the container."""
-    cpu: str | None = None
-    """CPU request and limit per pod (e.g. "16"); None: unset."""
-    memory: str | None = None
-    """Memory request and limit per pod (e.g. "128Gi"); None: unset."""
-    service_account: str | None = None
-    """Pod service account (None: the namespace's default)."""
-    image_pull_policy: str = "IfNotPresent"
-    """Container imagePullPolicy."""
-    metrics_port: int | None = 9090
-    """Port rank 0 serves Prometheus /metrics on (set as ASYMVAE_METRICS_PORT; the PodMonitor scrapes `metrics`)."""
-    pushgateway: str | None = None
-    """Pushgateway URL for the final outcome (set as PUSHGATEWAY_URL)."""
-    output_pvc: str | None = None
-    """A PersistentVolumeClaim mounted at `output_mount` on every pod (shared checkpoints for multi-node)."""
-    output_mount: str = "/mnt/output"
-    """Where `output_pvc` is mounted; `output_uri` defaults to `<output_mount>/<name>` when a PVC is given."""
-    restart_policy: str = "ExitCode"
-    """Pod restarts: `ExitCode` retries exit codes >= 128 (OOM kill, preemption) but not errors (exit 1, 2)."""
-    backoff_limit: int = 3
-    """Restarts allowed before the job is marked Failed."""
-    active_deadline_seconds: int | None = None
-    """The operator fails the job after this many seconds (None: no limit; the runner has its own deadline)."""
-    clean_pod_policy: str = "Running"
-    """Pods deleted when the job ends: `None`, `Running` (still-running workers), `All`."""
-    ttl_seconds_after_finished: int | None = 7 * 24 * 3600
-    """The operator deletes the finished job after this long (None: never)."""
-    labels: dict[str, str] = field(default_factory=dict)
-    """Extra labels on the job and its pods."""
-
-    def __post_init__(self) -> None:
-        if not _DNS_LABEL.match(self.name) or len(self.name) > MAX_NAME_LENGTH:
-            raise ValueError(
-                f"job name {self.name!r} must be lowercase letters, digits and '-', start with a letter, "
-                f"end with a letter or digit, and be at most {MAX_NAME_LENGTH} characters"
-            )
-        if not _DNS_LABEL.match(self.namespace):
-            raise ValueError(f"namespace {self.namespace!r} is not a valid Kubernetes namespace name")
-        if not self.image:
-            raise ValueError("image must name the container image holding asymvae")
-        if self.nodes < 1:
-            raise ValueError(f"nodes must be >= 1, got {self.nodes}")
-        if self.gpus_per_node < 0:
-            raise ValueError(f"gpus_per_node must be >= 0, got {self.gpus_per_node}")
-        if self.nproc_per_node is not None and self.nproc_per_node < 1:
-            raise ValueError(f"nproc_per_node must be >= 1, got {self.nproc_per_node}")
-        if self.restart_policy not in RESTART_POLICIES:
-            raise ValueError(f"restart_policy must be one of {RESTART_POLICIES}, got {self.restart_policy!r}")
-        if self.clean_pod_policy not in CLEAN_POD_POLICIES:
-            raise ValueError(f"clean_pod_policy must be one of {CLEAN_POD_POLICIES}, got {self.clean_pod_policy!r}")
-        if self.backoff_limit < 0:
-            raise ValueError(f"backoff_limit must be >= 0, got {self.backoff_limit}")
-        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
-            raise ValueError(f"metrics_port must be a port number 1-65535, got {self.metrics_port}")
-        for item in self.overrides:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} must be KEY=VALUE, e.g. train.max_steps=1000")
-        self.tolerations = [t if isinstance(t, Toleration) else Toleration(**t) for t in self.tolerations]
-
-    @property
-    def processes_per_node(self) -> int:
-        """torchrun's nproc_per_node: nproc_per_node, else one per GPU, else 1."""
-        return self.nproc_per_node or self.gpus_per_node or 1
-
-    @property
-    def output(self) -> str | None:
-        """The run folder passed as --output."""
-        if self.output_uri:
-            return self.output_uri
-        return f"{self.output_mount.rstrip('/')}/{self.name}" if self.output_pvc else None
-
-
-def train_args(spec: PyTorchJobSpec) -> list[str]:
-    """The `asymvae` arguments of the run: `train CONFIG --set ... [--resume] [--output OUT]`."""
-    args = ["train", spec.config]
-    sets = list(spec.overrides)
-    if spec.shards_uri:
-        sets.append(f"{SHARDS_OVERRIDE}={spec.shards_uri}")
-    for item in sets:
-        args += ["--set", item]
-    if spec.resume:
-        args.append("--resume")
-    if spec.output:
-        args += ["--output", spec.output]
-    return args
-
-
-def plain_env(spec: PyTorchJobSpec) -> dict[str, str]:
-    """The environment the run needs besides credentials (the same for the cluster and for local runs)."""
-    env = {"PYTHONUNBUFFERED": "1"}
-    if spec.metrics_port is not None:
-        env[METRICS_PORT_ENV] = str(spec.metrics_port)
-    if spec.pushgateway:
-        env[PUSHGATEWAY_ENV] = spec.pushgateway
-    if spec.s3_endpoint:
-        env["S3_ENDPOINT"] = spec.s3_endpoint
-        env["S3_USE_HTTPS"] = "1" if spec.s3_use_https else "0"
-    env.update(spec.env)
-    return env
-
-
-def _container(spec: PyTorchJobSpec) -> dict[str, Any]:
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain_env(spec).items()]
-    if spec.credentials_secret:
-        env += [
-            {"name": var, "valueFrom": {"secretKeyRef": {"name": spec.credentials_secret, "key": key}}}
-            for var, key in spec.credentials_keys.items()
-        ]
-    limits: dict[str, Any] = {}
-    requests: dict[str, Any] = {}
-    if spec.gpus_per_node:
-        limits["nvidia.com/gpu"] = spec.gpus_per_node
-    for name, value in (("cpu", spec.cpu), ("memory", spec.memory)):
-        if value is not None:
-            limits[name] = requests[name] = value
+def _container(spec: TrainingJobSpec) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["asymvae", *train_args(spec)],
-        "env": env,
+        "env": container_env(spec),
     }
-    resources = {k: v for k, v in (("limits", limits), ("requests", requests)) if v}
+    resources = container_resources(spec)
     if resources:
         container["resources"] = resources
-    mounts = []
-    if spec.shm_size:
-        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    if spec.output_pvc:
-        mounts.append({"name": "output", "mountPath": spec.output_mount})
+    _, mounts = volumes_and_mounts(spec)
     if mounts:
         container["volumeMounts"] = mounts
     if spec.metrics_port is not None:
@@ -248,45 +49,15 @@ def _container(spec: PyTorchJobSpec) -> dict[str, Any]:
     return container
 
 
-def job_labels(spec: PyTorchJobSpec) -> dict[str, str]:
-    """Labels on the job and on its pods (the PodMonitor selects on `app.kubernetes.io/component`)."""
-    return {
-        "app.kubernetes.io/name": "asymvae",
-        "app.kubernetes.io/component": "training",
-        "asymvae/run": spec.name,
-        **spec.labels,
-    }
-
-
-def _pod_template(spec: PyTorchJobSpec) -> dict[str, Any]:
-    pod: dict[str, Any] = {"containers": [_container(spec)]}
-    if spec.service_account:
-        pod["serviceAccountName"] = spec.service_account
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod["tolerations"] = [t.to_dict() for t in spec.tolerations]
-    volumes = []
-    if spec.shm_size:
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
-    if spec.output_pvc:
-        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output_pvc}})
+def _pod_template(spec: TrainingJobSpec) -> dict[str, Any]:
+    pod: dict[str, Any] = {"containers": [_container(spec)], **scheduling(spec)}
+    volumes, _ = volumes_and_mounts(spec)
     if volumes:
         pod["volumes"] = volumes
-    return {
-        # An Istio sidecar (Kubeflow namespaces inject one) would keep finished pods running forever.
-        "metadata": {"labels": job_labels(spec), "annotations": {"sidecar.istio.io/inject": "false"}},
-        "spec": pod,
-    }
+    return {"metadata": {"labels": job_labels(spec), "annotations": dict(NO_ISTIO)}, "spec": pod}
 
 
-def spec_hash(job_spec: dict[str, Any]) -> str:
-    """A short, stable hash of a PyTorchJob's `spec` (key order does not matter)."""
-    text = json.dumps(job_spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def build_pytorchjob(spec: PyTorchJobSpec) -> dict[str, Any]:
+def build_pytorchjob(spec: TrainingJobSpec) -> dict[str, Any]:
     """The PyTorchJob manifest for `spec` (pure: no cluster access). Validate it with asymvae.cluster.crd."""
     # Each replica gets its own template (no shared dicts: YAML would write anchors, edits would leak).
     replicas = {"Master": {"replicas": 1, "restartPolicy": spec.restart_policy, "template": _pod_template(spec)}}
@@ -306,14 +77,4 @@ def build_pytorchjob(spec: PyTorchJobSpec) -> dict[str, Any]:
         "runPolicy": run_policy,
         "pytorchReplicaSpecs": replicas,
     }
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": spec.name,
-            "namespace": spec.namespace,
-            "labels": job_labels(spec),
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(job_spec)},
-        },
-        "spec": job_spec,
-    }
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": job_metadata(spec, job_spec), "spec": job_spec}

@@ -1,18 +1,25 @@
-"""Create a PyTorchJob, wait for it to succeed or fail within a deadline, surface the master's logs, clean up.
+"""Create a training job (PyTorchJob or TrainJob), wait for it to succeed or fail within a deadline, watch its
+pods' restarts, surface rank 0's logs, clean up.
 
-Policies, chosen for a pipeline step that may be retried:
+Policies, chosen for a pipeline step that may be retried or stopped:
 - An existing job of the same name (HTTP 409) is handled per `on_exists`:
   `adopt` (default) takes over a job created from the same spec (same `asymvae/spec-hash` annotation) that is
   running or has succeeded, so a retried step neither duplicates nor loses a run; a failed one is replaced,
   and a job with a different spec is a conflict (JobConflictError). `replace` deletes whatever exists and
-  creates anew. `fail` raises JobConflictError.
+  creates anew. `fail` raises JobConflictError. An adopted job is re-owned by this step's pod (its
+  `ownerReferences` patched), so the earlier pod's deletion no longer takes the job with it.
+- Restarts: every poll counts the restarts of the job's pods (container restarts plus pods that ended
+  Failed); at `max_restarts` the job is deleted and the step fails, naming the last termination reason
+  (e.g. OOMKilled). This ends a loop of OOM kills whatever the operator's own restart rules.
+- JobInterrupted (SIGTERM, see asymvae.cluster.interrupt) or Ctrl-C while waiting deletes the job.
 - The job is deleted after it ends per `cleanup`: `on_success` (default: a failed job stays for
-  `kubectl describe`; the operator's ttlSecondsAfterFinished removes it later), `always`, `never`.
+  `kubectl describe`; the operator's TTL removes it later), `always`, `never`.
   A job past the deadline is deleted (it would hold its GPUs) unless cleanup is `never`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -23,22 +30,78 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
-from asymvae.cluster.errors import JobConflictError, JobFailedError, JobTimeoutError, KubernetesAPIError
-from asymvae.cluster.pytorchjob import (
-    CONTAINER_NAME,
-    GROUP,
-    JOB_NAME_LABEL,
-    PLURAL,
-    REPLICA_TYPE_LABEL,
-    SPEC_HASH_ANNOTATION,
-    VERSION,
+from asymvae.cluster import pytorchjob, trainjob
+from asymvae.cluster.errors import (
+    JobConflictError,
+    JobFailedError,
+    JobInterrupted,
+    JobTimeoutError,
+    KubernetesAPIError,
 )
+from asymvae.cluster.jobspec import SPEC_HASH_ANNOTATION
 
 log = logging.getLogger(__name__)
 
 ON_EXISTS = ("adopt", "replace", "fail")
 CLEANUP = ("on_success", "always", "never")
-TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How the runner finds, reads and judges one kind of training job."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    succeeded: str
+    """The condition type that means success (`Succeeded` for a PyTorchJob, `Complete` for a TrainJob)."""
+    container: str
+    """The training container in each pod."""
+    pod_label: str
+    """Label whose value is the job's name on every pod of the job."""
+    rank0_labels: tuple[tuple[str, str], ...]
+    """Further labels that pick the pod running global rank 0."""
+
+    def pods(self, name: str) -> str:
+        """Label selector of all the job's pods."""
+        return f"{self.pod_label}={name}"
+
+    def rank0(self, name: str) -> str:
+        """Label selector of the pod running rank 0."""
+        return ",".join([self.pods(name), *(f"{k}={v}" for k, v in self.rank0_labels)])
+
+
+PYTORCHJOB = JobKind(
+    pytorchjob.KIND,
+    pytorchjob.GROUP,
+    pytorchjob.VERSION,
+    pytorchjob.PLURAL,
+    "Succeeded",
+    pytorchjob.CONTAINER_NAME,
+    pytorchjob.JOB_NAME_LABEL,
+    ((pytorchjob.REPLICA_TYPE_LABEL, "master"),),
+)
+TRAINJOB = JobKind(
+    trainjob.KIND,
+    trainjob.GROUP,
+    trainjob.VERSION,
+    trainjob.PLURAL,
+    "Complete",
+    trainjob.NODE,
+    trainjob.JOBSET_NAME_LABEL,
+    ((trainjob.COMPLETION_INDEX_LABEL, "0"),),
+)
+KINDS = {(f"{k.group}/{k.version}", k.kind): k for k in (PYTORCHJOB, TRAINJOB)}
+
+
+def job_kind(job: dict[str, Any]) -> JobKind:
+    """The JobKind of a manifest, from its apiVersion and kind."""
+    found = KINDS.get((job.get("apiVersion", ""), job.get("kind", "")))
+    if found is None:
+        known = ", ".join(f"{a}/{k}" for a, k in KINDS)
+        raise ValueError(f"cannot run a {job.get('apiVersion')}/{job.get('kind')}; known: {known}")
+    return found
 
 
 @dataclass
@@ -53,8 +116,11 @@ class WaitPolicy:
     """A job of the same name exists: `adopt` (same spec), `replace`, or `fail` (see the module docstring)."""
     cleanup: str = "on_success"
     """Delete the job when it ends: `on_success`, `always`, `never`."""
+    max_restarts: int | None = 3
+    """Restarts of the job's pods (container restarts + failed pods) at which the job is deleted and the step
+    fails; None: no limit (the operator's own rules and the deadline still apply)."""
     log_tail_lines: int | None = 200
-    """Lines of the master's log to surface at the end (None: all of it)."""
+    """Lines of rank 0's log to surface at the end (None: all of it)."""
     request_timeout_s: float = 30.0
     """Timeout of each API request."""
 
@@ -65,6 +131,8 @@ class WaitPolicy:
             raise ValueError(f"cleanup must be one of {CLEANUP}, got {self.cleanup!r}")
         if self.timeout_s <= 0 or self.poll_s <= 0:
             raise ValueError("timeout_s and poll_s must be > 0")
+        if self.max_restarts is not None and self.max_restarts < 1:
+            raise ValueError(f"max_restarts must be >= 1 or None, got {self.max_restarts}")
 
 
 @dataclass
@@ -74,10 +142,10 @@ class JobOutcome:
     name: str
     namespace: str
     reason: str
-    """The Succeeded condition's reason."""
+    """The success condition's reason."""
     message: str
     logs: str
-    """The master's last log lines."""
+    """Rank 0's last log lines."""
     adopted: bool
     """True when an existing job was taken over instead of created."""
     seconds: float
@@ -95,10 +163,10 @@ def load_api_client() -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
-def terminal_condition(job: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's Succeeded or Failed condition when it holds (status "True"), else None."""
+def terminal_condition(job: dict[str, Any], kind: JobKind) -> dict[str, Any] | None:
+    """The job's success or Failed condition when it holds (status "True"), else None."""
     for cond in reversed((job.get("status") or {}).get("conditions") or []):
-        if cond.get("type") in TERMINAL and str(cond.get("status")) == "True":
+        if cond.get("type") in (kind.succeeded, "Failed") and str(cond.get("status")) == "True":
             return cond
     return None
 
@@ -108,8 +176,35 @@ def _latest_condition(job: dict[str, Any]) -> str:
     return conds[-1].get("type", "?") if conds else "Pending"
 
 
-class PyTorchJobRunner:
-    """Runs one PyTorchJob manifest to completion against a Kubernetes API server."""
+@dataclass
+class _Restarts:
+    """Restarts of a job's pods seen so far (a recreated pod's count is kept after it is gone)."""
+
+    by_pod: dict[str, int] = field(default_factory=dict)
+    last: str = ""
+    """The latest termination seen, e.g. `asymvae-train-x-master-0: OOMKilled (exit 137)`."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_pod.values())
+
+    def update(self, pods: list[Any], container: str) -> None:
+        for pod in pods:
+            count = 1 if pod.status.phase == "Failed" else 0
+            for status in pod.status.container_statuses or []:
+                if status.name != container:
+                    continue
+                count += status.restart_count or 0
+                ended = status.last_state.terminated if status.last_state else None
+                ended = ended or (status.state.terminated if status.state else None)
+                if ended is not None and (ended.exit_code or 0) != 0:
+                    self.last = f"{pod.metadata.name}: {ended.reason or 'Error'} (exit {ended.exit_code})"
+            key = pod.metadata.uid or pod.metadata.name
+            self.by_pod[key] = max(self.by_pod.get(key, 0), count)
+
+
+class TrainingJobRunner:
+    """Runs one PyTorchJob or TrainJob manifest to completion against a Kubernetes API server."""
 
     def __init__(
         self,
@@ -123,37 +218,42 @@ class PyTorchJobRunner:
         self.custom = k8s.CustomObjectsApi(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.policy = policy or WaitPolicy()
-        self.log_sink = log_sink or (lambda line: log.info("[master] %s", line))
+        self.log_sink = log_sink or (lambda line: log.info("[rank 0] %s", line))
         self.clock, self.sleep = clock, sleep
 
     # -- the whole run ---------------------------------------------------------------------------
 
     def run(self, job: dict[str, Any]) -> JobOutcome:
-        """Create `job`, wait for Succeeded/Failed, surface the master's logs, clean up; raise unless Succeeded."""
+        """Create `job`, wait for success/failure, surface rank 0's logs, clean up; raise unless it succeeded."""
+        kind = job_kind(job)
         name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
         start = self.clock()
         deadline = start + self.policy.timeout_s
-        adopted = self._create(job, deadline)
         try:
-            final = self._wait(name, ns, deadline)
-        except JobTimeoutError:
-            self._surface_logs(name, ns)
-            if self.policy.cleanup != "never":
-                self._delete(name, ns)
+            adopted = self._create(kind, job, deadline)
+            final = self._wait(kind, name, ns, deadline)
+        except (JobInterrupted, KeyboardInterrupt):
+            log.warning("%s %s/%s: interrupted, deleting it", kind.kind, ns, name)
+            self._delete(kind, name, ns)
             raise
-        cond = terminal_condition(final) or {}
-        logs = self._surface_logs(name, ns)
-        succeeded = cond.get("type") == "Succeeded"
+        except JobTimeoutError:
+            self._surface_logs(kind, name, ns)
+            if self.policy.cleanup != "never":
+                self._delete(kind, name, ns)
+            raise
+        cond = terminal_condition(final, kind) or {}
+        logs = self._surface_logs(kind, name, ns)
+        succeeded = cond.get("type") == kind.succeeded
         if self.policy.cleanup == "always" or (succeeded and self.policy.cleanup == "on_success"):
-            self._delete(name, ns)
+            self._delete(kind, name, ns)
         if not succeeded:
             reason, message = cond.get("reason", "") or "Failed", cond.get("message", "")
             tail = "\n".join(logs.splitlines()[-20:])
             raise JobFailedError(
-                f"PyTorchJob {ns}/{name} failed: {reason}: {message}"
-                + (f"\nLast lines of the master's log:\n{tail}" if tail else "")
+                f"{kind.kind} {ns}/{name} failed: {reason}: {message}"
+                + (f"\nLast lines of rank 0's log:\n{tail}" if tail else "")
                 + (
-                    f"\nInspect it with: kubectl -n {ns} describe pytorchjob {name}"
+                    f"\nInspect it with: kubectl -n {ns} describe {kind.kind.lower()} {name}"
                     if self.policy.cleanup != "always"
                     else ""
                 ),
@@ -167,138 +267,202 @@ class PyTorchJobRunner:
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _create(self, job: dict[str, Any], deadline: float) -> bool:
+    def _create(self, kind: JobKind, job: dict[str, Any], deadline: float) -> bool:
         """Create the job; on 409 apply the on-exists policy. Returns True when an existing job was adopted."""
         name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
-        if self._post(job):
+        if self._post(kind, job):
             return False
-        existing = self._get(name, ns)
-        if existing is None and self._post(job):  # deleted in between
+        existing = self._get(kind, name, ns)
+        if existing is None and self._post(kind, job):  # deleted in between
             return False
         existing = existing or {}
         wanted = job["metadata"].get("annotations", {}).get(SPEC_HASH_ANNOTATION)
         found = (existing.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
-        state = (terminal_condition(existing) or {}).get("type", _latest_condition(existing))
-        policy = self.policy.on_exists
+        state = (terminal_condition(existing, kind) or {}).get("type", _latest_condition(existing))
+        policy, plural = self.policy.on_exists, kind.kind.lower()
         if policy == "fail":
             raise JobConflictError(
-                f"PyTorchJob {ns}/{name} already exists ({state}). Delete it "
-                f"(kubectl -n {ns} delete pytorchjob {name}), pick another name, or use on_exists=adopt/replace"
+                f"{kind.kind} {ns}/{name} already exists ({state}). Delete it "
+                f"(kubectl -n {ns} delete {plural} {name}), pick another name, or use on_exists=adopt/replace"
             )
         if policy == "adopt":
             if not wanted or wanted != found:
                 raise JobConflictError(
-                    f"PyTorchJob {ns}/{name} already exists with a different spec (spec hash {found}, this "
+                    f"{kind.kind} {ns}/{name} already exists with a different spec (spec hash {found}, this "
                     f"run's {wanted}). Pick another name, or use on_exists=replace to delete it and start over"
                 )
             if state != "Failed":
-                log.info("PyTorchJob %s/%s already exists with the same spec (%s): adopting it", ns, name, state)
+                log.info("%s %s/%s already exists with the same spec (%s): adopting it", kind.kind, ns, name, state)
+                self._claim(kind, job, existing)
                 return True
-        log.info("PyTorchJob %s/%s exists (%s): deleting it and creating it anew", ns, name, state)
-        self._delete(name, ns)
-        while self._get(name, ns) is not None:
+        log.info("%s %s/%s exists (%s): deleting it and creating it anew", kind.kind, ns, name, state)
+        self._delete(kind, name, ns)
+        while self._get(kind, name, ns) is not None:
             if self.clock() >= deadline:
-                raise JobTimeoutError(f"PyTorchJob {ns}/{name}: the old job was not deleted before the deadline")
+                raise JobTimeoutError(f"{kind.kind} {ns}/{name}: the old job was not deleted before the deadline")
             self.sleep(min(self.policy.poll_s, 1.0))
-        if not self._post(job):
-            raise JobConflictError(f"PyTorchJob {ns}/{name} was created again by someone else while replacing it")
+        if not self._post(kind, job):
+            raise JobConflictError(f"{kind.kind} {ns}/{name} was created again by someone else while replacing it")
         return False
 
-    def _post(self, job: dict[str, Any]) -> bool:
+    def _claim(self, kind: JobKind, job: dict[str, Any], existing: dict[str, Any]) -> None:
+        """Make an adopted job's owner this run's (its pod), so that the earlier owner's deletion spares it."""
+        wanted = job["metadata"].get("ownerReferences")
+        if not wanted or wanted == existing.get("metadata", {}).get("ownerReferences"):
+            return
+        name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
+        try:
+            self._call(
+                self.custom.patch_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                ns,
+                kind.plural,
+                name,
+                {"metadata": {"ownerReferences": wanted}},
+            )
+        except ApiException as e:
+            raise _api_error(e, f"take over {kind.kind} {ns}/{name}", kind) from e
+        log.info("%s %s/%s is now owned by pod %s", kind.kind, ns, name, wanted[0].get("name"))
+
+    def _post(self, kind: JobKind, job: dict[str, Any]) -> bool:
         """Create `job`: True when created, False when one of that name exists (HTTP 409)."""
         name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
         try:
-            self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, job)
+            self._call(self.custom.create_namespaced_custom_object, kind.group, kind.version, ns, kind.plural, job)
         except ApiException as e:
             if e.status == 409:
                 return False
-            raise _api_error(e, f"create PyTorchJob {ns}/{name}") from e
-        log.info("created PyTorchJob %s/%s", ns, name)
+            raise _api_error(e, f"create {kind.kind} {ns}/{name}", kind) from e
+        log.info("created %s %s/%s", kind.kind, ns, name)
         return True
 
-    def _wait(self, name: str, ns: str, deadline: float) -> dict[str, Any]:
-        """Poll the job until it is Succeeded or Failed; JobTimeoutError past `deadline`."""
+    def _wait(self, kind: JobKind, name: str, ns: str, deadline: float) -> dict[str, Any]:
+        """Poll the job until it succeeds or fails; JobTimeoutError past `deadline`; JobFailedError (the job
+        deleted) when its pods restart `max_restarts` times."""
         shown = None
+        restarts = _Restarts()
         while True:
             try:
-                job = self._get(name, ns)
+                job = self._get(kind, name, ns)
             except KubernetesAPIError as e:  # a flaky API server must not fail a long run: retry to the deadline
-                log.warning("reading PyTorchJob %s/%s failed (%s); retrying", ns, name, e)
+                log.warning("reading %s %s/%s failed (%s); retrying", kind.kind, ns, name, e)
                 job = {}
             if job is None:
                 raise JobFailedError(
-                    f"PyTorchJob {ns}/{name} disappeared while running (deleted by someone else?)", reason="Deleted"
+                    f"{kind.kind} {ns}/{name} disappeared while running (deleted by someone else?)", reason="Deleted"
                 )
             if job:
                 state = _latest_condition(job)
                 if state != shown:
-                    log.info("PyTorchJob %s/%s: %s", ns, name, state)
+                    log.info("%s %s/%s: %s", kind.kind, ns, name, state)
                     shown = state
-                if terminal_condition(job) is not None:
+                if terminal_condition(job, kind) is not None:
                     return job
+                self._check_restarts(kind, name, ns, restarts)
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise JobTimeoutError(
-                    f"PyTorchJob {ns}/{name} did not finish within {self.policy.timeout_s:g} s (last state: {shown}); "
+                    f"{kind.kind} {ns}/{name} did not finish within {self.policy.timeout_s:g} s (last state: {shown}); "
                     + ("it was deleted" if self.policy.cleanup != "never" else "it was left running")
                 )
             self.sleep(min(self.policy.poll_s, remaining))
 
-    def _surface_logs(self, name: str, ns: str) -> str:
-        """Fetch the master pod's log (the tail), pass each line to the log sink, and return it."""
-        selector = f"{JOB_NAME_LABEL}={name},{REPLICA_TYPE_LABEL}=master"
+    def _check_restarts(self, kind: JobKind, name: str, ns: str, restarts: _Restarts) -> None:
+        """Count the job's pod restarts; at `max_restarts` delete the job and raise JobFailedError."""
+        limit = self.policy.max_restarts
+        if limit is None:
+            return
+        try:
+            pods = self._call(self.core.list_namespaced_pod, ns, label_selector=kind.pods(name)).items
+        except (ApiException, HTTPError) as e:  # like a status read: a flaky API server is not a failure
+            log.warning("listing the pods of %s %s/%s failed (%s); retrying", kind.kind, ns, name, e)
+            return
+        before = restarts.total
+        restarts.update(pods, kind.container)
+        if restarts.total != before:
+            log.warning("%s %s/%s: %d restart(s) so far; last: %s", kind.kind, ns, name, restarts.total, restarts.last)
+        if restarts.total < limit:
+            return
+        self._surface_logs(kind, name, ns)
+        self._delete(kind, name, ns)
+        hint = (
+            " The container ran out of memory: give the pods more (the train step's `memory` / pipeline parameter "
+            "`node_memory`) or lower train.batch_size."
+            if "OOMKilled" in restarts.last or "exit 137" in restarts.last
+            else " Read the pod's log and events (kubectl describe pod) for the cause."
+        )
+        raise JobFailedError(
+            f"{kind.kind} {ns}/{name}: its pods restarted {restarts.total} times (limit {limit}), so it was "
+            f"deleted. Last termination: {restarts.last or 'unknown'}.{hint}",
+            reason="TooManyRestarts",
+        )
+
+    def _surface_logs(self, kind: JobKind, name: str, ns: str) -> str:
+        """Fetch rank 0's pod log (the tail), pass each line to the log sink, and return it."""
+        selector = kind.rank0(name)
         try:
             pods = self._call(self.core.list_namespaced_pod, ns, label_selector=selector).items
             if not pods:
-                log.warning("no master pod of PyTorchJob %s/%s found (selector %s)", ns, name, selector)
+                log.warning("no rank-0 pod of %s %s/%s found (selector %s)", kind.kind, ns, name, selector)
                 return ""
-            kwargs = {"container": CONTAINER_NAME}
+            kwargs: dict[str, Any] = {"container": kind.container}
             if self.policy.log_tail_lines is not None:
                 kwargs["tail_lines"] = self.policy.log_tail_lines
             text = self._call(self.core.read_namespaced_pod_log, pods[0].metadata.name, ns, **kwargs)
         except ApiException as e:  # logs are a courtesy: never let them hide the job's outcome
-            log.warning("could not read the master's log of PyTorchJob %s/%s: %s", ns, name, _api_error(e, "read log"))
+            log.warning("could not read rank 0's log of %s %s/%s: %s", kind.kind, ns, name, _api_error(e, "read log"))
             return ""
         for line in text.splitlines():
             self.log_sink(line)
         return text
 
-    def _get(self, name: str, ns: str) -> dict[str, Any] | None:
+    def _get(self, kind: JobKind, name: str, ns: str) -> dict[str, Any] | None:
         try:
-            return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, name)
+            return self._call(self.custom.get_namespaced_custom_object, kind.group, kind.version, ns, kind.plural, name)
         except ApiException as e:
             if e.status == 404:
                 return None
-            raise _api_error(e, f"read PyTorchJob {ns}/{name}") from e
+            raise _api_error(e, f"read {kind.kind} {ns}/{name}", kind) from e
         except HTTPError as e:  # connection refused, reset, timed out
-            raise KubernetesAPIError(f"could not read PyTorchJob {ns}/{name}: {e}") from e
+            raise KubernetesAPIError(f"could not read {kind.kind} {ns}/{name}: {e}") from e
 
-    def _delete(self, name: str, ns: str) -> None:
+    def _delete(self, kind: JobKind, name: str, ns: str) -> None:
         try:
             self._call(
                 self.custom.delete_namespaced_custom_object,
-                GROUP,
-                VERSION,
+                kind.group,
+                kind.version,
                 ns,
-                PLURAL,
+                kind.plural,
                 name,
                 body=k8s.V1DeleteOptions(propagation_policy="Background"),
             )
-            log.info("deleted PyTorchJob %s/%s", ns, name)
+            log.info("deleted %s %s/%s", kind.kind, ns, name)
         except ApiException as e:
             if e.status != 404:
-                raise _api_error(e, f"delete PyTorchJob {ns}/{name}") from e
+                raise _api_error(e, f"delete {kind.kind} {ns}/{name}", kind) from e
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, _request_timeout=self.policy.request_timeout_s, **kwargs)
 
 
-def _api_error(e: ApiException, what: str) -> KubernetesAPIError:
+def _api_error(e: ApiException, what: str, kind: JobKind | None = None) -> KubernetesAPIError:
     hint = {
         401: "the credentials were rejected",
-        403: "the service account lacks RBAC rights (see k8s/base/rbac.yaml)",
-        404: "not found: is the Kubeflow training operator (the PyTorchJob CRD) installed?",
+        403: "the service account lacks RBAC rights in that namespace (see k8s/profile or k8s/standalone)",
+        404: f"not found: is the {kind.kind} CRD installed?" if kind else "not found",
         422: "the API server rejected the object as invalid",
     }.get(e.status or 0, "")
-    detail = (e.body or "").strip()[:500] if isinstance(e.body, str) else ""
-    return KubernetesAPIError(f"could not {what}: HTTP {e.status} {e.reason}. {hint} {detail}".strip())
+    return KubernetesAPIError(f"could not {what}: HTTP {e.status} {e.reason}. {hint} {api_message(e)}".strip())
+
+
+def api_message(e: ApiException) -> str:
+    """The API server's own message from an error response (its Status object's `message`), shortened."""
+    body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else (e.body or "")
+    try:
+        found = json.loads(body)
+    except ValueError:
+        found = None
+    text = found.get("message", body) if isinstance(found, dict) else body
+    return str(text).strip()[:500]

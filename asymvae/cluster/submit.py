@@ -1,35 +1,39 @@
-"""The train step's entry point: one spec, run as a Kubeflow PyTorchJob or in place (`launcher=local`)."""
+"""The train step's entry point: one spec, run as a PyTorchJob, a Trainer v2 TrainJob, or in place."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from asymvae.cluster.jobspec import TrainingJobSpec
 from asymvae.cluster.local import run_local
-from asymvae.cluster.pytorchjob import PyTorchJobSpec, build_pytorchjob
+from asymvae.cluster.pytorchjob import build_pytorchjob
+from asymvae.cluster.trainjob import build_trainjob
 
-LAUNCHERS = ("kubeflow", "local")
+BUILDERS = {"kubeflow": build_pytorchjob, "trainjob": build_trainjob}
+"""Cluster launchers: `kubeflow` = training-operator v1 PyTorchJob, `trainjob` = Kubeflow Trainer v2 TrainJob."""
+LAUNCHERS = (*BUILDERS, "local")
 
 
 def run_training(
-    spec: PyTorchJobSpec,
+    spec: TrainingJobSpec,
     launcher: str = "kubeflow",
     policy: Any = None,
     api_client: Any = None,
 ) -> dict[str, Any]:
-    """Train per `spec`; returns a summary (launcher, name, seconds, and for kubeflow the job's reason).
+    """Train per `spec`; returns a summary (launcher, name, seconds, and for a cluster job its reason).
 
-    `policy` is a runner.WaitPolicy and `api_client` a kubernetes ApiClient (kubeflow launcher only).
+    `policy` is a runner.WaitPolicy and `api_client` a kubernetes ApiClient (cluster launchers only).
     Raises asymvae.cluster.errors.TrainingJobError subclasses when training does not succeed.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     if launcher == "local":
         return {"launcher": "local", "name": spec.name, "seconds": run_local(spec)}
-    from asymvae.cluster.runner import PyTorchJobRunner
+    from asymvae.cluster.runner import TrainingJobRunner
 
-    outcome = PyTorchJobRunner(api_client, policy).run(build_pytorchjob(spec))
+    outcome = TrainingJobRunner(api_client, policy).run(BUILDERS[launcher](spec))
     return {
-        "launcher": "kubeflow",
+        "launcher": launcher,
         "name": outcome.name,
         "namespace": outcome.namespace,
         "seconds": outcome.seconds,

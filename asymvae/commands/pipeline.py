@@ -39,7 +39,7 @@ class CompileOptions:
     components: str | None = None
     """Also write every component to `COMPONENTS/<step>/component.yaml` (for your own pipelines)."""
     pipeline_root: str | None = None
-    """Artifact root compiled into the pipeline (default: KFP's `minio://mlpipeline/v2/artifacts`)."""
+    """Artifact root compiled into the pipeline (default: none, so KFP uses the namespace's own root)."""
     image: str | None = None
     """Container image of every step and of the training job (default: the project's published image)."""
 
@@ -62,15 +62,30 @@ class RemoteOptions:
     """Where and how a run starts on a Kubeflow Pipelines server."""
 
     host: str
-    """KFP API endpoint, e.g. http://localhost:8080."""
+    """KFP API endpoint, e.g. http://localhost:8888 through a port forward of the API service."""
+    namespace: str | None = None
+    """Your profile namespace (required by a multi-user Kubeflow); the run, its experiment and pipeline live there."""
+    token: str | None = None
+    """Bearer token for the KFP API, e.g. from `kubectl create token default-editor -n NAMESPACE --audience
+    pipelines.kubeflow.org`."""
+    token_file: str | None = None
+    """File holding a service-account token (default: $KF_PIPELINES_SA_TOKEN_PATH when set, as in a Kubeflow
+    notebook); without a token or a file, kfp.Client's own credentials (its context, kubeconfig) are used."""
     experiment: str = "asymvae"
     """Experiment name (created when missing)."""
     param: list[str] = field(default_factory=list)
     """A pipeline argument NAME=VALUE (VALUE read as JSON when it parses), e.g. `nodes=2`; repeatable."""
     pipeline_root: str | None = None
-    """Artifact root of the run (default: the pipeline's)."""
+    """Artifact root of the run (default: the namespace's)."""
     service_account: str | None = None
-    """Service account the run's pods use (needs RBAC for training jobs and InferenceServices)."""
+    """Service account of the run's pods (default: the namespace's, `default-editor` in a profile, with the
+    rights k8s/profile grants it); another one needs the same rights plus KFP's own."""
+
+    def connection(self) -> Any:
+        """Where and as whom to call KFP."""
+        from asymvae_pipelines.remote import Connection
+
+        return Connection(self.host, self.namespace, self.token, self.token_file)
 
 
 @dataclass
@@ -115,12 +130,18 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version_line(registered: Any) -> str:
+    state = "uploaded" if registered.uploaded else "already registered"
+    return f"pipeline asymvae, version {registered.version_name} ({state})"
+
+
 def _run_submit(args: argparse.Namespace) -> int:
     from asymvae_pipelines.remote import submit
 
     o = from_args(SubmitOptions, args)
-    result = submit(o.host, parse_params(o.param), o.experiment, o.run_name, o.pipeline_root, o.service_account)
-    print(f"Started run {result.run_id} in experiment {o.experiment!r} on {o.host}")
+    params = parse_params(o.param)
+    run, registered = submit(o.connection(), params, o.experiment, o.run_name, o.pipeline_root, o.service_account)
+    print(f"Started run {run.run_id} of {_version_line(registered)} in experiment {o.experiment!r} on {o.host}")
     return 0
 
 
@@ -129,8 +150,11 @@ def _run_schedule(args: argparse.Namespace) -> int:
 
     o = from_args(ScheduleOptions, args)
     params = parse_params(o.param)
-    job = schedule(o.host, o.cron, params, o.experiment, o.name, o.pipeline_root, o.service_account)
-    print(f"Scheduled {o.name!r} ({job.recurring_run_id}) on {o.cron!r}: at most one run at a time, no catch-up")
+    job, registered = schedule(o.connection(), o.cron, params, o.experiment, o.name, o.pipeline_root, o.service_account)
+    print(
+        f"Scheduled {o.name!r} ({job.recurring_run_id}) of {_version_line(registered)} on {o.cron!r}: "
+        "at most one run at a time, no catch-up"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from asymvae.storage.factory import is_s3_uri
 
@@ -10,8 +11,8 @@ from asymvae.storage.factory import is_s3_uri
 def store_uri(uri: str) -> str:
     """The asymvae storage URI of a KFP artifact URI.
 
-    KFP on a cluster names artifacts `minio://bucket/key` (its MinIO or SeaweedFS behind `minio-service`,
-    an S3 API), which asymvae reads as `s3://bucket/key` with S3_ENDPOINT pointing at that service.
+    KFP on a cluster names artifacts `minio://bucket/key` (its S3 store: SeaweedFS in current KFP, MinIO
+    before), which asymvae reads as `s3://bucket/key` with S3_ENDPOINT pointing at that service.
     `s3://` URIs and local paths (kfp.local) are returned unchanged.
     """
     if uri.startswith("minio://"):
@@ -33,10 +34,18 @@ def shards_location(launcher: str, manifest_uri: str, artifact_uri: str, artifac
 
     An object-store manifest (prepare with a `target`) is read there by everyone. A dataset written into the
     artifact is read from the step's local copy (`artifact_path`) when training runs in the step, and from
-    the artifact store (`artifact_uri` as `s3://`) when it runs in PyTorchJob pods, which have no copy.
+    the artifact store (`artifact_uri` as `s3://`) when it runs in a cluster job's pods, which have no copy.
     """
     if is_s3_uri(manifest_uri):
         return store_uri(manifest_uri)
-    if launcher == "kubeflow":
+    if launcher != "local":
         return store_uri(artifact_uri).rstrip("/") + "/manifest.json"
     return artifact_path.rstrip("/") + "/manifest.json"
+
+
+def use_store_endpoint(endpoint: str, use_https: bool = False) -> None:
+    """Point this process's object-store client at `endpoint` (S3_ENDPOINT, S3_USE_HTTPS); empty leaves the
+    environment as it is (kfp.local runs, or a step whose environment already names the store)."""
+    if endpoint:
+        os.environ["S3_ENDPOINT"] = endpoint
+        os.environ["S3_USE_HTTPS"] = "1" if use_https else "0"

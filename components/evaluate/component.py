@@ -18,6 +18,8 @@ def evaluate(
     resolution: int = 64,
     max_images: int = 0,
     lpips: str = "shift_tolerant",
+    s3_endpoint: str = "",
+    s3_use_https: bool = False,
 ):
     """Decode held-out images with the baseline's and the trained decoder; log every mean as a metric.
 
@@ -34,12 +36,16 @@ def evaluate(
         resolution: Centre-crop side in pixels (a multiple of 8).
         max_images: Score only the first N images (0: all).
         lpips: `shift_tolerant` (offline weights), `standard` or `off`.
+        s3_endpoint: Object-store endpoint (host:port) for `s3://` data; empty: the environment's.
+        s3_use_https: TLS to the object store.
     """
     from pathlib import Path
 
     from asymvae.steps.evaluate import evaluate_step, flat_metrics, report_html
     from asymvae.steps.train import baseline_of
+    from asymvae.steps.uris import use_store_endpoint
 
+    use_store_endpoint(s3_endpoint, s3_use_https)
     base = baseline or baseline_of(model.path, model.metadata.get("baseline", ""))
     result = evaluate_step(model.path, base, data, results.path, resolution, max_images, lpips)
     for name, value in flat_metrics(result.summary).items():

@@ -14,6 +14,8 @@ def prepare(
     source: str = "builtin:demo",
     target: str = "",
     overrides: Optional[list] = None,  # noqa: UP045 - KFP reads the annotation; it predates X | None
+    s3_endpoint: str = "",
+    s3_use_https: bool = False,
 ):
     """Prepare `source` (hub id, image/dataset folder, parquet, `builtin:demo`) into shards.
 
@@ -23,8 +25,12 @@ def prepare(
         source: What to prepare (`asymvae prepare SOURCE`).
         target: `s3://bucket/prefix` to prepare into instead of the artifact (shared, reused when unchanged).
         overrides: `prepare.FIELD=VALUE` settings, e.g. `prepare.max_side=512`.
+        s3_endpoint: Object-store endpoint (host:port) for `s3://` sources and targets; empty: the environment's.
+        s3_use_https: TLS to the object store.
     """
     from asymvae.steps.prepare import prepare_step
+    from asymvae.steps.uris import use_store_endpoint
 
+    use_store_endpoint(s3_endpoint, s3_use_https)
     found = prepare_step(source, dataset.path, target=target, overrides=overrides)
     dataset.metadata.update(found.metadata())

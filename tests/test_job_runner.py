@@ -1,45 +1,54 @@
-"""The PyTorchJob runner's create / wait / logs / cleanup against a stand-in API server (no cluster can run here).
+"""The job runner's create / wait / restarts / logs / cleanup against a stand-in API server (no cluster can run
+here), for PyTorchJobs and Trainer v2 TrainJobs.
 
 The real `kubernetes` client talks HTTP to tests/fake_kube.py, which validates each created job against the
-real CRD schema and answers successive status reads from a script.
+real CRD schema (and Trainer's webhook rules), answers successive status reads from a script, and refuses a
+service account acting outside its namespace.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from asymvae.cluster.errors import JobConflictError, JobFailedError, JobTimeoutError, KubernetesAPIError
-from asymvae.cluster.pytorchjob import PyTorchJobSpec, build_pytorchjob
-from asymvae.cluster.runner import PyTorchJobRunner, WaitPolicy
+from asymvae.cluster.errors import (
+    JobConflictError,
+    JobFailedError,
+    JobInterrupted,
+    JobTimeoutError,
+    KubernetesAPIError,
+)
+from asymvae.cluster.jobspec import OwnerPod, TrainingJobSpec
+from asymvae.cluster.pytorchjob import build_pytorchjob
+from asymvae.cluster.runner import TrainingJobRunner, WaitPolicy
 from asymvae.cluster.submit import run_training
-from tests.fake_kube import FakeKubeServer, status
-from tests.k8s_schemas import PYTORCHJOB_CRD
+from asymvae.cluster.trainjob import build_trainjob
+from tests.fake_kube import FakeKubeServer, PodState, status
 
 NS = "team-a"
 JOB_PATH = f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"
 LOG = "\n".join(f"step {i}/40 loss=0.{90 - i}" for i in range(1, 41))
 
 
-def spec(**changes) -> PyTorchJobSpec:
+def spec(**changes) -> TrainingJobSpec:
     values = dict(name="run1", namespace=NS, image="asymvae:0.1.0", nodes=2, gpus_per_node=4,
                   credentials_secret="mlpipeline-minio-artifact")  # fmt: skip
     values.update(changes)
-    return PyTorchJobSpec(**values)
+    return TrainingJobSpec(**values)
 
 
 @pytest.fixture
 def fake():
-    server = FakeKubeServer(PYTORCHJOB_CRD)
+    server = FakeKubeServer(service_account=(NS, "default-editor"))
     with server as state:
         state.client = server.api_client()
         yield state
     assert not state.invalid_bodies, "a request body failed the CRD schema"
 
 
-def runner(fake, lines=None, **policy) -> PyTorchJobRunner:
+def runner(fake, lines=None, **policy) -> TrainingJobRunner:
     policy = {"poll_s": 0.01, "timeout_s": 30.0, **policy}
     sink = lines.append if lines is not None else None
-    return PyTorchJobRunner(fake.client, WaitPolicy(**policy), log_sink=sink)
+    return TrainingJobRunner(fake.client, WaitPolicy(**policy), log_sink=sink)
 
 
 def test_success_waits_for_succeeded_surfaces_the_master_log_and_deletes_the_job(fake):
@@ -50,7 +59,7 @@ def test_success_waits_for_succeeded_surfaces_the_master_log_and_deletes_the_job
     assert out.reason == "PyTorchJobSucceeded" and not out.adopted
     assert len(fake.calls("GET", f"{JOB_PATH}/run1")) == 4  # polled until the terminal condition
     assert lines == LOG.splitlines()[-5:]  # the tail of the master's log, line by line
-    (pods,) = fake.calls("GET", "/pods")[:1]
+    pods = [r for r in fake.calls("GET") if r.path.endswith("/pods")][-1]  # the last list: rank 0's, for its log
     assert pods.query["labelSelector"] == [
         "training.kubeflow.org/job-name=run1,training.kubeflow.org/replica-type=master"
     ]
@@ -149,7 +158,92 @@ def test_an_invalid_job_is_rejected_with_the_servers_message(fake):
     fake.invalid_bodies.clear()  # expected here
 
 
-def test_run_training_dispatches_to_the_cluster(fake):
+def test_run_training_dispatches_to_the_cluster_for_both_launchers(fake):
+    fake.script("run1", [status("Complete", reason="JobSetCompleted")])
+    out = run_training(spec(), "trainjob", WaitPolicy(poll_s=0.01), fake.client)
+    assert out["launcher"] == "trainjob" and out["reason"] == "JobSetCompleted"
+    (post,) = fake.calls("POST", f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs")
+    assert post.body == build_trainjob(spec())
+
     fake.script("run1", [status("Succeeded", reason="PyTorchJobSucceeded")])
     out = run_training(spec(), "kubeflow", WaitPolicy(poll_s=0.01), fake.client)
     assert out["launcher"] == "kubeflow" and out["reason"] == "PyTorchJobSucceeded"
+
+
+# -- restarts: an OOM loop ends -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [build_pytorchjob, build_trainjob], ids=["pytorchjob", "trainjob"])
+def test_repeated_oom_kills_end_the_job_after_max_restarts(fake, build):
+    """The operator keeps the job Running while its pod is OOM-killed and restarted; the runner counts the
+    restarts, and at the limit deletes the job and fails with the reason and what to change."""
+    oom = [PodState(restarts=n, reason="OOMKilled", exit_code=137) for n in range(0, 6)]
+    fake.script("run1", [status("Created", "Running")], LOG, pods=oom)
+    with pytest.raises(JobFailedError, match=r"restarted 3 times \(limit 3\).*OOMKilled \(exit 137\).*memory") as info:
+        runner(fake, max_restarts=3).run(build(spec()))
+    assert info.value.reason == "TooManyRestarts"
+    assert len(fake.calls("DELETE")) == 1 and not fake.jobs  # its GPUs are free
+    plural = "pytorchjobs" if build is build_pytorchjob else "trainjobs"
+    assert len(fake.calls("GET", f"/{plural}/run1")) == 4  # restart counts 0, 1, 2, 3: stopped at the 4th read
+
+
+def test_restarts_below_the_limit_do_not_stop_a_job_that_then_succeeds(fake):
+    pods = [PodState(), PodState(restarts=1, reason="OOMKilled", exit_code=137)]
+    fake.script("run1", [status("Running"), status("Running"), status("Running", "Succeeded")], LOG, pods=pods)
+    assert runner(fake, max_restarts=3).run(build_pytorchjob(spec())).reason == "JobSucceeded"
+
+
+def test_the_pytorchjob_restarts_in_place_so_the_operator_counts_restarts_too():
+    """training-operator v1 counts container restarts against backoffLimit only for OnFailure/Always; with
+    ExitCode it recreates pods and never stops an OOM loop. The default is OnFailure."""
+    job = build_pytorchjob(spec())
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        assert replica["restartPolicy"] == "OnFailure"
+    assert job["spec"]["runPolicy"]["backoffLimit"] == 3
+
+
+# -- ownership and stopping ------------------------------------------------------------------------------
+
+
+def test_the_job_is_owned_by_the_steps_pod(fake):
+    fake.script("run1", [status("Succeeded")])
+    runner(fake).run(build_pytorchjob(spec(owner=OwnerPod("train-pod", "uid-1"))))
+    (post,) = fake.calls("POST", JOB_PATH)
+    assert post.body["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "train-pod", "uid": "uid-1"}
+    ]
+
+
+def test_an_adopted_job_is_re_owned_by_the_retried_steps_pod(fake):
+    """A retried step runs in a new pod: the job it adopts must follow it, or deleting the first pod would
+    garbage-collect the job under the retry."""
+    fake.add_existing(build_pytorchjob(spec(owner=OwnerPod("try-1", "uid-1"))), [status("Running", "Succeeded")])
+    out = runner(fake).run(build_pytorchjob(spec(owner=OwnerPod("try-2", "uid-2"))))
+    assert out.adopted and len(fake.calls("POST")) == 1  # adopted by its spec hash: no duplicate
+    (patch,) = fake.calls("PATCH", f"{JOB_PATH}/run1")
+    assert patch.body == {"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "try-2",
+                                                            "uid": "uid-2"}]}}  # fmt: skip
+
+
+def test_an_interrupted_wait_deletes_the_job(fake):
+    fake.script("run1", [status("Running")])
+    reads = []
+
+    def sleep(seconds: float) -> None:
+        reads.append(seconds)
+        if len(reads) == 2:
+            raise JobInterrupted("received SIGTERM")
+
+    job_runner = TrainingJobRunner(fake.client, WaitPolicy(poll_s=0.01, timeout_s=30), sleep=sleep)
+    with pytest.raises(JobInterrupted):
+        job_runner.run(build_pytorchjob(spec()))
+    assert len(fake.calls("DELETE", f"{JOB_PATH}/run1")) == 1 and not fake.jobs
+
+
+# -- namespaces: a service account acts only in its own ---------------------------------------------------
+
+
+def test_a_job_in_another_namespace_is_refused_as_rbac_refuses_it(fake):
+    with pytest.raises(KubernetesAPIError, match=r"HTTP 403.*cannot create resource \"pytorchjobs\".*asymvae"):
+        runner(fake).run(build_pytorchjob(spec(namespace="asymvae")))
+    assert fake.refused and not fake.jobs

@@ -1,0 +1,73 @@
+"""`asymvae infer URL --model NAME`: send one (latent, image, mask) request to the served decoder (Triton, or
+any server of the Open Inference / KServe v2 protocol) and check the decoded image that comes back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asymvae.commands.options import add_options, from_args
+from asymvae.config import ConfigError
+
+
+@dataclass
+class InferOptions:
+    """`asymvae infer`."""
+
+    url: str
+    """Base URL of the server, e.g. http://asymvae-decoder.team-a.svc.cluster.local or http://localhost:8080."""
+    model: str = "asymvae_decoder"
+    """Model name in the Triton repository (the export's `--name`), not the InferenceService's name."""
+    height: int = 512
+    """Image height in pixels (a multiple of 8)."""
+    width: int = 512
+    """Image width in pixels (a multiple of 8)."""
+    batch: int = 1
+    """Images in the request."""
+    header: list[str] = field(default_factory=list)
+    """An HTTP header NAME:VALUE, e.g. `Host:asymvae-decoder.team-a.example.com` behind an ingress, or
+    `Authorization:Bearer TOKEN`; repeatable."""
+    save_request: str | None = None
+    """Also write the request's JSON body to this file (for curl: `-d @FILE`)."""
+    timeout: float = 120.0
+    """Seconds to wait for the answer."""
+
+
+def parse_headers(items: list[str]) -> dict[str, str]:
+    """`NAME:VALUE` header arguments."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header {item!r}: expected NAME:VALUE, e.g. Host:decoder.example.com")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fetch the model's tensors, send one request, print what came back."""
+    from asymvae.export.client import check_inference, decoder_inputs, fetch_model_io, infer_request
+
+    o = from_args(InferOptions, args)
+    headers = parse_headers(o.header)
+    io = fetch_model_io(o.url, o.model, headers, o.timeout)
+    if o.save_request:
+        body = infer_request(decoder_inputs(io, o.height, o.width, o.batch), io)
+        Path(o.save_request).write_text(json.dumps(body))
+    check = check_inference(o.url, io, o.height, o.width, o.batch, headers, o.timeout)
+    print(f"{o.url} model {check.model}: {check.seconds:.3f} s")
+    for name, shape in check.input_shapes.items():
+        print(f"  in  {name} {shape}")
+    low, high = check.value_range
+    print(f"  out sample {check.output_shape} values in [{low:.3f}, {high:.3f}]")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `infer` to the command line."""
+    p = sub.add_parser("infer", help="send one request to the served decoder and check the answer",
+                       description=__doc__)  # fmt: skip
+    add_options(p, InferOptions, positional=("url",), flags={"header": "--header"})
+    p.set_defaults(func=run)

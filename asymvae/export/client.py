@@ -1,0 +1,242 @@
+"""Call the served decoder over the Open Inference (KServe v2) protocol, the REST API Triton serves.
+
+A request goes to `POST {base}/v2/models/{model}/infer`, where `model` is the model's name in the Triton
+repository (the export's `--name`, e.g. `asymvae_decoder`), not the InferenceService's. Its body names
+each input with its datatype and shape and carries the values flattened row-major:
+
+    {"inputs": [{"name": "latent", "datatype": "FP32", "shape": [1, 4, 8, 8], "data": [...]},
+                {"name": "image", "datatype": "FP32", "shape": [1, 3, 64, 64], "data": [...]},
+                {"name": "mask", "datatype": "FP32", "shape": [1, 1, 64, 64], "data": [...]}],
+     "outputs": [{"name": "sample"}]}
+
+`ModelIO` describes the tensors (from the export's `config.pbtxt` or the server's model metadata);
+`decoder_inputs` makes a well-formed (latent, image, mask) triple; `infer` sends it; `check_inference`
+does all three and checks the decoded image's shape. Only the standard library and numpy: no tritonclient.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asymvae.errors import UserError
+
+DECODER_INPUTS = ("latent", "image", "mask")
+DECODER_OUTPUT = "sample"
+DOWNSAMPLING = 8
+"""Pixels per latent cell along each side: 8 for every Stable Diffusion-family VAE."""
+NUMPY_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
+_TRITON_TO_V2 = {"TYPE_FP32": "FP32", "TYPE_FP16": "FP16", "TYPE_FP64": "FP64", "TYPE_INT64": "INT64",
+                 "TYPE_INT32": "INT32"}  # fmt: skip
+
+
+class ServingError(UserError, RuntimeError):
+    """The served model did not answer as expected; the message says what was sent and what came back."""
+
+
+@dataclass
+class TensorSpec:
+    """One input or output: its name, v2 datatype and shape (batch axis included; -1 = any size)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        """Whether an array of `shape` fits (same rank, fixed dims equal)."""
+        return len(shape) == len(self.shape) and all(d == -1 or d == s for d, s in zip(self.shape, shape, strict=True))
+
+
+@dataclass
+class ModelIO:
+    """The tensors a served model takes and returns."""
+
+    model: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch_size: int = 0
+    """Largest batch the server accepts (0: no batch axis limit declared)."""
+
+    @classmethod
+    def from_triton_config(cls, model_dir: str | Path) -> ModelIO:
+        """From `<model_dir>/config.pbtxt` (a Triton model folder of the export): names, types, dims; with
+        `max_batch_size > 0` Triton's dims leave out the batch axis, which is added here as -1."""
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+
+        path = Path(model_dir) / "config.pbtxt"
+        if not path.is_file():
+            raise ServingError(f"{path} does not exist: pass the model's folder of a Triton export (`<root>/<name>`)")
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        batch = [-1] if config.max_batch_size > 0 else []
+
+        def specs(tensors: Any) -> list[TensorSpec]:
+            return [
+                TensorSpec(
+                    t.name,
+                    _TRITON_TO_V2.get(model_config_pb2.DataType.Name(t.data_type), "?"),
+                    batch + list(t.dims),
+                )
+                for t in tensors
+            ]
+
+        return cls(config.name, specs(config.input), specs(config.output), config.max_batch_size)
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> ModelIO:
+        """From the server's model metadata (`GET /v2/models/{model}`)."""
+
+        def specs(items: list[dict[str, Any]]) -> list[TensorSpec]:
+            return [TensorSpec(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in items]
+
+        return cls(meta["name"], specs(meta.get("inputs", [])), specs(meta.get("outputs", [])))
+
+    def input(self, name: str) -> TensorSpec:
+        """The input called `name`; ServingError naming the inputs there are."""
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise ServingError(f"model {self.model!r} has no input {name!r}; its inputs: {[s.name for s in self.inputs]}")
+
+
+def decoder_inputs(
+    io: ModelIO, height: int, width: int, batch: int = 1, seed: int = 0, latent: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """A (latent, image, mask) request for the exported decoder at `height` x `width` pixels.
+
+    latent: `latent`, else standard normal noise (a scaled latent, as the diffusion model hands it over);
+    image: random pixels on [-1, 1]; mask: 1 (hole) in a centred box covering a quarter of the image, 0 elsewhere.
+    Shapes and datatypes come from `io` and are checked against it.
+    """
+    if height % DOWNSAMPLING or width % DOWNSAMPLING or height <= 0 or width <= 0:
+        raise ServingError(f"height and width must be positive multiples of {DOWNSAMPLING}, got {height}x{width}")
+    if io.max_batch_size and batch > io.max_batch_size:
+        raise ServingError(f"batch {batch} exceeds the model's max_batch_size {io.max_batch_size}")
+    specs = {name: io.input(name) for name in DECODER_INPUTS}
+    rng = np.random.default_rng(seed)
+    if latent is None:
+        channels = specs["latent"].shape[1]
+        if channels < 1:
+            raise ServingError(f"the latent's channel count is not fixed in {specs['latent'].shape}; pass a latent")
+        latent = rng.standard_normal((batch, channels, height // DOWNSAMPLING, width // DOWNSAMPLING))
+    mask = np.zeros((batch, 1, height, width))
+    mask[:, :, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1.0
+    arrays = {"latent": latent, "image": rng.uniform(-1.0, 1.0, (batch, 3, height, width)), "mask": mask}
+    out = {}
+    for name, array in arrays.items():
+        spec = specs[name]
+        if not spec.accepts(array.shape):
+            raise ServingError(f"input {name!r} of shape {list(array.shape)} does not fit the model's {spec.shape}")
+        out[name] = np.ascontiguousarray(array, dtype=NUMPY_DTYPES[spec.datatype])
+    return out
+
+
+def infer_request(inputs: dict[str, np.ndarray], io: ModelIO, outputs: tuple[str, ...] = (DECODER_OUTPUT,)) -> dict:
+    """The JSON body of a v2 inference request (values flattened row-major)."""
+    return {
+        "inputs": [
+            {"name": n, "datatype": io.input(n).datatype, "shape": list(a.shape), "data": a.ravel().tolist()}
+            for n, a in inputs.items()
+        ],
+        "outputs": [{"name": n} for n in outputs],
+    }
+
+
+def _http(method: str, url: str, body: dict | None, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json",
+                                                                             **headers})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode(errors="replace")[:500]
+        raise ServingError(f"{method} {url} answered HTTP {e.code}: {detail}") from e
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        raise ServingError(f"{method} {url} failed: {e}. Is the server up and the URL right?") from e
+
+
+def model_url(base_url: str, model: str) -> str:
+    """`{base}/v2/models/{model}`: Triton's route names the model in its repository, not the InferenceService."""
+    return f"{base_url.rstrip('/')}/v2/models/{model}"
+
+
+def fetch_model_io(
+    base_url: str, model: str, headers: dict[str, str] | None = None, timeout_s: float = 30.0
+) -> ModelIO:
+    """The served model's tensors, from `GET /v2/models/{model}`."""
+    return ModelIO.from_metadata(_http("GET", model_url(base_url, model), None, headers or {}, timeout_s))
+
+
+def infer(
+    base_url: str,
+    io: ModelIO,
+    inputs: dict[str, np.ndarray],
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> dict[str, np.ndarray]:
+    """Send one inference; returns each output as an array of the shape the server reports."""
+    answer = _http(
+        "POST", model_url(base_url, io.model) + "/infer", infer_request(inputs, io), headers or {}, timeout_s
+    )
+    out = {}
+    for item in answer.get("outputs", []):
+        dtype = NUMPY_DTYPES.get(item.get("datatype", ""), np.float32)
+        out[item["name"]] = np.asarray(item["data"], dtype=dtype).reshape(item["shape"])
+    return out
+
+
+@dataclass
+class InferenceCheck:
+    """One request's outcome: what went out, what came back, how long it took."""
+
+    url: str
+    model: str
+    input_shapes: dict[str, list[int]]
+    output_shape: list[int]
+    seconds: float
+    value_range: tuple[float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly."""
+        return dict(self.__dict__)
+
+
+def check_inference(
+    base_url: str,
+    io: ModelIO,
+    height: int = 64,
+    width: int = 64,
+    batch: int = 1,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> InferenceCheck:
+    """Send one (latent, image, mask) request and check that `sample` comes back as a finite (B, 3, H, W) image."""
+    inputs = decoder_inputs(io, height, width, batch)
+    start = time.perf_counter()
+    outputs = infer(base_url, io, inputs, headers, timeout_s)
+    seconds = time.perf_counter() - start
+    sample = outputs.get(DECODER_OUTPUT)
+    expected = [batch, 3, height, width]
+    if sample is None:
+        raise ServingError(f"{model_url(base_url, io.model)}/infer returned no {DECODER_OUTPUT!r}: {sorted(outputs)}")
+    if list(sample.shape) != expected or not np.isfinite(sample).all():
+        raise ServingError(
+            f"{model_url(base_url, io.model)}/infer returned {DECODER_OUTPUT!r} of shape {list(sample.shape)} "
+            f"(finite: {bool(np.isfinite(sample).all())}); expected a finite image of shape {expected}"
+        )
+    return InferenceCheck(
+        base_url,
+        io.model,
+        {k: list(v.shape) for k, v in inputs.items()},
+        expected,
+        round(seconds, 3),
+        (float(sample.min()), float(sample.max())),
+    )

@@ -1,0 +1,103 @@
+"""The deploy step: serve a Triton export with KServe, wait until it is Ready, and prove it answers.
+
+The InferenceService goes to the step's own namespace (downward API) unless one is given; once Ready, the
+step sends one v2 inference (latent, image, mask, shaped from the export's config.pbtxt) to the service's
+cluster-local address and checks that a finite image of the right shape comes back. Any of that failing
+fails the step: a run is never green with a service that cannot answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asymvae.cluster.inferenceservice import (
+    InferenceServiceSpec,
+    apply_inferenceservice,
+    build_inferenceservice,
+    wait_ready,
+)
+from asymvae.cluster.jobspec import gpu_tolerations
+from asymvae.cluster.pod import resolve_namespace
+from asymvae.export.client import InferenceCheck, ModelIO, ServingError, check_inference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeployStepConfig:
+    """Where and how the decoder is served, and how it is checked."""
+
+    name: str = "asymvae-decoder"
+    """InferenceService name."""
+    namespace: str = ""
+    """Namespace; empty: the step's own (its pod's)."""
+    service_account: str = "asymvae-serving"
+    """Predictor service account listing the S3 Secret (k8s/serving-access); empty: the namespace default."""
+    gpus: int = 1
+    """GPUs per replica (0: CPU)."""
+    cpu: str = "2"
+    """CPU request and limit per replica."""
+    memory: str = "8Gi"
+    """Memory request per replica (the limit is twice this)."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels the predictor pods must match."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Taints the predictor tolerates besides the `nvidia.com/gpu` taint (tolerated when it has GPUs)."""
+    ready_timeout_s: float = 900.0
+    """How long to wait for Ready (image pull, model download, Triton's start)."""
+    poll_s: float = 10.0
+    """Seconds between status reads."""
+    check_size: int = 64
+    """Side in pixels of the test request's image (a multiple of 8)."""
+
+
+@dataclass
+class Deployment:
+    """What the step did."""
+
+    manifest: dict[str, Any]
+    action: str
+    """`created` or `updated`."""
+    url: str
+    """The service's cluster-local base URL (requests go to `<url>/v2/models/<model>/infer`)."""
+    model: str
+    """The model's name in the Triton repository."""
+    check: InferenceCheck
+
+
+def triton_model_dir(repository: str | Path) -> Path:
+    """The one model folder (`<name>/config.pbtxt`) of a Triton repository root."""
+    found = sorted(p.parent for p in Path(repository).glob("*/config.pbtxt"))
+    if len(found) != 1:
+        raise ServingError(f"{repository} should hold one Triton model (<name>/config.pbtxt), found {len(found)}")
+    return found[0]
+
+
+def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_client: Any = None) -> Deployment:
+    """Serve the Triton repository at `storage_uri` (whose local copy is `repository`), wait until Ready, check
+    one inference. Raises DeploymentError / ServingError / KubernetesAPIError when any of it fails."""
+    io = ModelIO.from_triton_config(triton_model_dir(repository))
+    tolerations = [t.to_dict() for t in gpu_tolerations()] if cfg.gpus else []
+    spec = InferenceServiceSpec(
+        name=cfg.name,
+        storage_uri=storage_uri,
+        namespace=resolve_namespace(cfg.namespace),
+        service_account=cfg.service_account or None,
+        gpus=cfg.gpus,
+        cpu=cfg.cpu,
+        memory=cfg.memory,
+        node_selector=dict(cfg.node_selector),
+        tolerations=tolerations + list(cfg.tolerations),
+    )
+    manifest = build_inferenceservice(spec)
+    action = apply_inferenceservice(manifest, api_client)
+    status = wait_ready(spec.name, spec.namespace, cfg.ready_timeout_s, cfg.poll_s, api_client)
+    url = (status.get("address") or {}).get("url") or status.get("url")
+    if not url:
+        raise ServingError(f"InferenceService {spec.namespace}/{spec.name} is Ready but reports no address")
+    check = check_inference(url, io, cfg.check_size, cfg.check_size)
+    log.info("%s answered in %.3f s: sample %s", url, check.seconds, check.output_shape)
+    return Deployment(manifest, action, url, io.model, check)

@@ -1,0 +1,140 @@
+"""The v2 inference client against a real local inference server (tests/v2_server.py: the Open Inference REST
+protocol over the Triton export, each request run by onnxruntime), and the client code the docs show
+(tritonclient, curl) run as written against the same server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from asymvae.cli import main
+from asymvae.export.client import (
+    ModelIO,
+    ServingError,
+    TensorSpec,
+    check_inference,
+    decoder_inputs,
+    fetch_model_io,
+    infer,
+)
+from asymvae.export.config import ExportConfig
+from asymvae.export.run import export_model
+from tests.v2_server import V2Server
+
+MODEL = "asymvae_decoder"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "export-and-serving.md"
+
+
+@pytest.fixture(scope="module")
+def repository(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("triton") / "repo"
+    export_model(ExportConfig(str(asym_export_dir), "triton", str(root), name=MODEL))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path):
+    instance = V2Server(repository)
+    with instance as url:
+        instance.base = url
+        yield instance
+
+
+def test_one_request_decodes_and_matches_onnxruntime_run_directly(server, repository: Path) -> None:
+    io = ModelIO.from_triton_config(repository / MODEL)
+    check = check_inference(server.base, io, height=64, width=64)
+    assert check.output_shape == [1, 3, 64, 64]
+    assert check.input_shapes == {"latent": [1, 4, 8, 8], "image": [1, 3, 64, 64], "mask": [1, 1, 64, 64]}
+    (request,) = [r for r in server.requests if r["path"] == f"/v2/models/{MODEL}/infer"][-1:]
+    assert [i["name"] for i in request["body"]["inputs"]] == ["latent", "image", "mask"]
+    assert {i["datatype"] for i in request["body"]["inputs"]} == {"FP32"}
+    # the JSON round trip loses nothing: the served answer is the model's
+    inputs = decoder_inputs(io, 64, 64)
+    served = infer(server.base, io, inputs)["sample"]
+    session = ort.InferenceSession(str(repository / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (direct,) = session.run(["sample"], inputs)
+    np.testing.assert_array_equal(served, direct)
+
+
+@pytest.mark.parametrize("height, width, batch", [(32, 32, 1), (48, 80, 2), (96, 64, 8)])
+def test_the_served_config_accepts_the_decoders_resolutions_and_batches(server, repository, height, width, batch):
+    """Triton's config leaves height, width and batch free (up to max_batch_size): any multiple of 8 works."""
+    io = ModelIO.from_triton_config(repository / MODEL)
+    assert io.input("image").shape == [-1, 3, -1, -1] and io.input("latent").shape == [-1, 4, -1, -1]
+    check = check_inference(server.base, io, height=height, width=width, batch=batch)
+    assert check.output_shape == [batch, 3, height, width]
+
+
+def test_requests_the_config_refuses_are_refused(server, repository: Path) -> None:
+    io = ModelIO.from_triton_config(repository / MODEL)
+    with pytest.raises(ServingError, match="max_batch_size 8"):
+        decoder_inputs(io, 32, 32, batch=9)
+    with pytest.raises(ServingError, match="multiples of 8"):
+        decoder_inputs(io, 30, 32)
+    latent = np.full((1, 4, 4, 4), 0.5)  # a caller's own latent (e.g. the UNet's), cast to the model's FP32
+    assert decoder_inputs(io, 32, 32, latent=latent)["latent"].dtype == np.float32
+    with pytest.raises(ServingError, match=r"input 'latent' of shape \[1, 8, 4, 4\] does not fit"):
+        decoder_inputs(io, 32, 32, latent=np.zeros((1, 8, 4, 4)))
+    # what the server itself refuses, as Triton would: a datatype the config does not declare
+    as_fp64 = ModelIO(io.model, [TensorSpec(s.name, "FP64", s.shape) for s in io.inputs], io.outputs)
+    wrong = {k: v.astype(np.float64) for k, v in decoder_inputs(io, 32, 32).items()}
+    with pytest.raises(ServingError, match="HTTP 400.*datatype float64 where the model wants FP32"):
+        infer(server.base, as_fp64, wrong)
+    with pytest.raises(ServingError, match="HTTP 404.*unknown model"):
+        check_inference(server.base, ModelIO("asymvae-decoder", io.inputs, io.outputs, 8))  # the ISVC name is wrong
+
+
+def test_metadata_from_the_server_equals_the_exported_config(server, repository: Path) -> None:
+    assert fetch_model_io(server.base, MODEL) == ModelIO(
+        MODEL,
+        ModelIO.from_triton_config(repository / MODEL).inputs,
+        ModelIO.from_triton_config(repository / MODEL).outputs,
+    )
+
+
+def test_the_infer_command_checks_a_served_model(server, tmp_path: Path, capsys) -> None:
+    request = tmp_path / "request.json"
+    with pytest.raises(SystemExit) as done:
+        main(["infer", server.base, "--model", MODEL, "--height", "32", "--width", "48",
+              "--save-request", str(request)])  # fmt: skip
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "sample [1, 3, 32, 48]" in out and request.is_file()
+    with pytest.raises(SystemExit) as done:
+        main(["infer", server.base, "--model", "no_such_model"])
+    assert done.value.code == 2 and "unknown model" in capsys.readouterr().err
+
+
+def _doc_block(lang: str, marker: str) -> str:
+    blocks = re.findall(rf"```{lang}\n(.*?)```", DOCS.read_text(), flags=re.S)
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+def test_the_docs_tritonclient_example_runs_as_written(server) -> None:
+    pytest.importorskip("tritonclient.http", reason="tritonclient[http] (a dev dependency) is not installed")
+    code = _doc_block("python", "tritonclient.http").replace("localhost:8080", server.base.removeprefix("http://"))
+    scope: dict = {}
+    exec(compile(code, str(DOCS), "exec"), scope)  # the documented example, run as a user would
+    assert scope["sample"].shape == (1, 3, 512, 512)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_docs_curl_example_runs_as_written(server, tmp_path: Path) -> None:
+    script = _doc_block("bash", "curl").replace("http://localhost:8080", server.base)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # `asymvae`
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"inputs": [{"name": "latent"' in done.stdout  # the metadata request
+    assert done.stdout.endswith("sample [1, 3, 64, 64]\n")  # the inference request's answer
+    assert json.loads((tmp_path / "request.json").read_text())["inputs"][0]["name"] == "latent"

@@ -1,0 +1,62 @@
+"""The Kubernetes stand-in's own rules, each shown failing: authentication, namespaces, resourceVersion
+conflicts, and an InferenceService made invalid by KServe's runtime merge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from asymvae.cluster.inferenceservice import GROUP, PLURAL, VERSION, InferenceServiceSpec, build_inferenceservice
+from tests.fake_kube import FakeKubeServer
+
+NS = "team-a"
+
+
+@pytest.fixture
+def cluster():
+    server = FakeKubeServer(service_account=(NS, "default-editor"))
+    with server as state:
+        yield server, state
+
+
+def _isvc(**changes) -> dict:
+    return build_inferenceservice(InferenceServiceSpec(name="d", storage_uri="s3://b/p", namespace=NS, **changes))
+
+
+def test_no_token_is_unauthorized_and_another_namespace_forbidden(cluster) -> None:
+    server, _ = cluster
+    with pytest.raises(ApiException) as no_token:
+        k8s.CustomObjectsApi(server.api_client(token=None)).list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)
+    assert no_token.value.status == 401
+    with pytest.raises(ApiException) as elsewhere:
+        k8s.CoreV1Api(server.api_client()).list_namespaced_pod("kubeflow")
+    message = json.loads(elsewhere.value.body)["message"]
+    assert elsewhere.value.status == 403 and 'cannot list resource "pods" in the namespace "kubeflow"' in message
+
+
+def test_a_replace_with_a_stale_resource_version_conflicts(cluster) -> None:
+    server, _ = cluster
+    api = k8s.CustomObjectsApi(server.api_client())
+    created = api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, _isvc())
+    stale = {**created, "metadata": {**created["metadata"]}}
+    api.replace_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d", created)
+    with pytest.raises(ApiException) as conflict:
+        api.replace_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d", stale)
+    assert conflict.value.status == 409
+
+
+def test_an_inferenceservice_broken_by_the_runtime_merge_never_becomes_ready(cluster) -> None:
+    server, _ = cluster
+    api = k8s.CustomObjectsApi(server.api_client())
+    broken = _isvc()
+    del broken["spec"]["predictor"]["model"]["resources"]["limits"]["cpu"]  # CPU request 2, runtime limit 1
+    api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, broken)
+    (ready,) = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")["status"]["conditions"]
+    assert ready["status"] == "False" and "must be less than or equal to the cpu limit of 1" in ready["message"]
+    api.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")
+    api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, _isvc())
+    (ready,) = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")["status"]["conditions"]
+    assert ready["status"] == "True"
