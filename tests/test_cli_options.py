@@ -10,6 +10,7 @@ import pytest
 
 from asymvae.cli import build_parser
 from asymvae.commands.configs import ConfigsOptions
+from asymvae.commands.infer import InferOptions
 from asymvae.commands.options import add_options, from_args
 from asymvae.commands.pipeline import CompileOptions, RunLocalOptions, ScheduleOptions, SubmitOptions
 from asymvae.commands.prepare import PrepareOptions
@@ -26,6 +27,7 @@ COMMANDS = {
     ("prepare",): PrepareOptions,
     ("eval",): EvalConfig,
     ("export",): ExportConfig,
+    ("infer",): InferOptions,
     ("pipeline", "compile"): CompileOptions,
     ("pipeline", "run-local"): RunLocalOptions,
     ("pipeline", "submit"): SubmitOptions,

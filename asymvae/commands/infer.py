@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asymvae.commands.options import add_options, from_args
+from asymvae.commands.options import add_command, from_args
 from asymvae.config import ConfigError
 
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `infer` to the command line."""
-    p = sub.add_parser("infer", help="send one request to the served decoder and check the answer",
-                       description=__doc__)  # fmt: skip
-    add_options(p, InferOptions, positional=("url",), flags={"header": "--header"})
-    p.set_defaults(func=run)
+    add_command(
+        sub, "infer", InferOptions, run, description=__doc__, positional=("url",),
+        help="send one request to the served decoder and check the answer",
+    )  # fmt: skip
