@@ -47,6 +47,12 @@ def _words(text: str) -> str:
     return " ".join(text.split())
 
 
+@pytest.fixture(autouse=True)
+def _wide_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argparse wraps help to the terminal width, breaking words at hyphens: no wrapping here."""
+    monkeypatch.setenv("COLUMNS", "1000")
+
+
 @pytest.mark.parametrize("path", list(COMMANDS), ids=" ".join)
 def test_each_field_is_an_option_with_its_docstring(path: tuple[str, ...]) -> None:
     cls = COMMANDS[path]
