@@ -51,11 +51,24 @@ class ImageSource(ABC):
 
 
 class FolderSource(ImageSource):
-    """Image files on disk, in sorted path order."""
+    """Image files on disk, in sorted path order, below `root`.
 
-    def __init__(self, paths: list[Path], description: str) -> None:
+    `faults` are entries of the folder that could not be read at all (a folder without permission, a
+    broken or looping link): they take their place in the order like files, and loading one raises its
+    `BadImageError`, so every reader reports and counts them as bad images.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        description: str,
+        root: Path | None = None,
+        faults: dict[Path, BadImageError] | None = None,
+    ) -> None:
         self.paths = paths
         self.description = description
+        self.root = root
+        self.faults = faults or {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -63,6 +76,9 @@ class FolderSource(ImageSource):
     def load(self, i: int) -> bytes:
         """The file's bytes."""
         path = self.paths[self._check_index(i)]
+        fault = self.faults.get(path)
+        if fault is not None:
+            raise BadImageError(fault.reason, fault.kind)
         try:
             return path.read_bytes()
         except OSError as e:
@@ -72,9 +88,14 @@ class FolderSource(ImageSource):
         """The file path."""
         return str(self.paths[self._check_index(i)])
 
+    def relative_name(self, i: int) -> str:
+        """The path below `root` (`/`-separated), the full path when there is no root."""
+        path = self.paths[self._check_index(i)]
+        return path.relative_to(self.root).as_posix() if self.root is not None else str(path)
+
     def head(self, n: int) -> FolderSource:
         """The first `n` files."""
-        return FolderSource(self.paths[:n], f"{self.description}, first {n}")
+        return FolderSource(self.paths[:n], f"{self.description}, first {n}", self.root, self.faults)
 
 
 class HFDatasetSource(ImageSource):

@@ -250,7 +250,7 @@ def prepare(
     total = len(source)
     if total == 0:
         raise PrepareError(f"{source.description} has no images. Fix: check the source and prepare.split.")
-    names = sample_names(source, spec)
+    names = sample_names(source)
     src_fp = source_fingerprint(source, spec, names)
     fingerprint = run_fingerprint(src_fp, cfg.output_settings())
     manifest_uri = store.url(MANIFEST_NAME)

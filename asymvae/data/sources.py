@@ -23,11 +23,12 @@ them. `scan_source` does that once up front for every image and keeps the usable
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,11 +138,12 @@ def _open_folder(path: Path, split: str, image_column: str | None) -> ImageSourc
         return _load_saved(path, split, image_column, is_dict=True)
     if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
         return _load_saved(path, split, image_column, is_dict=False)
-    parquet = sorted(p for p in _walk_files(path) if p.suffix.lower() == ".parquet")
+    parquet = sorted(p for p in _walk(path)[0] if p.suffix.lower() == ".parquet")
     if parquet:
         return _load_parquet(parquet, path, split, image_column)
     root = _split_subfolder(path, split)
-    images = sorted(p for p in _walk_files(root) if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files, faults = _walk(root)
+    images = sorted([p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS] + list(faults))
     if not images:
         raise DataSourceError(
             f"data.source {str(path)!r}: the folder contains no image files "
@@ -149,26 +151,70 @@ def _open_folder(path: Path, split: str, image_column: str | None) -> ImageSourc
             "dataset_info.json or *.parquet). Fix: point data.source at the folder that holds the images."
         )
     where = str(root) if root == path else f"{path} (split subfolder {root.name!r})"
-    return FolderSource(images, f"image folder {where} ({len(images)} files)")
+    unreadable = f", {len(faults)} unreadable entries" if faults else ""
+    return FolderSource(images, f"image folder {where} ({len(images)} files{unreadable})", path, faults)
 
 
-def _walk_files(root: Path) -> Iterator[Path]:
-    """Files below root, following symlinked folders once, skipping hidden entries and macOS zip debris."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+def _walk(root: Path) -> tuple[list[Path], dict[Path, BadImageError]]:
+    """Files below root, and the entries that cannot be read at all, by path.
+
+    Symlinked folders are followed, each real folder once; hidden entries and macOS zip debris are
+    skipped. A folder that cannot be listed, a link to a folder already read (a loop, or a second way to
+    the same folder) and a broken or looping link that may have been an image (an image extension or
+    none, like a folder's name) are faults: reported and counted as bad images, never dropped silently.
+    """
+    files: list[Path] = []
+    faults: dict[Path, BadImageError] = {}
+    read: dict[str, Path] = {}
+
+    def unlistable(error: OSError) -> None:
+        faults[Path(error.filename)] = BadImageError(f"cannot list folder: {error.strerror}", "folder")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unlistable):
+        here = Path(dirpath)
         real = os.path.realpath(dirpath)
-        if real in seen:  # symlink loop
+        if real in read:
+            loop = here.is_relative_to(read[real])
+            what = "a link loop: leads back to" if loop else "a second way to"
+            faults[here] = BadImageError(f"{what} {read[real]}, whose files are read once, there", "link")
             dirnames[:] = []
             continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        read[real] = here
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS)
         for name in filenames:
-            if not name.startswith("."):  # includes macOS "._x.jpg" resource forks, which are not images
-                yield Path(dirpath) / name
+            if name.startswith("."):  # includes macOS "._x.jpg" resource forks, which are not images
+                continue
+            path = here / name
+            fault = _link_fault(path)
+            if fault is None:
+                files.append(path)
+            elif path.suffix.lower() in IMAGE_EXTENSIONS or not path.suffix:
+                faults[path] = fault
+    return files, faults
+
+
+def _link_fault(path: Path) -> BadImageError | None:
+    """Why `path` cannot be read at all (a broken or looping link, not a regular file), else None."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return BadImageError("symbolic link loop", "link")
+        target = os.readlink(path) if path.is_symlink() else "?"
+        return BadImageError(f"broken link to {target} ({e.strerror})", "link")
+    if not stat.S_ISREG(st.st_mode):  # a fifo would block the reader forever
+        return BadImageError("not a regular file", "unreadable")
+    return None
 
 
 def _split_subfolder(path: Path, split: str) -> Path:
-    subdirs = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
+    try:
+        subdirs = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
+    except OSError as e:
+        raise DataSourceError(
+            f"data.source {str(path)!r}: cannot list the folder ({e.strerror}). Fix: give this user read and "
+            "execute permission on it, or point data.source at a folder it can read."
+        ) from e
     if "train" not in subdirs or not any(s in subdirs for s in _SPLIT_DIR_PARTNERS):
         return path
     if split.lower() in subdirs:
