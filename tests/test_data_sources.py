@@ -19,13 +19,8 @@ from PIL import Image
 
 from asymvae.data.demo_images import PHOTO_NAMES, DemoSource, demo_images
 from asymvae.data.images import BadImageError, check_image, decode_image
-from asymvae.data.sources import (
-    DataSourceError,
-    FolderSource,
-    HFDatasetSource,
-    open_source,
-    scan_source,
-)
+from asymvae.data.scan import scan_source
+from asymvae.data.sources import DataSourceError, FolderSource, HFDatasetSource, open_source
 
 MIN_SIDE = 64
 
@@ -248,7 +243,7 @@ def test_scan_reports_bad_files_by_name(image_folder: Path) -> None:
     report = scan_source(source, min_side=MIN_SIDE, max_bad_share=0.5, progress=False)
     assert report.total == len(GOOD) + len(BAD)
     assert sorted(os.path.relpath(source.name(i), image_folder) for i in report.good) == sorted(GOOD)
-    reasons = {Path(name).name: reason for name, reason in report.bad}
+    reasons = {Path(name).name: reason for name, reason, _ in report.bad}
     assert set(reasons) == set(BAD)
     for name, (_, fragment) in BAD.items():
         assert fragment in reasons[name]
@@ -340,7 +335,7 @@ def test_save_to_disk_dataset(tmp_path: Path) -> None:
     assert source.name(3) == f"{tmp_path / 'ds'}[train][3]"
     report = scan_source(source, min_side=MIN_SIDE, max_bad_share=0.5, progress=False)
     assert report.good == [0, 1, 2, 4]
-    assert report.bad == [(source.name(3), "not an image (cannot identify image file)")]
+    assert report.bad == [(source.name(3), "not an image (cannot identify image file)", "not_image")]
     assert len(open_source(str(tmp_path / "ds"), image_column="image", max_samples=2)) == 2
 
 

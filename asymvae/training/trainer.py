@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from asymvae.config import to_dict
 from asymvae.data.dataset import TrainImages
 from asymvae.data.sampler import ResumableBatchSampler
-from asymvae.data.sources import open_source, scan_source
+from asymvae.data.scan import BAD_LIST_NAME, scan_source
+from asymvae.data.sources import open_source
 from asymvae.data.streaming import ShardStream, StreamPosition
 from asymvae.errors import UserError
 from asymvae.losses.perceptual import build_lpips
@@ -130,7 +131,13 @@ class Trainer:
         # Rank 0 validates every image once; the others take its list, so all ranks agree on the data.
         good = [None]
         if acc.is_main_process:
-            report = scan_source(source, d.effective_min_side, d.max_bad_share, progress=cfg.train.progress)
+            report = scan_source(
+                source,
+                d.effective_min_side,
+                d.max_bad_share,
+                progress=cfg.train.progress,
+                bad_list=self.out / "logs" / BAD_LIST_NAME,
+            )
             if report.bad:
                 log.warning("%s", report.summary())
             good = [report.good]
