@@ -125,11 +125,22 @@ def _open_file(path: Path, split: str, image_column: str | None) -> ImageSource:
     )
 
 
+def _unlistable(path: Path, error: OSError) -> DataSourceError:
+    return DataSourceError(
+        f"data.source {str(path)!r}: cannot list the folder ({error.strerror}). Fix: give this user read and "
+        "execute permission on it, or point data.source at a folder it can read."
+    )
+
+
 def _open_folder(path: Path, split: str, image_column: str | None) -> ImageSource:
-    if (path / "dataset_dict.json").is_file():
-        return _load_saved(path, split, image_column, is_dict=True)
-    if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
-        return _load_saved(path, split, image_column, is_dict=False)
+    try:
+        is_dict = (path / "dataset_dict.json").is_file()
+        is_saved = (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+        os.listdir(path)
+    except OSError as e:
+        raise _unlistable(path, e) from e
+    if is_dict or is_saved:
+        return _load_saved(path, split, image_column, is_dict=is_dict)
     parquet = sorted(p for p in _walk(path)[0] if p.suffix.lower() == ".parquet")
     if parquet:
         return _load_parquet(parquet, path, split, image_column)
@@ -200,13 +211,7 @@ def _link_fault(path: Path) -> BadImageError | None:
 
 
 def _split_subfolder(path: Path, split: str) -> Path:
-    try:
-        subdirs = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
-    except OSError as e:
-        raise DataSourceError(
-            f"data.source {str(path)!r}: cannot list the folder ({e.strerror}). Fix: give this user read and "
-            "execute permission on it, or point data.source at a folder it can read."
-        ) from e
+    subdirs = {p.name.lower(): p for p in path.iterdir() if p.is_dir()}
     if "train" not in subdirs or not any(s in subdirs for s in _SPLIT_DIR_PARTNERS):
         return path
     if split.lower() in subdirs:

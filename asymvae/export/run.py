@@ -111,7 +111,7 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     run_config = read_run_config(cfg.model)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        with writing("the export", tmp):  # a full disk or a folder it may not write to: one line, nothing left
+        with writing("the export", target):  # a full disk or a folder it may not write to: one line, nothing left
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()

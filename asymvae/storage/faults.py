@@ -17,7 +17,7 @@ from pathlib import Path
 from asymvae.errors import UserError
 from asymvae.storage.base import StorageError
 
-_ACCESS = "give this user (uid {uid}) access to it, or use a location it can write to"
+_ACCESS = "give this user (uid {uid}) access to it, or use another location"
 _FIXES: dict[int, str] = {
     errno.ENOSPC: "free space on that file system, or write somewhere else",
     errno.EDQUOT: "free space within your disk quota, or write somewhere else",
@@ -68,19 +68,20 @@ def fault_errno(error: BaseException, space_at: Path | None = None) -> int | Non
 def environment_fault(
     error: BaseException, action: str, path: Path | None = None, space_at: Path | None = None
 ) -> StorageError | None:
-    """`error` as a one-line StorageError (`cannot <action> <file>: <cause>. Fix: ...`) when it is an
-    environment fault (see `fault_errno`), else None. The file is the one the error names, else `path`."""
+    """`error` as a one-line StorageError (`cannot <action> <path>: <cause>. Fix: ...`) when it is an
+    environment fault (see `fault_errno`), else None. Without `path`, the file the error names."""
     code = fault_errno(error, space_at)
     if code is None:
         return None
-    where = getattr(error, "filename", None) or path
+    where = path or getattr(error, "filename", None) or "a file"
     fix = _FIXES[code].format(uid=os.geteuid())
     return StorageError(f"cannot {action} {where}: {os.strerror(code)} ({errno.errorcode[code]}). Fix: {fix}.")
 
 
 @contextmanager
 def writing(what: str, path: Path) -> Iterator[None]:
-    """Runs the block that writes `what` at `path`; an environment fault in it becomes a StorageError.
+    """Runs the block that writes `what` at `path` (the name the user knows, not a temporary one); an
+    environment fault in it becomes a StorageError naming `path`.
 
     Put it around the writes themselves, inside any cleanup: the free-space test must see the disk as the
     failed write left it.

@@ -37,7 +37,7 @@ def write_atomic(path: Path, data: bytes | BinaryIO) -> None:
     """
     tmp: str | None = None
     try:
-        with writing("file", path):
+        with writing("the file", path):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; this is data, readable like any file
@@ -55,8 +55,20 @@ def write_atomic(path: Path, data: bytes | BinaryIO) -> None:
         raise
 
 
+def match_umask(folder: Path) -> None:
+    """Give `folder` and everything below it the permissions `mkdir` and `open(..., "w")` give under the
+    umask: some writers choose their own (safetensors 0.8 writes its files 0600, unreadable to the others
+    who may read the folder)."""
+    mask = umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def publish(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name, replacing an older one without a gap."""
+    """Move a finished temporary folder to its final name, replacing an older one without a gap. Its files
+    get the permissions of any file the user writes (`match_umask`)."""
+    match_umask(tmp)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         trash = final.with_name(f".{final.name}.old-{os.getpid()}")

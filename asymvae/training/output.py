@@ -35,7 +35,7 @@ def write_export(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Pat
     final = export_dir(output_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")
     try:
-        with writing("the trained model", tmp):
+        with writing("the trained model", final):
             tmp = staging_dir(final)
             save_vae(vae, tmp)
             (tmp / "config.yaml").write_text(config_yaml)

@@ -234,7 +234,7 @@ class Trainer:
         final = ckpt.checkpoints_root(self.out) / ckpt.checkpoint_name(self.state.step)
         tmp = final.with_name(f".{final.name}.tmp")
         try:
-            with writing("a checkpoint", tmp):
+            with writing("a checkpoint", final):
                 if acc.is_main_process:
                     tmp = staging_dir(final)
                 acc.wait_for_everyone()
