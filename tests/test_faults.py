@@ -37,6 +37,7 @@ from tests.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, 
 from tests.test_train import weights
 
 DEMO = "builtin:demo?count=64&size=48"
+DIFFUSERS = ["--format", "diffusers", "--out"]
 SMALL = ["--set", "prepare.min_side=16", "--set", "prepare.max_side=48", "--set", "prepare.workers=1"]
 
 
@@ -328,7 +329,7 @@ def test_export_into_a_read_only_folder_and_onto_a_full_disk(asym_export_dir, tm
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        run = asymvae("export", str(asym_export_dir), "--format", "diffusers", "--out", str(locked / "vae"), preexec=modes_bind())
+        run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(locked / "vae"), preexec=modes_bind())
     finally:
         locked.chmod(0o755)
     line = one_line_error(run, "export")
@@ -336,7 +337,7 @@ def test_export_into_a_read_only_folder_and_onto_a_full_disk(asym_export_dir, tm
     assert os.listdir(locked) == []
 
     with small_disk(tmp_path / "small", 1 << 20) as disk:  # the model's weights alone are 4.8 MB
-        run = asymvae("export", str(asym_export_dir), "--format", "diffusers", "--out", str(disk.path / "vae"), preexec=disk.preexec)
+        run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(disk.path / "vae"), preexec=disk.preexec)
         line = one_line_error(run, "export")
         assert f"({disk.errno})" in line and str(disk.path) in line
         assert os.listdir(disk.path) == [], "a failed export leaves nothing behind"
@@ -366,7 +367,7 @@ def test_prepare_onto_a_full_disk_is_one_line(tmp_path):
 def test_written_files_follow_the_umask(asym_export_dir, base_vae_dir, tmp_path):
     run = asymvae("prepare", DEMO, "--out", str(tmp_path / "data"), *SMALL, preexec=[with_umask(0o027)])
     assert run.returncode == 0, run.stderr[-2000:]
-    run = asymvae("export", str(asym_export_dir), "--format", "diffusers", "--out", str(tmp_path / "export"), preexec=[with_umask(0o027)])
+    run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(tmp_path / "export"), preexec=[with_umask(0o027)])
     assert run.returncode == 0, run.stderr[-2000:]
     old = os.umask(0o027)
     try:
