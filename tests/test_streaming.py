@@ -155,3 +155,42 @@ def test_two_ranks_stream_disjoint_samples_and_checkpoint_both_positions(base_va
     states = [torch.load(p, weights_only=False) for p in (out / "checkpoints" / "step-00000004").glob("custom_*.pkl")]
     position = next(s["sampler"] for s in states if "sampler" in s)
     assert position["progress"] == {"0": [0, 8], "1": [0, 8]} and position["batches"] == {"0": 4, "1": 4}
+
+
+@pytest.mark.slow  # one process, then two under torchrun: ~2 min on a busy 2-core machine
+def test_a_run_resumed_on_more_processes_with_fewer_workers_reads_each_sample_once(base_vae_dir, tmp_path):
+    """An elastic restart for real: 1 process x 3 DataLoader workers trains 4 steps, then the run resumes as
+    2 processes x 1 worker (2 readers instead of 3) to the end of the epoch. Every sample of the epoch is
+    used exactly once across the change, though the first run's workers had read ahead."""
+    import re
+
+    from asymvae.config import save_yaml
+    from tests.test_end_to_end import asymvae
+
+    data = tmp_path / "data"
+    prepare(
+        "builtin:demo?count=40&size=48",
+        str(data),
+        PrepareConfig(min_side=16, max_side=48, val_fraction=0.0, shard_max_bytes=65536, workers=1),
+        progress=False,
+    )
+    out, cfg_file = tmp_path / "run", tmp_path / "run.yaml"
+    extra = (f"data.shards={data}", "data.shuffle_buffer=5", "train.checkpoint_every=4", "train.log_every=4")
+    save_yaml(tiny_config(base_vae_dir, out, *extra, "data.num_workers=3"), cfg_file)
+    first = asymvae("train", str(cfg_file), env={"ASYMVAE_LOG_LEVEL": "DEBUG"}, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    save_yaml(tiny_config(base_vae_dir, out, *extra, "data.num_workers=1", "train.max_steps=12"), cfg_file)
+    second = asymvae(
+        "train", str(cfg_file), "--resume", env={"NPROC_PER_NODE": "2", "ASYMVAE_LOG_LEVEL": "DEBUG"}, timeout=600
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "dealt to the new readers" in second.stderr
+
+    pattern = r"rank (\d) step (\d+) images \[([\d, ]+)\] epochs \[([\d, ]+)\]"
+    used = []
+    for run, steps in ((first, range(4)), (second, range(4, 12))):
+        found = re.findall(pattern, run.stderr)
+        assert sorted({int(step) for _, step, _, _ in found}) == list(steps)
+        for _, _, images, epochs in found:
+            used += [(int(e), int(i)) for i, e in zip(images.split(","), epochs.split(","), strict=True)]
+    assert sorted(used) == [(0, i) for i in range(40)], "a sample was repeated or skipped across the restart"

@@ -290,7 +290,10 @@ class Trainer:
             pixels = batch["pixels"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
             if log.isEnabledFor(logging.DEBUG):  # which images each step used: tests check no repeats or gaps
-                log.debug("rank %d step %d images %s", acc.process_index, self.state.step, batch["index"].tolist())
+                epochs = f" epochs {batch['epoch'].tolist()}" if "epoch" in batch else ""
+                log.debug(
+                    "rank %d step %d images %s%s", acc.process_index, self.state.step, batch["index"].tolist(), epochs
+                )
             terms = self.step_fn(pixels, mask, self.state.step, micro)
             nonfinite += ~torch.isfinite(terms["loss"])
             self.sampler.advance(batch)
