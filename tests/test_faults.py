@@ -57,11 +57,13 @@ def _demo_dataset(out: Path, **settings) -> Manifest:
 
 @pytest.fixture
 def broken_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """Eight good images, and one of each way a folder entry can be unreadable (with the reason expected)."""
+    """Nine good images (one with a name that is not UTF-8), and one of each way a folder entry can be
+    unreadable (with the reason expected)."""
     root = tmp_path / "photos"
     (root / "trip").mkdir(parents=True)
     for i in range(8):
         _png(root / ("trip" if i % 2 else ".") / f"img{i}.png", i)
+    _png(Path(os.fsdecode(os.fsencode(root) + b"/caf\xe9.png")), 8)  # a Latin-1 name: not UTF-8, still an image
     (root / "loop1.jpg").symlink_to("loop2.jpg")
     (root / "loop2.jpg").symlink_to("loop1.jpg")
     (root / "gone.png").symlink_to("deleted.png")
@@ -89,7 +91,7 @@ def test_prepare_names_every_entry_it_cannot_read_and_counts_it(broken_folder, t
     root, expected = broken_folder
     out = tmp_path / "prepared"
     refused = asymvae("prepare", str(root), "--out", str(out), *SMALL, preexec=modes_bind())
-    assert "too many unusable images: 7 of 15 > prepare.max_bad_share" in one_line_error(refused, "prepare")
+    assert "too many unusable images: 7 of 16 > prepare.max_bad_share" in one_line_error(refused, "prepare")
     assert not (out / MANIFEST_NAME).exists()
 
     run = asymvae(
@@ -101,11 +103,12 @@ def test_prepare_names_every_entry_it_cannot_read_and_counts_it(broken_folder, t
     listed = (out / "bad-images.tsv").read_text().splitlines()[1:]
     assert sorted(row.split("\t")[0] for row in listed) == sorted(expected)
     manifest, _ = load_manifest(str(out))
-    assert manifest.bad["count"] == len(expected) and manifest.source["images"] == 8 + len(expected)
+    assert manifest.bad["count"] == len(expected) and manifest.source["images"] == 9 + len(expected)
     # every count of the manifest is what a reader of the dataset yields
     for split in ("train", "val"):
         assert sum(1 for _ in iter_split(str(out), split)) == manifest.samples(split)
-    assert manifest.samples("train") + manifest.samples("val") == 8
+    assert manifest.samples("train") + manifest.samples("val") == 9
+    assert "caf\\xe9.png" in {s.meta["source"] for split in ("train", "val") for s in iter_split(str(out), split)}
 
 
 def test_an_unreadable_source_folder_is_one_line(tmp_path):

@@ -6,6 +6,7 @@ built-in demo's.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,12 @@ class ImageSource(ABC):
         return i % n
 
 
+def _shown(path: str) -> str:
+    """A path as text that can be printed and hashed: bytes of a file name that are not UTF-8 (which Python
+    keeps as lone surrogates) become `\\xNN` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class FolderSource(ImageSource):
     """Image files on disk, in sorted path order, below `root`.
 
@@ -86,12 +93,12 @@ class FolderSource(ImageSource):
 
     def name(self, i: int) -> str:
         """The file path."""
-        return str(self.paths[self._check_index(i)])
+        return _shown(str(self.paths[self._check_index(i)]))
 
     def relative_name(self, i: int) -> str:
         """The path below `root` (`/`-separated), the full path when there is no root."""
         path = self.paths[self._check_index(i)]
-        return path.relative_to(self.root).as_posix() if self.root is not None else str(path)
+        return _shown(path.relative_to(self.root).as_posix() if self.root is not None else str(path))
 
     def head(self, n: int) -> FolderSource:
         """The first `n` files."""

@@ -67,23 +67,26 @@ def write_marker(folder: Path, info: dict[str, Any]) -> None:
 
 
 def damage(folder: Path) -> str | None:
-    """What is wrong with a complete checkpoint (a file missing, truncated or changed since it was written),
-    or None when it is intact. Checkpoints from before checksums were recorded have only their marker read."""
+    """What is wrong with a complete checkpoint (each file missing, truncated or changed since it was
+    written), or None when it is intact. Checkpoints from before checksums were recorded have only their
+    marker read."""
     try:
         files = json.loads((folder / MARKER).read_text()).get("files", {})
     except (OSError, ValueError, AttributeError) as e:
         return f"its {MARKER} marker cannot be read ({e})"
+    problems = []
     for name, (size, sha256) in files.items():
         path = folder / name
         try:
             found = path.stat().st_size
         except OSError as e:
-            return f"{name} cannot be read ({e.strerror})"
+            problems.append(f"{name} cannot be read ({e.strerror})")
+            continue
         if found != size:
-            return f"{name} is {found} bytes, {size} were written (truncated or overwritten)"
-        if _sha256(path) != sha256:
-            return f"{name} changed since it was written (its sha256 differs)"
-    return None
+            problems.append(f"{name} is {found} bytes, {size} were written (truncated or overwritten)")
+        elif _sha256(path) != sha256:
+            problems.append(f"{name} changed since it was written (its sha256 differs)")
+    return "; ".join(problems) or None
 
 
 def describe(output_dir: Path) -> str:
