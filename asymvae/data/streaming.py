@@ -172,8 +172,12 @@ class ShardStream(IterableDataset):
         once, the next one while this one is read."""
         order = self.position.plan.shard_order(epoch)
         starts = np.concatenate([[0], np.cumsum([self.shards[j].samples for j in order])])
-        which = np.searchsorted(starts, positions, side="right") - 1
-        groups = [(self.shards[order[j]], positions[which == j] - starts[j]) for j in np.unique(which)]
+        which = np.searchsorted(starts, positions, side="right") - 1  # ascending, as the positions are
+        runs, firsts = np.unique(which, return_index=True)
+        ends = [*firsts[1:], len(positions)]
+        groups = [
+            (self.shards[order[j]], positions[a:b] - starts[j]) for j, a, b in zip(runs, firsts, ends, strict=True)
+        ]
         with ThreadPoolExecutor(1) as pool:
             ahead: Future | None = None
             for k, (shard, wanted) in enumerate(groups):
