@@ -9,6 +9,7 @@ import sys
 
 from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, train
 from asymvae.errors import UserError
+from asymvae.storage.faults import environment_fault
 from asymvae.training.launch import process_rank
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
@@ -40,5 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(args.func(args))
     except UserError as e:
-        print(f"asymvae {args.command}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(args.command, e)
+    except OSError as e:
+        # A full disk or a missing permission the library did not name more precisely is still the
+        # environment's fault, not a bug: one line too. Any other OSError keeps its traceback.
+        fault = environment_fault(e, "use")
+        if fault is None:
+            raise
+        _fail(args.command, fault)
+
+
+def _fail(command: str, error: UserError) -> None:
+    print(f"asymvae {command}: error: {error}", file=sys.stderr)
+    sys.exit(2)

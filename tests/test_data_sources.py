@@ -19,13 +19,8 @@ from PIL import Image
 
 from asymvae.data.demo_images import PHOTO_NAMES, DemoSource, demo_images
 from asymvae.data.images import BadImageError, check_image, decode_image
-from asymvae.data.sources import (
-    DataSourceError,
-    FolderSource,
-    HFDatasetSource,
-    open_source,
-    scan_source,
-)
+from asymvae.data.scan import scan_source
+from asymvae.data.sources import DataSourceError, FolderSource, HFDatasetSource, open_source
 
 MIN_SIDE = 64
 
@@ -248,7 +243,7 @@ def test_scan_reports_bad_files_by_name(image_folder: Path) -> None:
     report = scan_source(source, min_side=MIN_SIDE, max_bad_share=0.5, progress=False)
     assert report.total == len(GOOD) + len(BAD)
     assert sorted(os.path.relpath(source.name(i), image_folder) for i in report.good) == sorted(GOOD)
-    reasons = {Path(name).name: reason for name, reason in report.bad}
+    reasons = {Path(name).name: reason for name, reason, _ in report.bad}
     assert set(reasons) == set(BAD)
     for name, (_, fragment) in BAD.items():
         assert fragment in reasons[name]
@@ -340,7 +335,7 @@ def test_save_to_disk_dataset(tmp_path: Path) -> None:
     assert source.name(3) == f"{tmp_path / 'ds'}[train][3]"
     report = scan_source(source, min_side=MIN_SIDE, max_bad_share=0.5, progress=False)
     assert report.good == [0, 1, 2, 4]
-    assert report.bad == [(source.name(3), "not an image (cannot identify image file)")]
+    assert report.bad == [(source.name(3), "not an image (cannot identify image file)", "not_image")]
     assert len(open_source(str(tmp_path / "ds"), image_column="image", max_samples=2)) == 2
 
 
@@ -440,3 +435,25 @@ def test_builtin_demo_source() -> None:
     assert scan_source(small, min_side=48, max_bad_share=0.0, progress=False).good == list(range(20))
     with pytest.raises(DataSourceError, match="builtin:demo"):
         open_source("builtin:nonsense")
+
+
+def test_scan_names_links_and_special_files_and_lists_them_all(tmp_path: Path) -> None:
+    """The training scan counts what a folder cannot give (broken and looping links, a fifo, a folder link
+    back to where it is) as bad images by name, and writes all of them to the list it is given."""
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    for i in range(4):
+        (root / "sub" / f"{i}.png").write_bytes(GOOD["rgb.png"][0])
+    (root / "broken.png").symlink_to("missing.png")
+    (root / "a.jpg").symlink_to("b.jpg")
+    (root / "b.jpg").symlink_to("a.jpg")
+    (root / "sub" / "up").symlink_to("..")
+    os.mkfifo(root / "pipe.png")
+    (root / "notes.txt").symlink_to("missing.txt")  # not an image by its name: not a source entry
+    bad_list = tmp_path / "logs" / "bad-images.tsv"
+    report = scan_source(open_source(str(root)), min_side=0, max_bad_share=0.6, progress=False, bad_list=bad_list)
+    assert report.total == 9 and len(report.good) == 4
+    assert report.kinds == {"link": 4, "unreadable": 1}
+    assert {Path(name).name for name, _, _ in report.bad} == {"broken.png", "a.jpg", "b.jpg", "up", "pipe.png"}
+    rows = bad_list.read_text().splitlines()
+    assert rows[0] == "name\tkind\treason" and len(rows) == 6

@@ -103,7 +103,7 @@ def test_an_upload_killed_halfway_leaves_the_old_manifest_and_a_rerun_completes(
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "kept from an interrupted run" in done.stdout
+    assert "kept from an earlier run" in done.stdout
     manifest, _ = load_manifest(out)
     assert (
         manifest.fingerprint != old.manifest.fingerprint and manifest.samples("train") + manifest.samples("val") == 400

@@ -33,16 +33,20 @@ def run(args: argparse.Namespace) -> int:
     result = prepare(opts.source, opts.out, cfg, progress=True, create_bucket=opts.create_bucket)
     m = result.manifest
     if result.up_to_date:
-        print(f"Up to date: {result.manifest_uri} (same source and settings; nothing done).")
+        print(
+            f"Up to date: {result.manifest_uri} (same source and settings, all {len(m.shards)} shards checked "
+            "against their sha256; nothing done)."
+        )
     else:
         rate = result.processed / max(result.seconds, 1e-9)
-        kept = f", {result.reused_shards} shards kept from an interrupted run" if result.reused_shards else ""
+        kept = f", {result.reused_shards} shards kept from an earlier run" if result.reused_shards else ""
+        rebuilt = f", {result.rebuilt_shards} missing or damaged shards rebuilt" if result.rebuilt_shards else ""
         print(
-            f"Prepared {result.processed} images in {result.seconds:.1f} s ({rate:.0f} img/s{kept}): "
+            f"Prepared {result.processed} images in {result.seconds:.1f} s ({rate:.0f} img/s{kept}{rebuilt}): "
             f"{m.samples('train')} train / {m.samples('val')} val samples in {len(m.shards)} shards."
         )
         if m.bad.get("count"):
-            print(bad_summary(m.bad))
+            print(bad_summary(m.bad, result.bad_list or "the manifest"))
     print(f"Manifest: {result.manifest_uri}")
     print(f"Train from it with:\n  asymvae train CONFIG --set data.shards={result.manifest_uri}")
     return 0

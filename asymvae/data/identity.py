@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from pathlib import Path
 from typing import Any
 
 from asymvae.data.manifest import FORMAT
 from asymvae.data.sources import FolderSource, HFDatasetSource, ImageSource
 
 
-def sample_names(source: ImageSource, spec: str) -> list[str]:
-    """A stable name per image: the path relative to a source folder, else the source's own name."""
+def sample_names(source: ImageSource) -> list[str]:
+    """A stable name per image: its path below a source folder (where it is, not where a link leads), else
+    the source's own name."""
     if isinstance(source, FolderSource):
-        root = Path(spec).expanduser().resolve()
-        names = []
-        for p in source.paths:
-            try:
-                names.append(p.resolve().relative_to(root).as_posix())
-            except ValueError:
-                names.append(str(p))
-        return names
+        return [source.relative_name(i) for i in range(len(source))]
     return [source.name(i) for i in range(len(source))]
 
 
@@ -47,8 +41,14 @@ def source_fingerprint(source: ImageSource, spec: str, names: list[str]) -> str:
     h.update(f"{type(source).__name__}\n{len(source)}\n".encode())
     if isinstance(source, FolderSource):
         for name, path in zip(names, source.paths, strict=True):
-            st = path.stat()
-            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            try:
+                st = path.stat()
+            except OSError as e:  # a fault of the listing, or a file gone since: its state is the error
+                h.update(f"{name}\0!{e.strerror}\n".encode())
+                continue
+            # chmod leaves size and mtime alone: an unreadable file made readable must count as changed
+            unreadable = "" if os.access(path, os.R_OK) else "\0unreadable"
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}{unreadable}\n".encode())
     elif isinstance(source, HFDatasetSource):
         h.update(f"{source.label}\0{source.split}\0{source.column}\0{source.dataset._fingerprint}\n".encode())
     else:

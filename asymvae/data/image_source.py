@@ -6,6 +6,7 @@ built-in demo's.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,31 @@ class ImageSource(ABC):
         return i % n
 
 
-class FolderSource(ImageSource):
-    """Image files on disk, in sorted path order."""
+def _shown(path: str) -> str:
+    """A path as text that can be printed and hashed: bytes of a file name that are not UTF-8 (which Python
+    keeps as lone surrogates) become `\\xNN` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
-    def __init__(self, paths: list[Path], description: str) -> None:
+
+class FolderSource(ImageSource):
+    """Image files on disk, in sorted path order, below `root`.
+
+    `faults` are entries of the folder that could not be read at all (a folder without permission, a
+    broken or looping link): they take their place in the order like files, and loading one raises its
+    `BadImageError`, so every reader reports and counts them as bad images.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        description: str,
+        root: Path | None = None,
+        faults: dict[Path, BadImageError] | None = None,
+    ) -> None:
         self.paths = paths
         self.description = description
+        self.root = root
+        self.faults = faults or {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -63,6 +83,9 @@ class FolderSource(ImageSource):
     def load(self, i: int) -> bytes:
         """The file's bytes."""
         path = self.paths[self._check_index(i)]
+        fault = self.faults.get(path)
+        if fault is not None:
+            raise BadImageError(fault.reason, fault.kind)
         try:
             return path.read_bytes()
         except OSError as e:
@@ -70,11 +93,16 @@ class FolderSource(ImageSource):
 
     def name(self, i: int) -> str:
         """The file path."""
-        return str(self.paths[self._check_index(i)])
+        return _shown(str(self.paths[self._check_index(i)]))
+
+    def relative_name(self, i: int) -> str:
+        """The path below `root` (`/`-separated), the full path when there is no root."""
+        path = self.paths[self._check_index(i)]
+        return _shown(path.relative_to(self.root).as_posix() if self.root is not None else str(path))
 
     def head(self, n: int) -> FolderSource:
         """The first `n` files."""
-        return FolderSource(self.paths[:n], f"{self.description}, first {n}")
+        return FolderSource(self.paths[:n], f"{self.description}, first {n}", self.root, self.faults)
 
 
 class HFDatasetSource(ImageSource):

@@ -6,12 +6,15 @@ Layout of the output (a local folder or `s3://bucket/prefix`):
     shards-<fingerprint>/train-000000.tar, ...   WebDataset-style shards of the train split
     shards-<fingerprint>/val-000000.tar, ...     validation shards (each sample also has its fixed mask)
     shards-<fingerprint>/<shard>.json           receipt of each finished shard (what resume reuses)
+    bad-images.tsv                     every unusable image with its reason (only when there are any)
 
 `<fingerprint>` hashes the source's fingerprint and the config, so shards of different inputs never
 mix and an older manifest stays valid (with its shards) until a new one replaces it. Shard contents are
 a pure function of the inputs: images are processed in parallel but written in source order, so a
 re-run reproduces the same bytes, and an interrupted run keeps every shard whose receipt is present and
-whose object has the recorded size.
+whose object has the recorded size and sha256; a re-run checks every shard the same way and rebuilds a
+missing or damaged one in its place. When more images are bad than `max_bad_share` allows, the run fails
+listing all of them (`bad-images.tsv` beside the manifest); it is written whenever there are bad images.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from asymvae.config import apply_overrides
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
 from asymvae.data.images import as_bad_image, decode_image
 from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, read_manifest
-from asymvae.data.shard_sink import SPLITS, ShardSink
-from asymvae.data.shards import encode_mask
-from asymvae.data.sources import DataSourceError, ImageSource, bad_image_lines, open_source
+from asymvae.data.scan import BAD_LIST_NAME, bad_image_lines, bad_image_table, check_images
+from asymvae.data.shard_sink import SPLITS, ShardSink, SplitState, verify_shards
+from asymvae.data.shards import ShardWriter, encode_mask
+from asymvae.data.sources import DataSourceError, ImageSource, open_source
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import Store, open_store
 
@@ -118,6 +122,10 @@ class PrepareResult:
     reused_shards: int = 0
     """Shards of an interrupted earlier run that were kept."""
     seconds: float = 0.0
+    rebuilt_shards: int = 0
+    """Missing or damaged shards of an earlier run that were rebuilt."""
+    bad_list: str | None = None
+    """Where every unusable image is listed (`bad-images.tsv`), when there are any."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,16 +196,18 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
 # The run
 
 
-def _existing_manifest(store: Store, fingerprint: str) -> Manifest | None:
-    """The manifest already in `store` if it has this fingerprint and all its shards are present and whole."""
+def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None, set[str]]:
+    """The manifest already in `store` if it has this fingerprint and every shard it lists is whole (size
+    and sha256 as recorded), and the names of the shards found whole (reused by a resume)."""
     try:
         manifest = read_manifest(store)
     except ManifestError:  # not ours or damaged: prepare anew (store errors still propagate)
-        return None
+        return None, set()
     if manifest is None or manifest.fingerprint != fingerprint:
-        return None
-    sizes = {o.key: o.size for o in store.list(f"shards-{fingerprint[:16]}/")}
-    return manifest if all(sizes.get(s.name) == s.bytes for s in manifest.shards) else None
+        return None, set()
+    problems = verify_shards(store, [(s.name, s.sha256, s.bytes) for s in manifest.shards])
+    whole = {s.name for s, why in zip(manifest.shards, problems, strict=True) if why is None}
+    return (manifest if len(whole) == len(manifest.shards) else None), whole
 
 
 def _results(
@@ -214,6 +224,53 @@ def _results(
         yield from pool.imap(_process, tasks, chunksize=chunk)
 
 
+def _sample_files(name: str, split: str, ordinal: int, result: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
+    """A converted image's tar key and members: the image, its metadata and (val) its evaluation mask."""
+    key = sample_key(name)
+    (w, h), (ow, oh) = result["size"], result["original"]
+    meta = {"key": key, "source": name, "split": split, "ordinal": ordinal}
+    meta.update(width=w, height=h, original_width=ow, original_height=oh)
+    files = {result["ext"]: result["data"], "json": json.dumps(meta).encode()}
+    if "mask" in result:
+        files["mask.png"] = result["mask"]
+    return key, files
+
+
+@dataclass
+class _Rebuild:
+    """A damaged shard being rebuilt: its writer, the split ordinal of its first sample, images left."""
+
+    writer: ShardWriter
+    first: int
+    left: int
+
+
+def _rebuild_damaged(
+    source: ImageSource, cfg: PrepareConfig, names: list[str], splits: list[str], sink: ShardSink
+) -> int:
+    """Re-process the source images of each damaged shard of an earlier run and put the rebuilt shard in
+    its place (the shard holds the same samples: shards are a pure function of the inputs)."""
+    owner: dict[int, tuple[SplitState, int]] = {}
+    rebuilds: dict[tuple[str, int], _Rebuild] = {}
+    for split, k, why in sink.damaged:
+        log.warning("%s is damaged (%s): rebuilding it", sink.store.url(split.receipts[k]["name"]), why)
+        start = split.receipts[k - 1]["end"] if k else 0
+        indices = [i for i in range(start, split.receipts[k]["end"]) if splits[i] == split.name]
+        owner.update((i, (split, k)) for i in indices)
+        first = sum(r["samples"] for r in split.receipts[:k])
+        rebuilds[split.name, k] = _Rebuild(ShardWriter(), first, len(indices))
+    tasks = [(i, names[i], splits[i]) for i in sorted(owner)]
+    for i, result in _results(source, cfg, tasks):
+        split, k = owner[i]
+        rebuild = rebuilds[split.name, k]
+        if "bad" not in result:  # a bad image is already in the receipt's list
+            rebuild.writer.add(*_sample_files(names[i], split.name, rebuild.first + rebuild.writer.samples, result))
+        rebuild.left -= 1
+        if rebuild.left == 0:
+            sink.replace(split, k, rebuild.writer)
+    return len(rebuilds)
+
+
 def _bad_report(bad: list[list[str]], total: int) -> dict[str, Any]:
     kinds = Counter(kind for _, _, kind in bad)
     return {
@@ -224,13 +281,23 @@ def _bad_report(bad: list[list[str]], total: int) -> dict[str, Any]:
     }
 
 
-def bad_summary(report: dict[str, Any]) -> str:
+def bad_summary(report: dict[str, Any], listed_in: str = "the manifest") -> str:
     """Readable bad-image report: counts by reason and up to 20 names with reasons."""
     lines = [f"{report['count']} of {report['total']} images unusable"]
     if report["kinds"]:
         lines[0] += " (" + ", ".join(f"{k} {n}" for k, n in report["kinds"].items()) + ")"
     listed = [(item["name"], item["reason"]) for item in report["files"]]
-    return "\n".join(lines + bad_image_lines(listed, " (all listed in the manifest)"))
+    return "\n".join(lines + bad_image_lines(listed, f" (all listed in {listed_in})"))
+
+
+def _check_rest(
+    source: ImageSource, cfg: PrepareConfig, tasks: list[tuple[int, str, str]], progress: bool
+) -> list[list[str]]:
+    """[name, reason, kind] of the bad images among `tasks`, found by checking them without converting."""
+    log.info("too many unusable images: checking the other %d without converting them, to list them all", len(tasks))
+    name_of = {i: name for i, name, _ in tasks}
+    checked = check_images(source, list(name_of), cfg.min_side, progress)
+    return [[name_of[i], error.reason, error.kind] for i, error in checked if error is not None]
 
 
 def prepare(
@@ -238,9 +305,11 @@ def prepare(
 ) -> PrepareResult:
     """Prepare source `spec` (as `data.source` accepts) into shards and a manifest at `out` (folder or s3://).
 
-    Idempotent: with an identical source and config it returns at once (`up_to_date`); after an interruption
-    it keeps the finished shards. Raises `PrepareError` when more than `max_bad_share` of the images are bad,
-    `DataSourceError` / `StorageError` when the source or the output cannot be used.
+    Idempotent: with an identical source and config, and every shard whole (its sha256 checked), it returns
+    at once (`up_to_date`); a missing or damaged shard is rebuilt, and after an interruption the finished
+    shards are kept. Raises `PrepareError` when more than `max_bad_share` of the images are bad (all of them
+    listed in `bad-images.tsv` beside the manifest), `DataSourceError` / `StorageError` when the source or
+    the output cannot be used.
     """
     cfg = cfg or PrepareConfig()
     started = time.perf_counter()
@@ -250,58 +319,64 @@ def prepare(
     total = len(source)
     if total == 0:
         raise PrepareError(f"{source.description} has no images. Fix: check the source and prepare.split.")
-    names = sample_names(source, spec)
+    names = sample_names(source)
     src_fp = source_fingerprint(source, spec, names)
     fingerprint = run_fingerprint(src_fp, cfg.output_settings())
     manifest_uri = store.url(MANIFEST_NAME)
-    existing = _existing_manifest(store, fingerprint)
+    existing, whole = _existing_manifest(store, fingerprint)
     if existing is not None:
-        log.info("%s is up to date (fingerprint %s): nothing to do", manifest_uri, fingerprint[:16])
-        return PrepareResult(manifest_uri, existing, up_to_date=True, seconds=time.perf_counter() - started)
+        log.info("%s is up to date (fingerprint %s, %d shards verified)", manifest_uri, fingerprint[:16], len(whole))
+        listed = store.url(BAD_LIST_NAME) if existing.bad.get("count") else None
+        return PrepareResult(
+            manifest_uri, existing, up_to_date=True, seconds=time.perf_counter() - started, bad_list=listed
+        )
 
     sink = ShardSink(store, f"shards-{fingerprint[:16]}", cfg.shard_max_bytes)
-    reused = sink.resume()
+    reused = sink.resume(whole)
     splits = [split_of(n, cfg.val_fraction) for n in names]
     tasks = [(i, names[i], s) for i, s in enumerate(splits) if i >= sink.splits[s].done_end]
-    if reused:
+    if reused or sink.damaged:
         log.info("resuming: %d finished shards kept, %d of %d images left", reused, len(tasks), total)
-    log.info("preparing %d images of %s into %s", len(tasks), source.description, store.uri)
     allowed_bad = int(cfg.max_bad_share * total)
-    bar = _Progress(len(tasks), progress)
-    n_bad = len(sink.bad_images())
+    unchecked: list[list[str]] = []
     try:
-        for done, (i, result) in enumerate(_results(source, cfg, tasks), 1):
-            split = sink.splits[splits[i]]
-            if "bad" in result:
-                split.bad.append([names[i], result["bad"], result["kind"]])
-                n_bad += 1
-                if n_bad > allowed_bad:
-                    _fail_bad(sink.bad_images(), total, cfg, partial=True)
+        rebuilt = _rebuild_damaged(source, cfg, names, splits, sink) if sink.damaged else 0
+        log.info("preparing %d images of %s into %s", len(tasks), source.description, store.uri)
+        bar = _Progress(len(tasks), progress)
+        n_bad = len(sink.bad_images())
+        results = _results(source, cfg, tasks)
+        try:
+            for done, (i, result) in enumerate(results, 1):
+                split = sink.splits[splits[i]]
+                if "bad" in result:
+                    split.bad.append([names[i], result["bad"], result["kind"]])
+                    n_bad += 1
+                    if n_bad > allowed_bad:  # this run fails: list every bad image, converting nothing more
+                        results.close()
+                        unchecked = _check_rest(source, cfg, tasks[done:], progress)
+                        break
+                else:
+                    sink.add(split, i, *_sample_files(names[i], split.name, split.ordinal, result))
+                bar.update(done)
             else:
-                key = sample_key(names[i])
-                w, h = result["size"]
-                meta = {"key": key, "source": names[i], "split": split.name, "ordinal": split.ordinal}
-                meta.update(width=w, height=h, original_width=result["original"][0])
-                meta.update(original_height=result["original"][1])
-                files = {result["ext"]: result["data"], "json": json.dumps(meta).encode()}
-                if "mask" in result:
-                    files["mask.png"] = result["mask"]
-                sink.add(split, i, key, files)
-            bar.update(done)
-        for split in sink.splits.values():
-            sink.close(split, end=total)
+                for split in sink.splits.values():
+                    sink.close(split, end=total)
+        finally:
+            bar.close()
     finally:
-        bar.close()
         sink.shutdown()  # every shard and receipt is stored before anything below (the manifest) is written
-    bad = sink.bad_images()
+    bad = sink.bad_images() + unchecked
     report = _bad_report(bad, total)
-    if report["count"]:
-        log.warning("%s", bad_summary(report))
+    listed_in = "the manifest"
+    if bad:
+        store.put(BAD_LIST_NAME, bad_image_table(bad))
+        listed_in = store.url(BAD_LIST_NAME)
+        log.warning("%s", bad_summary(report, listed_in))
     if report["count"] > allowed_bad:
-        _fail_bad(bad, total, cfg)
+        _fail_bad(report, cfg, listed_in)
     manifest = _manifest(spec, source, (src_fp, fingerprint), cfg, sink, report)
     if manifest.samples("train") == 0:
-        raise PrepareError(f"no usable training image in {source.description}.\n{bad_summary(report)}")
+        raise PrepareError(f"no usable training image in {source.description}.\n{bad_summary(report, listed_in)}")
     store.put(MANIFEST_NAME, manifest.to_json().encode())  # last: only now is the dataset visible
     log.info(
         "wrote %s: %d train / %d val samples in %d shards",
@@ -310,17 +385,23 @@ def prepare(
         manifest.samples("val"),
         len(manifest.shards),
     )
-    return PrepareResult(manifest_uri, manifest, False, len(tasks), reused, time.perf_counter() - started)
+    return PrepareResult(
+        manifest_uri,
+        manifest,
+        processed=len(tasks),
+        reused_shards=reused,
+        seconds=time.perf_counter() - started,
+        rebuilt_shards=rebuilt,
+        bad_list=store.url(BAD_LIST_NAME) if bad else None,
+    )
 
 
-def _fail_bad(bad: list[list[str]], total: int, cfg: PrepareConfig, partial: bool = False) -> None:
-    report = _bad_report(bad, total)
-    seen = "at least " if partial else ""
+def _fail_bad(report: dict[str, Any], cfg: PrepareConfig, listed_in: str) -> None:
     raise PrepareError(
-        f"too many unusable images: {seen}{report['count']} of {total} > prepare.max_bad_share={cfg.max_bad_share} "
-        f"(no manifest written).\n{bad_summary(report)}\nFix: repair or remove these files, or accept them with "
-        f"--set prepare.max_bad_share=<share>; keep small images with --set prepare.min_side=<px> "
-        f"(now {cfg.min_side})."
+        f"too many unusable images: {report['count']} of {report['total']} > prepare.max_bad_share="
+        f"{cfg.max_bad_share} (no manifest written).\n{bad_summary(report, listed_in)}\nFix: repair or remove "
+        f"these files, or accept them with --set prepare.max_bad_share=<share>; keep small images with "
+        f"--set prepare.min_side=<px> (now {cfg.min_side})."
     )
 
 

@@ -1,9 +1,11 @@
-"""A distributed batch sampler whose position is part of the checkpoint.
+"""A distributed batch sampler whose position is part of the checkpoint, and survives a change of layout.
 
-Every rank draws the same global permutation per epoch (seeded by seed + epoch) and takes its own
-slice of each global batch, so ranks see disjoint data and a resumed run continues at exactly the next
-global batch: no sample is repeated or skipped. Incomplete global batches at the end of an epoch are
-dropped, so every rank always runs the same number of steps.
+The data is one endless sequence: epoch 0's seeded permutation of the images, then epoch 1's, and so on.
+Training consumes it from the front, one global batch (`batch_size` x processes) at a time, rank r taking
+its slice of each; the position is the number of samples consumed, whatever the number of processes that
+consumed them. A run resumed with another number of processes (an elastic PyTorchJob restarted on fewer
+or more nodes) therefore continues at the very next sample: nothing is repeated or skipped, and every
+image is seen exactly once per epoch. Batches run across epoch boundaries; none is dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+
+from asymvae.errors import UserError
+
+
+class PositionError(UserError, ValueError):
+    """A checkpoint's data position this run cannot continue from (other data, another batch size)."""
 
 
 class ResumableBatchSampler:
@@ -29,48 +37,51 @@ class ResumableBatchSampler:
                 f"the data has {size} usable images, fewer than one global batch of {self.global_batch} "
                 f"({batch_size} per process x {num_replicas} processes): add images or lower train.batch_size"
             )
-        self.epoch = 0
-        self.consumed = 0  # global samples consumed in the current epoch
+        self.cursor = 0
+        """Samples of the endless sequence consumed by training, all ranks together."""
 
     @property
-    def batches_per_epoch(self) -> int:
-        """Global batches in one epoch."""
-        return self.size // self.global_batch
+    def epoch(self) -> int:
+        """The epoch the next sample belongs to."""
+        return self.cursor // self.size
 
     def _permutation(self, epoch: int) -> list[int]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(self.size, generator=gen).tolist()
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch, start = self.epoch, self.consumed
+        position = self.cursor + self.rank * self.batch_size
+        perms: dict[int, list[int]] = {}
         while True:
-            perm = self._permutation(epoch)
-            for b in range(start // self.global_batch, self.batches_per_epoch):
-                lo = b * self.global_batch + self.rank * self.batch_size
-                yield [(epoch, i) for i in perm[lo : lo + self.batch_size]]
-            epoch, start = epoch + 1, 0
+            batch = []
+            for p in range(position, position + self.batch_size):
+                epoch, offset = divmod(p, self.size)
+                if epoch not in perms:
+                    perms = {e: v for e, v in perms.items() if e >= epoch - 1}  # at most two in memory
+                    perms[epoch] = self._permutation(epoch)
+                batch.append((epoch, perms[epoch][offset]))
+            yield batch
+            position += self.global_batch
 
     def advance(self, batch: object = None) -> None:
         """Mark one global batch as consumed (call once per micro-step, after using its data)."""
-        self.consumed += self.global_batch
-        if self.consumed // self.global_batch >= self.batches_per_epoch:
-            self.epoch, self.consumed = self.epoch + 1, 0
+        self.cursor += self.global_batch
 
     def state_dict(self) -> dict[str, Any]:
         """Position for the checkpoint."""
-        return {
-            "epoch": self.epoch,
-            "consumed": self.consumed,
-            "size": self.size,
-            "global_batch": self.global_batch,
-        }
+        return {"cursor": self.cursor, "size": self.size, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the position; refuses a checkpoint made with different data or batch geometry."""
-        if state["size"] != self.size or state["global_batch"] != self.global_batch:
-            raise ValueError(
-                f"checkpoint was made with {state['size']} images and global batch {state['global_batch']}, "
-                f"this run has {self.size} and {self.global_batch}: resuming would replay or skip data. "
-                "Resume with the same data, batch size and number of processes."
+        """Restore the position; refuses one made on other data, where it would replay or skip images."""
+        if "cursor" not in state:
+            raise PositionError(
+                "the checkpoint's data position was written by an older asymvae, which cannot be continued "
+                "exactly. Fix: start a new run (another --output), initialised from this run's last export."
             )
-        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        if state["size"] != self.size or state["seed"] != self.seed:
+            raise PositionError(
+                f"the checkpoint was made on {state['size']} usable images with train.seed={state['seed']}, this "
+                f"run has {self.size} with train.seed={self.seed}: resuming would replay or skip images. Fix: "
+                "resume with the same data (and bad-image settings) and seed, or start a new run (another --output)."
+            )
+        self.cursor = int(state["cursor"])

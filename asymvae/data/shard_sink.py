@@ -1,8 +1,11 @@
-"""Writing the shards of each split in order, with a receipt per finished shard so an interrupted run can resume."""
+"""Writing the shards of each split in order, with a receipt per finished shard so an interrupted run can
+resume, and a damaged shard of an earlier run can be found and rebuilt in its place."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -10,7 +13,19 @@ from typing import Any, BinaryIO
 from asymvae.data.shards import ShardWriter
 from asymvae.storage import StorageError, Store
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val")
+_VERIFY_THREADS = 4
+
+
+def verify_shards(store: Store, shards: Sequence[tuple[str, str, int]]) -> list[str | None]:
+    """For each (name, sha256, bytes): why the stored shard does not match it, or None when it does.
+
+    Reads every shard once, a few at a time (object stores answer faster in parallel).
+    """
+    with ThreadPoolExecutor(_VERIFY_THREADS, thread_name_prefix="shard-verify") as pool:
+        return list(pool.map(lambda s: store.verify(s[0], s[1], s[2]), shards))
 
 
 @dataclass
@@ -45,27 +60,49 @@ class ShardSink:
         self.folder = folder
         self.max_bytes = max_bytes
         self.splits = {s: SplitState(s) for s in SPLITS}
+        self.damaged: list[tuple[SplitState, int, str]] = []
+        """(split, receipt index, what is wrong) of each kept receipt whose shard is missing or damaged."""
         # Uploads run on one background thread, in order, one at a time: the next shard fills meanwhile.
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="shard-upload")
         self._pending: Future | None = None
 
-    def resume(self) -> int:
-        """Adopt the finished shards of an interrupted run with the same fingerprint; returns how many."""
-        objects = {o.key: o.size for o in self.store.list(self.folder + "/")}
-        reused = 0
+    def resume(self, verified: Collection[str] = ()) -> int:
+        """Adopt the receipts of an earlier run with the same fingerprint; returns how many shards are whole.
+
+        Each receipt's shard is checked against the size and sha256 it records (except those named in
+        `verified`, checked already). A missing or damaged shard keeps its place and is listed in `damaged`:
+        `replace` puts a rebuilt one there.
+        """
+        objects = {o.key for o in self.store.list(self.folder + "/")}
         for split in self.splits.values():
-            index = 0
-            while (key := f"{self.folder}/{split.name}-{index:06d}.json") in objects:
+            while (key := f"{self.folder}/{split.name}-{len(split.receipts):06d}.json") in objects:
                 try:
                     receipt = json.loads(self.store.get(key))
                 except (ValueError, StorageError):
-                    break
-                if receipt.get("name") is not None and objects.get(receipt["name"]) != receipt["bytes"]:
-                    break  # the shard is missing or partial: redo it and everything after
+                    break  # an unreadable receipt: redo its shard and everything after
                 split.receipts.append(receipt)
-                index += 1
-            reused += sum(1 for r in split.receipts if r.get("name"))
-        return reused
+        unchecked = [
+            (split, index, r)
+            for split in self.splits.values()
+            for index, r in enumerate(split.receipts)
+            if r.get("name") is not None and r["name"] not in verified
+        ]
+        problems = verify_shards(self.store, [(r["name"], r["sha256"], r["bytes"]) for _, _, r in unchecked])
+        self.damaged = [(split, i, why) for (split, i, _), why in zip(unchecked, problems, strict=True) if why]
+        whole = sum(1 for split in self.splits.values() for r in split.receipts if r.get("name"))
+        return whole - len(self.damaged)
+
+    def replace(self, split: SplitState, index: int, writer: ShardWriter) -> None:
+        """Upload a rebuilt shard in place of damaged shard `index` of `split`."""
+        receipt = split.receipts[index]
+        f, size, sha256 = writer.finish()
+        if sha256 != receipt["sha256"]:
+            # Shards are a pure function of the inputs, so this means a file changed without changing its
+            # size or mtime (which the fingerprint reads): keep what the source holds now.
+            log.warning("rebuilt %s differs from the shard first written there", self.store.url(receipt["name"]))
+            receipt.update(samples=writer.samples, bytes=size, sha256=sha256)
+        self.wait()
+        self._pending = self._uploader.submit(self._upload, (receipt["name"], f, size, sha256), receipt)
 
     def bad_images(self) -> list[list[str]]:
         """[name, reason, kind] of every bad image so far: those in receipts, then those of the open shards."""

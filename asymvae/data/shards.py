@@ -18,8 +18,19 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
+from asymvae.data.image_source import DataSourceError
+
 BLOCK = 512
 _SPOOL_BYTES = 64 << 20
+_NOT_OURS = (
+    "Fix: the shard was not written by `asymvae prepare` (or was changed together with its manifest's "
+    "checksum): prepare the source again into a new --out."
+)
+
+
+class RecordError(DataSourceError):
+    """A shard, or a record in it, that is not what `asymvae prepare` writes (unreadable tar, no image or
+    metadata member, an image that does not decode)."""
 
 
 def member_size(payload: int) -> int:
@@ -74,34 +85,50 @@ class ShardWriter:
         return f, size, digest.hexdigest()
 
 
-def iter_records(data: bytes | BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for each sample of a tar shard, in order."""
+def iter_records(data: bytes | BinaryIO, where: str = "shard") -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for each sample of a tar shard, in order; `where` names it in errors."""
     fileobj = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     key: str | None = None
     files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=fileobj, mode="r:") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = member.name.rsplit("/", 1)[-1]
-            k, _, ext = base.partition(".")
-            if k != key:
-                if key is not None:
-                    yield key, files
-                key, files = k, {}
-            f = tar.extractfile(member)
-            files[ext] = f.read() if f is not None else b""
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base = member.name.rsplit("/", 1)[-1]
+                k, _, ext = base.partition(".")
+                if k != key:
+                    if key is not None:
+                        yield key, files
+                    key, files = k, {}
+                f = tar.extractfile(member)
+                files[ext] = f.read() if f is not None else b""
+    except (tarfile.TarError, EOFError) as e:
+        raise RecordError(f"{where} is not a readable tar shard ({e}). {_NOT_OURS}") from e
     if key is not None:
         yield key, files
 
 
-def record_image(files: dict[str, bytes]) -> Image.Image:
-    """A record's image member, decoded to RGB."""
+def record_image(files: dict[str, bytes], where: str = "record") -> Image.Image:
+    """A record's image member, decoded to RGB; `where` names the record in errors."""
     for ext in ("jpg", "png", "jpeg", "webp"):
         if ext in files:
-            with Image.open(io.BytesIO(files[ext])) as img:
-                return img.convert("RGB")
-    raise ValueError(f"record has no image member (members: {sorted(files)})")
+            try:
+                with Image.open(io.BytesIO(files[ext])) as img:
+                    return img.convert("RGB")
+            except Exception as e:  # Pillow raises many types on broken data
+                raise RecordError(f"{where}: its image does not decode ({type(e).__name__}: {e}). {_NOT_OURS}") from e
+    raise RecordError(f"{where} has no image member (it has {', '.join(sorted(files)) or 'none'}). {_NOT_OURS}")
+
+
+def record_meta(files: dict[str, bytes], where: str = "record") -> dict[str, Any]:
+    """A record's JSON metadata (source name, ordinal, sizes); `where` names the record in errors."""
+    try:
+        meta = json.loads(files["json"])
+        int(meta["ordinal"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise RecordError(f"{where} has no valid metadata member ({type(e).__name__}: {e}). {_NOT_OURS}") from e
+    return meta
 
 
 def decode_mask(png: bytes) -> np.ndarray:
@@ -139,10 +166,10 @@ def iter_split(manifest_uri: str, split: str = "val") -> Iterator[Sample]:
 
     manifest, store = load_manifest(manifest_uri)
     if split not in manifest.splits:
-        raise ValueError(f"{manifest_uri} has no split {split!r}; splits: {sorted(manifest.splits)}")
+        raise DataSourceError(f"{manifest_uri} has no split {split!r}; splits: {sorted(manifest.splits)}")
     for shard in manifest.shards_of(split):
         data = store.get_verified(shard.name, shard.sha256, shard.bytes)
-        for key, files in iter_records(data):
-            image = record_image(files)
+        for key, files in iter_records(data, store.url(shard.name)):
+            where = f"{store.url(shard.name)}, record {key}"
             mask = decode_mask(files["mask.png"]) if "mask.png" in files else None
-            yield Sample(key, image, mask, json.loads(files["json"]))
+            yield Sample(key, record_image(files, where), mask, record_meta(files, where))

@@ -18,25 +18,21 @@
 * anything else that is not an existing path: a Hugging Face hub dataset id (`datasets.load_dataset`).
 
 Sources return raw, undecoded images (`load(i)`); `asymvae.data.images.decode_image` validates and converts
-them. `scan_source` does that once up front for every image and keeps the usable indices.
+them. `asymvae.data.scan.scan_source` does that once up front for every image and keeps the usable indices.
 """
 
 from __future__ import annotations
 
-import math
+import errno
 import os
-import sys
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from asymvae.data.demo_images import DemoSource
 from asymvae.data.image_source import DataSourceError, FolderSource, HFDatasetSource, ImageSource
-from asymvae.data.images import BadImageError, as_bad_image, check_image
+from asymvae.data.images import BadImageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -44,9 +40,7 @@ __all__ = [
     "FolderSource",
     "HFDatasetSource",
     "ImageSource",
-    "ScanReport",
     "open_source",
-    "scan_source",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -56,7 +50,6 @@ BUILTIN_SOURCES = ("builtin:demo",)
 _IMAGE_COLUMN_NAMES = ("image", "img", "picture", "png", "jpg", "jpeg", "webp", "photo")
 _SPLIT_DIR_PARTNERS = ("test", "validation", "valid", "val", "dev")
 _SKIPPED_DIRS = frozenset({"__MACOSX"})
-_MAX_LISTED_BAD = 20
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -132,16 +125,28 @@ def _open_file(path: Path, split: str, image_column: str | None) -> ImageSource:
     )
 
 
+def _unlistable(path: Path, error: OSError) -> DataSourceError:
+    return DataSourceError(
+        f"data.source {str(path)!r}: cannot list the folder ({error.strerror}). Fix: give this user read and "
+        "execute permission on it, or point data.source at a folder it can read."
+    )
+
+
 def _open_folder(path: Path, split: str, image_column: str | None) -> ImageSource:
-    if (path / "dataset_dict.json").is_file():
-        return _load_saved(path, split, image_column, is_dict=True)
-    if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
-        return _load_saved(path, split, image_column, is_dict=False)
-    parquet = sorted(p for p in _walk_files(path) if p.suffix.lower() == ".parquet")
+    try:
+        is_dict = (path / "dataset_dict.json").is_file()
+        is_saved = (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+        os.listdir(path)
+    except OSError as e:
+        raise _unlistable(path, e) from e
+    if is_dict or is_saved:
+        return _load_saved(path, split, image_column, is_dict=is_dict)
+    parquet = sorted(p for p in _walk(path)[0] if p.suffix.lower() == ".parquet")
     if parquet:
         return _load_parquet(parquet, path, split, image_column)
     root = _split_subfolder(path, split)
-    images = sorted(p for p in _walk_files(root) if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files, faults = _walk(root)
+    images = sorted([p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS] + list(faults))
     if not images:
         raise DataSourceError(
             f"data.source {str(path)!r}: the folder contains no image files "
@@ -149,22 +154,60 @@ def _open_folder(path: Path, split: str, image_column: str | None) -> ImageSourc
             "dataset_info.json or *.parquet). Fix: point data.source at the folder that holds the images."
         )
     where = str(root) if root == path else f"{path} (split subfolder {root.name!r})"
-    return FolderSource(images, f"image folder {where} ({len(images)} files)")
+    unreadable = f", {len(faults)} unreadable entries" if faults else ""
+    return FolderSource(images, f"image folder {where} ({len(images)} files{unreadable})", path, faults)
 
 
-def _walk_files(root: Path) -> Iterator[Path]:
-    """Files below root, following symlinked folders once, skipping hidden entries and macOS zip debris."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+def _walk(root: Path) -> tuple[list[Path], dict[Path, BadImageError]]:
+    """Files below root, and the entries that cannot be read at all, by path.
+
+    Symlinked folders are followed, each real folder once; hidden entries and macOS zip debris are
+    skipped. A folder that cannot be listed, a link to a folder already read (a loop, or a second way to
+    the same folder) and a broken or looping link that may have been an image (an image extension or
+    none, like a folder's name) are faults: reported and counted as bad images, never dropped silently.
+    """
+    files: list[Path] = []
+    faults: dict[Path, BadImageError] = {}
+    read: dict[str, Path] = {}
+
+    def unlistable(error: OSError) -> None:
+        faults[Path(error.filename)] = BadImageError(f"cannot list folder: {error.strerror}", "folder")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unlistable):
+        here = Path(dirpath)
         real = os.path.realpath(dirpath)
-        if real in seen:  # symlink loop
+        if real in read:
+            loop = here.is_relative_to(read[real])
+            what = "a link loop: leads back to" if loop else "a second way to"
+            faults[here] = BadImageError(f"{what} {read[real]}, whose files are read once, there", "link")
             dirnames[:] = []
             continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        read[real] = here
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS)
         for name in filenames:
-            if not name.startswith("."):  # includes macOS "._x.jpg" resource forks, which are not images
-                yield Path(dirpath) / name
+            if name.startswith("."):  # includes macOS "._x.jpg" resource forks, which are not images
+                continue
+            path = here / name
+            fault = _link_fault(path)
+            if fault is None:
+                files.append(path)
+            elif path.suffix.lower() in IMAGE_EXTENSIONS or not path.suffix:
+                faults[path] = fault
+    return files, faults
+
+
+def _link_fault(path: Path) -> BadImageError | None:
+    """Why `path` cannot be read at all (a broken or looping link, not a regular file), else None."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return BadImageError("symbolic link loop", "link")
+        target = os.readlink(path) if path.is_symlink() else "?"
+        return BadImageError(f"broken link to {target} ({e.strerror})", "link")
+    if not stat.S_ISREG(st.st_mode):  # a fifo would block the reader forever
+        return BadImageError("not a regular file", "unreadable")
+    return None
 
 
 def _split_subfolder(path: Path, split: str) -> Path:
@@ -310,112 +353,3 @@ def _is_raw_image_feature(feature: Any) -> bool:
 
 def _feature_type(feature: Any) -> str:
     return getattr(feature, "dtype", None) or type(feature).__name__
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Scanning
-
-
-@dataclass
-class ScanReport:
-    """Result of `scan_source`: usable indices, and unusable images by name with the reason."""
-
-    good: list[int]
-    bad: list[tuple[str, str]]
-    total: int
-    description: str = ""
-    kinds: dict[str, int] = field(default_factory=dict)
-    """Number of bad images per `BadImageError.kind`."""
-
-    @property
-    def bad_share(self) -> float:
-        """Share of unusable images (0 for an empty source)."""
-        return len(self.bad) / self.total if self.total else 0.0
-
-    def summary(self) -> str:
-        """A readable multi-line report: counts, then up to 20 bad images with their reasons."""
-        what = f" of {self.description}" if self.description else ""
-        lines = [
-            f"Scanned {self.total} images{what}: {len(self.good)} usable, "
-            f"{len(self.bad)} unusable ({100 * self.bad_share:.1f}%)."
-        ]
-        if self.kinds:
-            lines.append("  by reason: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())))
-        return "\n".join(lines + bad_image_lines(self.bad))
-
-
-def bad_image_lines(bad: list[tuple[str, str]], more: str = "") -> list[str]:
-    """`name: reason` lines of the first 20 bad images, then how many more there are (followed by `more`)."""
-    lines = [f"  {name}: {reason}" for name, reason in bad[:_MAX_LISTED_BAD]]
-    if len(bad) > _MAX_LISTED_BAD:
-        lines.append(f"  ... and {len(bad) - _MAX_LISTED_BAD} more{more}")
-    return lines
-
-
-def _check_one(source: ImageSource, i: int, min_side: int) -> tuple[int, BadImageError | None]:
-    try:
-        check_image(source.load(i), min_side)
-    except Exception as e:
-        return i, as_bad_image(e)
-    return i, None
-
-
-def scan_source(
-    source: ImageSource,
-    min_side: int,
-    max_bad_share: float,
-    progress: bool = True,
-    num_threads: int | None = None,
-) -> ScanReport:
-    """Decodes every image of the source once; returns the usable indices and the bad images with reasons.
-
-    Raises `DataSourceError` when the source is empty, has no usable image, or when the share of bad
-    images exceeds `max_bad_share`. Decoding runs on `num_threads` threads (default: up to 8); Pillow
-    releases the GIL while decoding, so this scales on large sources.
-    """
-    total = len(source)
-    if total == 0:
-        raise DataSourceError(f"{source.description} has no images. Fix: check data.source and data.split.")
-    threads = num_threads or min(8, os.cpu_count() or 1)
-    show = progress and sys.stderr.isatty()
-    good: list[int] = []
-    bad: list[tuple[str, str]] = []
-    kinds: Counter[str] = Counter()
-    bar = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="Checking images", unit="img", file=sys.stderr)
-    try:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            # Blocks bound the number of pending futures on sources with millions of images.
-            block = 256 * threads
-            for start in range(0, total, block):
-                indices = range(start, min(start + block, total))
-                for i, error in pool.map(lambda i: _check_one(source, i, min_side), indices):
-                    if error is None:
-                        good.append(i)
-                    else:
-                        bad.append((source.name(i), error.reason))
-                        kinds[error.kind] += 1
-                if bar is not None:
-                    bar.update(len(indices))
-    finally:
-        if bar is not None:
-            bar.close()
-    report = ScanReport(good, bad, total, source.description, dict(kinds))
-    if not good:
-        raise DataSourceError(
-            f"no usable image in {source.description}.\n{report.summary()}\n"
-            f"Fix: check the files, or lower data.min_side (now {min_side}) if they are just small."
-        )
-    if report.bad_share > max_bad_share:
-        needed = math.ceil(report.bad_share * 100) / 100
-        fixes = [f"repair or remove the files listed above, or accept them with --set data.max_bad_share={needed}"]
-        if kinds.get("too_small"):
-            fixes.append(f"keep small images with --set data.min_side=<smaller> (now {min_side})")
-        raise DataSourceError(
-            f"too many unusable images: {len(bad)} of {total} ({100 * report.bad_share:.1f}%) > "
-            f"data.max_bad_share={max_bad_share}.\n{report.summary()}\nFix: " + "; or ".join(fixes) + "."
-        )
-    return report

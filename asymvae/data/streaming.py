@@ -1,30 +1,26 @@
-"""Streaming the train split of prepared shards into training, with an exactly resumable position.
+"""Streaming the train split of prepared shards into training, with a position that survives any layout.
 
-Work is split into *slots*: one per DataLoader worker of each rank (`slots = world_size x max(1,
-num_workers)`). Each epoch, the train shards are put in a seeded random order and dealt round-robin to the
-slots (with fewer shards than slots, every slot reads every shard and keeps every `slots`-th sample).
-A slot reads its records in that order in blocks of `data.shuffle_buffer`, shuffles each block with a
-generator seeded by (seed, epoch, slot, block) and yields its samples; crops and masks are seeded by
-(seed, epoch, the sample's ordinal), as in the map-style `TrainImages`.
+Readers are *slots*: one per DataLoader worker of each rank (`slots = world_size x max(1, num_workers)`).
+Each epoch, the samples still to be read are dealt to the slots by a `Plan` (`asymvae.data.stream_plan`):
+contiguous runs of the epoch's seeded shard sequence, read in blocks of `data.shuffle_buffer` that are
+shuffled with a seeded generator; crops and masks are seeded by (seed, epoch, the sample's ordinal), as in
+the map-style `TrainImages`.
 
-So a slot's stream is a pure function of (manifest, seed, layout). The position is, per slot, the epoch
-and the number of samples of that epoch consumed by training (each batch carries its slot and position),
-plus the number of batches each rank consumed (the DataLoader takes batches from its workers in turn, so
-after a resume the worker whose turn it is takes over the slot that was due).
-On resume a slot skips whole shards by their sample counts from the manifest, reads the block it was in,
-re-shuffles it identically and continues after the last consumed sample: the resumed run sees exactly the
-samples, in the order, that an uninterrupted run would have (same manifest, seed, batch size,
-`shuffle_buffer`, number of processes and of workers; anything else is refused). Every train sample is
-read exactly once per epoch of its slot; slots whose shards hold more samples finish their epoch later.
+The position is, per slot, the epoch and the number of samples of that epoch consumed by training (each
+batch carries its slot and position), plus the number of batches each rank consumed (the DataLoader takes
+batches from its workers in turn, so after a resume the worker whose turn it is takes over the slot that
+was due). Resumed with the same number of processes and workers, every slot continues its stream exactly:
+the run sees the samples, in the order, an uninterrupted run would (same manifest, seed, batch size and
+`shuffle_buffer`). Resumed with another number of processes or workers (an elastic restart), or another
+`shuffle_buffer`, what each epoch has left is dealt to the new slots: no sample is repeated or skipped.
+A different manifest or seed is refused.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,41 +28,35 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from asymvae.data.config import DataConfig
 from asymvae.data.manifest import Manifest, ShardInfo, load_manifest
-from asymvae.data.shards import iter_records, record_image
+from asymvae.data.sampler import PositionError
+from asymvae.data.shards import RecordError, iter_records, record_image, record_meta
 from asymvae.data.sources import DataSourceError
+from asymvae.data.stream_plan import Plan, Progress
 from asymvae.data.transforms import crop_and_resize, to_tensor
 from asymvae.masks import MaskConfig, mask_tensor
 from asymvae.storage import Store
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class _Part:
-    """Records first, first + step, ... of one shard."""
-
-    shard: ShardInfo
-    first: int
-    step: int
-
-    @property
-    def count(self) -> int:
-        return max(0, -(-(self.shard.samples - self.first) // self.step))
+Record = tuple[str, dict[str, bytes]]
+"""Where a record is (shard and key, for messages) and its members."""
 
 
 class StreamPosition:
-    """Per slot: (epoch, samples of that epoch consumed); per rank: batches consumed. Checkpointed via `TrainState`.
+    """The plan, per slot: (epoch, samples of it consumed), per rank: batches consumed. Checkpointed via
+    `TrainState`.
 
     The batch count matters because a DataLoader takes batches from its workers round-robin: a resumed
     loader must start with the worker whose turn it was, so each worker takes over the slot that was then
     in that turn.
     """
 
-    def __init__(self, layout: dict[str, Any], world_size: int = 1, rank: int = 0) -> None:
-        self.layout = layout
+    def __init__(self, plan: Plan, dataset: dict[str, Any], world_size: int = 1, rank: int = 0) -> None:
+        self.plan = plan
+        self.dataset = dataset
         self.world_size = world_size
         self.rank = rank
-        self.slots: dict[int, tuple[int, int]] = {}
+        self.slots: Progress = {}
         self.batches: dict[int, int] = {}
 
     def advance(self, batch: dict[str, Any] | None = None) -> None:
@@ -77,16 +67,16 @@ class StreamPosition:
         for slot, epoch, pos in zip(
             batch["slot"].tolist(), batch["epoch"].tolist(), batch["pos"].tolist(), strict=True
         ):
-            if (epoch, pos + 1) > self.slots.get(slot, (0, 0)):
+            if (epoch, pos + 1) > self.slots.get(slot, (self.plan.start, 0)):
                 self.slots[slot] = (epoch, pos + 1)
 
     @property
     def epoch(self) -> int:
         """The epoch every slot has reached."""
-        return min((e for e, _ in self.slots.values()), default=0)
+        return min((e for e, _ in self.slots.values()), default=self.plan.start)
 
     def state_dict(self) -> dict[str, Any]:
-        """Positions of all slots of all ranks (every rank calls this during a checkpoint)."""
+        """The plan and the positions of all slots of all ranks (every rank calls this during a checkpoint)."""
         slots, batches = dict(self.slots), dict(self.batches)
         if self.world_size > 1:
             from accelerate.utils import gather_object
@@ -95,21 +85,40 @@ class StreamPosition:
                 slots.update(part_slots)
                 batches.update(part_batches)
         return {
-            "layout": self.layout,
-            "slots": {str(k): list(v) for k, v in sorted(slots.items())},
+            "dataset": self.dataset,
+            "plan": self.plan.state_dict(),
+            "progress": {str(k): list(v) for k, v in sorted(slots.items())},
             "batches": {str(k): v for k, v in sorted(batches.items())},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore; refuses a position made with another dataset or slot layout (it would replay or skip data)."""
-        if state["layout"] != self.layout:
-            raise ValueError(
-                f"the checkpoint's data position was made with {state['layout']}, this run has {self.layout}: "
-                "resuming would replay or skip samples. Resume with the same data.shards manifest, seed, "
-                "data.shuffle_buffer, data.num_workers and number of processes."
+        """Continue from a saved position: exactly, or re-planned when the slots changed.
+
+        Raises PositionError for a position of another dataset or seed (it would replay or skip data).
+        """
+        if state.get("dataset") != self.dataset:
+            raise PositionError(
+                f"the checkpoint's data position belongs to {state.get('dataset', 'an older asymvae')}, this run has "
+                f"{self.dataset}: resuming would replay or skip samples. Fix: resume with the same data.shards "
+                "manifest and train.seed, or start a new run (another --output)."
             )
-        self.slots = {int(k): (int(v[0]), int(v[1])) for k, v in state["slots"].items()}
-        self.batches = {int(k): int(v) for k, v in state["batches"].items()}
+        saved = Plan.from_state(self.plan.sizes, self.plan.seed, state["plan"])
+        progress = {int(k): (int(v[0]), int(v[1])) for k, v in state["progress"].items()}
+        if (saved.slots, saved.shuffle_buffer) == (self.plan.slots, self.plan.shuffle_buffer):
+            self.plan, self.slots = saved, progress
+            self.batches = {int(k): int(v) for k, v in state["batches"].items()}
+            return
+        self.plan = saved.replan(progress, self.plan.slots, self.plan.shuffle_buffer)
+        self.slots, self.batches = {}, {}
+        left = int((~self.plan.done[self.plan.start]).sum()) if self.plan.start in self.plan.done else self.plan.total
+        log.info(
+            "data readers changed from %d to %d (or the shuffle buffer): the %d samples left of epoch %d are "
+            "dealt to the new readers",
+            saved.slots,
+            self.plan.slots,
+            left,
+            self.plan.start,
+        )
 
 
 class ShardStream(IterableDataset):
@@ -140,13 +149,9 @@ class ShardStream(IterableDataset):
                 f"{len(self.shards)} train shards hold {self.size} samples, fewer than the {self.num_slots} readers "
                 f"({world_size} processes x {self.workers} workers): lower data.num_workers or prepare more images"
             )
-        layout = {
-            "fingerprint": manifest.fingerprint,
-            "slots": self.num_slots,
-            "shuffle_buffer": data.shuffle_buffer,
-            "seed": seed,
-        }
-        self.position = StreamPosition(layout, world_size, rank)
+        plan = Plan([s.samples for s in self.shards], seed, self.num_slots, data.shuffle_buffer)
+        dataset = {"fingerprint": manifest.fingerprint, "seed": seed}
+        self.position = StreamPosition(plan, dataset, world_size, rank)
 
     @classmethod
     def open(cls, uri: str, data: DataConfig, masks: MaskConfig, seed: int, rank: int, world: int) -> ShardStream:
@@ -160,66 +165,54 @@ class ShardStream(IterableDataset):
         )
         return cls(manifest, store, data, masks, seed, rank, world)
 
-    # -- the deterministic plan --------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------------
 
-    def plan(self, slot: int, epoch: int) -> list[_Part]:
-        """What slot `slot` reads in `epoch`, in order."""
-        order = np.random.default_rng([self.seed, epoch, 0x5A4D]).permutation(len(self.shards))
-        shards = [self.shards[j] for j in order]
-        if len(shards) >= self.num_slots:
-            return [_Part(s, 0, 1) for s in shards[slot :: self.num_slots]]
-        parts, offset = [], 0
-        for s in shards:  # every slot reads every shard and keeps every num_slots-th sample of the epoch
-            parts.append(_Part(s, (slot - offset) % self.num_slots, self.num_slots))
-            offset += s.samples
-        return [p for p in parts if p.count]
-
-    def _records(self, parts: list[_Part], skip: int) -> Iterator[dict[str, bytes]]:
-        """The records of `parts` in order, the first `skip` left out (whole shards without reading them)."""
-        todo = []
-        for part in parts:
-            if skip >= part.count:
-                skip -= part.count
-                continue
-            todo.append((part, skip))
-            skip = 0
-        with ThreadPoolExecutor(1) as pool:  # download the next shard while this one is consumed
+    def _records(self, epoch: int, positions: np.ndarray) -> Iterator[Record]:
+        """The records at `positions` (ascending) of `epoch`'s sequence, in that order. Each shard is fetched
+        once, the next one while this one is read."""
+        order = self.position.plan.shard_order(epoch)
+        starts = np.concatenate([[0], np.cumsum([self.shards[j].samples for j in order])])
+        which = np.searchsorted(starts, positions, side="right") - 1  # ascending, as the positions are
+        runs, firsts = np.unique(which, return_index=True)
+        ends = [*firsts[1:], len(positions)]
+        groups = [
+            (self.shards[order[j]], positions[a:b] - starts[j]) for j, a, b in zip(runs, firsts, ends, strict=True)
+        ]
+        with ThreadPoolExecutor(1) as pool:
             ahead: Future | None = None
-            for k, (part, drop) in enumerate(todo):
-                current = ahead or pool.submit(self._fetch, part.shard)
-                ahead = pool.submit(self._fetch, todo[k + 1][0].shard) if k + 1 < len(todo) else None
-                records = iter_records(current.result())
-                for r, (_, files) in enumerate(records):
-                    if r >= part.first and (r - part.first) % part.step == 0:
-                        if drop:
-                            drop -= 1
-                        else:
-                            yield files
+            for k, (shard, wanted) in enumerate(groups):
+                current = ahead or pool.submit(self._fetch, shard)
+                ahead = pool.submit(self._fetch, groups[k + 1][0]) if k + 1 < len(groups) else None
+                yield from self._pick(shard, current.result(), set(wanted.tolist()))
 
     def _fetch(self, shard: ShardInfo) -> bytes:
         return self.store.get_verified(shard.name, shard.sha256, shard.bytes)
 
-    def _epoch(self, slot: int, epoch: int, start: int) -> Iterator[dict[str, Any]]:
-        block = self.data.shuffle_buffer
-        first_block = start // block
-        pos = first_block * block
-        records = self._records(self.plan(slot, epoch), pos)
-        b = first_block
-        while True:
-            chunk = [r for _, r in zip(range(block), records, strict=False)]
-            if not chunk:
-                return
-            order = np.random.default_rng([self.seed, epoch, slot, b, 0x5348]).permutation(len(chunk))
-            for j in order:
-                if pos >= start:
-                    yield self._sample(chunk[j], slot, epoch, pos)
-                pos += 1
-            b += 1
+    def _pick(self, shard: ShardInfo, data: bytes, wanted: set[int]) -> Iterator[Record]:
+        where = self.store.url(shard.name)
+        count = 0
+        for r, (key, files) in enumerate(iter_records(data, where)):
+            count += 1
+            if r in wanted:
+                yield f"{where}, record {key}", files
+        if count != shard.samples:
+            raise RecordError(f"{where} holds {count} records, its manifest says {shard.samples}")
 
-    def _sample(self, files: dict[str, bytes], slot: int, epoch: int, pos: int) -> dict[str, Any]:
-        meta = json.loads(files["json"])
-        ordinal = int(meta["ordinal"])
-        image = record_image(files)
+    def _epoch(self, slot: int, epoch: int, start: int) -> Iterator[dict[str, Any]]:
+        plan = self.position.plan
+        chunk, size = plan.chunk(epoch, slot), plan.shuffle_buffer
+        first = start // size
+        records = self._records(epoch, chunk[first * size :])
+        for b in range(first, -(-len(chunk) // size)):
+            block = [next(records) for _ in range(len(chunk[b * size : (b + 1) * size]))]
+            for j, k in enumerate(plan.block_order(epoch, slot, b, len(block))):
+                if b * size + j >= start:
+                    yield self._sample(block[k], slot, epoch, b * size + j)
+
+    def _sample(self, record: Record, slot: int, epoch: int, pos: int) -> dict[str, Any]:
+        where, files = record
+        ordinal = int(record_meta(files, where)["ordinal"])
+        image = record_image(files, where)
         rng = np.random.default_rng([self.seed, epoch, ordinal, 0])
         res = self.data.resolution
         return {
@@ -233,7 +226,7 @@ class ShardStream(IterableDataset):
 
     def slot_stream(self, slot: int) -> Iterator[dict[str, Any]]:
         """The infinite stream of one slot, from its saved position."""
-        epoch, start = self.position.slots.get(slot, (0, 0))
+        epoch, start = self.position.slots.get(slot, (self.position.plan.start, 0))
         while True:
             yield from self._epoch(slot, epoch, start)
             epoch, start = epoch + 1, 0

@@ -29,6 +29,7 @@ from asymvae.export.onnx import export_onnx, verify_onnx
 from asymvae.export.triton import triton_config, validate_triton_model
 from asymvae.model.build import VAE
 from asymvae.model.files import load_vae, read_run_config, save_vae
+from asymvae.storage.faults import writing
 from asymvae.storage.local import publish
 
 log = logging.getLogger(__name__)
@@ -108,15 +109,17 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     eval_summary = _read_eval(cfg.eval)
     vae = load_vae(cfg.model).float()
     run_config = read_run_config(cfg.model)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        files, checks = _fill(cfg, vae, tmp, run_config)
-        info = CardInfo(cfg.name, cfg.format, str(cfg.model), run_config, eval_summary, checks, [*files, "README.md"])
-        write_card(tmp, vae, info)  # last: a folder with its card is complete
-        publish(tmp, target)
+        with writing("the export", target):  # a full disk or a folder it may not write to: one line, nothing left
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            files, checks = _fill(cfg, vae, tmp, run_config)
+            files.append("README.md")
+            info = CardInfo(cfg.name, cfg.format, str(cfg.model), run_config, eval_summary, checks, files)
+            write_card(tmp, vae, info)  # last: a folder with its card is complete
+            publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -85,6 +85,21 @@ class Store(ABC):
             )
         return data
 
+    def verify(self, key: str, sha256: str, size: int) -> str | None:
+        """Why the object does not match its recorded size and sha256 (missing, another size, another
+        checksum), or None when it does. Reads it as a stream."""
+        found = self.stat(key)
+        if found is None:
+            return "missing"
+        if found.size != size:
+            return f"{found.size} bytes, expected {size}"
+        digest = hashlib.sha256()
+        for chunk in self.iter_chunks(key):
+            digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            return f"sha256 {digest.hexdigest()[:16]}..., expected {sha256[:16]}..."
+        return None
+
     def url(self, key: str) -> str:
         """The full URI of an object, for messages."""
         return join_uri(self.uri, key)

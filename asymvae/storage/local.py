@@ -10,30 +10,65 @@ from pathlib import Path
 from typing import BinaryIO
 
 from asymvae.storage.base import CHUNK, ObjectInfo, StorageError, Store
+from asymvae.storage.faults import environment_fault, writing
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting it to read it is not
+    thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: Path, data: bytes | BinaryIO) -> None:
     """Write a file so that readers see the old one or the whole new one: a hidden temporary file beside
-    it, fsync, then a rename over it (the folder is created when missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    it, fsync, then a rename over it (the folder is created when missing).
+
+    The file gets the permissions `open(path, "w")` would give it (0666 less the umask). A full disk, a
+    missing permission or a read-only file system raises a StorageError naming the file.
+    """
+    tmp: str | None = None
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; this is data, readable like any written file
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                f.write(data)
-            else:
-                shutil.copyfileobj(data, f, CHUNK)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with writing("the file", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; this is data, readable like any file
+            with os.fdopen(fd, "wb") as f:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    f.write(data)
+                else:
+                    shutil.copyfileobj(data, f, CHUNK)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def match_umask(folder: Path) -> None:
+    """Give `folder` and everything below it the permissions `mkdir` and `open(..., "w")` give under the
+    umask: some writers choose their own (safetensors 0.8 writes its files 0600, unreadable to the others
+    who may read the folder)."""
+    mask = umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def publish(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name, replacing an older one without a gap."""
+    """Move a finished temporary folder to its final name, replacing an older one without a gap. Its files
+    get the permissions of any file the user writes (`match_umask`)."""
+    match_umask(tmp)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         trash = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -76,6 +111,11 @@ class LocalStore(Store):
             f = path.open("rb")
         except FileNotFoundError as e:
             raise StorageError(f"{path} does not exist") from e
+        except OSError as e:
+            fault = environment_fault(e, "read", path)
+            if fault is None:
+                raise
+            raise fault from e
         with f:
             while chunk := f.read(CHUNK):
                 yield chunk
@@ -108,6 +148,7 @@ class LocalStore(Store):
         """The root must be a folder (or creatable) and writable."""
         if self.root.exists() and not self.root.is_dir():
             raise StorageError(f"{self.root} exists and is not a folder. Fix: choose another output location.")
-        self.root.mkdir(parents=True, exist_ok=True)
+        with writing("the folder", self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"{self.root} is not writable. Fix: choose a folder you can write to.")

@@ -1,20 +1,28 @@
-"""Resumable checkpoints that count only when complete.
+"""Resumable checkpoints that count only when complete, and that verify themselves.
 
 A checkpoint is written to a hidden temporary folder and renamed to `checkpoints/step-00000100` only
 after every file (and the `COMPLETE` marker) is on disk, so a run killed mid-save leaves nothing that
-looks like a checkpoint; resume picks the newest complete one.
+looks like a checkpoint. The marker records the size and sha256 of every file, so `damage()` finds a
+file truncated or changed later; resume takes the newest complete checkpoint that is intact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from asymvae.errors import UserError
+
 MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that cannot be resumed from (missing, incomplete or damaged); the message says which."""
 
 
 def checkpoints_root(output_dir: Path) -> Path:
@@ -42,9 +50,50 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_marker(folder: Path, info: dict[str, Any]) -> None:
-    """Mark a checkpoint folder complete (last write before it is published)."""
+    """Mark a checkpoint folder complete (last write before it is published), recording `info` and the size
+    and sha256 of every file in it."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
+    info = {**info, "files": {p.relative_to(folder).as_posix(): [p.stat().st_size, _sha256(p)] for p in files}}
     (folder / MARKER).write_text(json.dumps(info, indent=1))
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a complete checkpoint (each file missing, truncated or changed since it was
+    written), or None when it is intact. Checkpoints from before checksums were recorded have only their
+    marker read."""
+    try:
+        files = json.loads((folder / MARKER).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError) as e:
+        return f"its {MARKER} marker cannot be read ({e})"
+    problems = []
+    for name, (size, sha256) in files.items():
+        path = folder / name
+        try:
+            found = path.stat().st_size
+        except OSError as e:
+            problems.append(f"{name} cannot be read ({e.strerror})")
+            continue
+        if found != size:
+            problems.append(f"{name} is {found} bytes, {size} were written (truncated or overwritten)")
+        elif _sha256(path) != sha256:
+            problems.append(f"{name} changed since it was written (its sha256 differs)")
+    return "; ".join(problems) or None
+
+
+def describe(output_dir: Path) -> str:
+    """The complete checkpoints of a run, for messages."""
+    found = complete_checkpoints(output_dir)
+    where = checkpoints_root(output_dir)
+    return f"{where} has " + (", ".join(p.name for p in found) if found else "no complete checkpoint")
 
 
 def prune(output_dir: Path, keep: int) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from asymvae.model.build import VAE
 from asymvae.model.files import save_vae
+from asymvae.storage.faults import writing
 from asymvae.storage.local import publish, staging_dir
 
 __all__ = ["export_dir", "latest_export", "write_export"]
@@ -31,8 +33,14 @@ def write_export(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Pat
     Call on one process only.
     """
     final = export_dir(output_dir, step)
-    tmp = staging_dir(final)
-    save_vae(vae, tmp)
-    (tmp / "config.yaml").write_text(config_yaml)
-    publish(tmp, final)
+    tmp = final.with_name(f".{final.name}.tmp")
+    try:
+        with writing("the trained model", final):
+            tmp = staging_dir(final)
+            save_vae(vae, tmp)
+            (tmp / "config.yaml").write_text(config_yaml)
+            publish(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final

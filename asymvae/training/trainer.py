@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,19 +17,21 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object, set_seed
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from asymvae.config import to_dict
 from asymvae.data.dataset import TrainImages
-from asymvae.data.sampler import ResumableBatchSampler
-from asymvae.data.sources import open_source, scan_source
+from asymvae.data.sampler import PositionError, ResumableBatchSampler
+from asymvae.data.scan import BAD_LIST_NAME, scan_source
+from asymvae.data.sources import open_source
 from asymvae.data.streaming import ShardStream, StreamPosition
 from asymvae.errors import UserError
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
+from asymvae.storage.faults import writing
 from asymvae.storage.local import publish, staging_dir
 from asymvae.training import checkpoint as ckpt
 from asymvae.training import metrics as live_metrics
@@ -65,19 +68,30 @@ class TrainResult:
 
 @dataclass
 class TrainState:
-    """Step counter and data position: checkpointed with the model so resume neither repeats nor skips data."""
+    """Step counter and data position: checkpointed with the model so resume neither repeats nor skips data.
 
-    sampler: ResumableBatchSampler
+    The number of processes and of DataLoader workers may change between save and resume (the position
+    does not depend on them); the per-process batch size may not: it is part of the recipe.
+    """
+
+    sampler: ResumableBatchSampler | StreamPosition
+    batch_size: int
     step: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         """For accelerate's checkpointing."""
-        return {"step": self.step, "sampler": self.sampler.state_dict()}
+        return {"step": self.step, "batch_size": self.batch_size, "sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """For accelerate's checkpointing."""
-        self.step = int(state["step"])
+        """For accelerate's checkpointing; raises PositionError for a checkpoint of another batch size."""
+        saved = state.get("batch_size", self.batch_size)
+        if saved != self.batch_size:
+            raise PositionError(
+                f"the checkpoint was made with train.batch_size={saved}, this run has {self.batch_size}. Fix: "
+                f"resume with --set train.batch_size={saved}, or start a new run (another --output)."
+            )
         self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
 
 
 class Trainer:
@@ -111,7 +125,7 @@ class Trainer:
         self.scheduler = self.step_fn.scheduler
 
         self.sampler, self.dataset = self._data()
-        self.state = TrainState(self.sampler)
+        self.state = TrainState(self.sampler, t.batch_size)
 
         self.step_fn.prepare()
         log.info("speed settings: %s", self.step_fn.describe())
@@ -130,7 +144,13 @@ class Trainer:
         # Rank 0 validates every image once; the others take its list, so all ranks agree on the data.
         good = [None]
         if acc.is_main_process:
-            report = scan_source(source, d.effective_min_side, d.max_bad_share, progress=cfg.train.progress)
+            report = scan_source(
+                source,
+                d.effective_min_side,
+                d.max_bad_share,
+                progress=cfg.train.progress,
+                bad_list=self.out / "logs" / BAD_LIST_NAME,
+            )
             if report.bad:
                 log.warning("%s", report.summary())
             good = [report.good]
@@ -151,31 +171,85 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------------
 
     def resume(self, path: str | Path | None = None) -> int:
-        """Load `path`, or the newest complete checkpoint of this run; returns the step reached."""
-        folder = Path(path) if path else ckpt.latest_checkpoint(self.out)
-        if folder is None:
-            log.info("no checkpoint in %s: starting from step 0", ckpt.checkpoints_root(self.out))
-            return 0
-        if not (folder / ckpt.MARKER).is_file():
-            raise FileNotFoundError(f"{folder} is not a complete checkpoint (no {ckpt.MARKER} marker)")
-        self.accelerator.load_state(str(folder))
-        log.info("resumed from %s at step %d", folder, self.state.step)
-        return self.state.step
+        """Load `path`, or the newest intact checkpoint of this run; returns the step reached.
+
+        Without `path`, a damaged checkpoint (see `checkpoint.damage`) or one that cannot be loaded is
+        skipped, with a warning that says why, for the one before it. Raises CheckpointError when `path` is
+        not an intact checkpoint or no checkpoint of the run is, PositionError when the data position
+        cannot be continued (another batch size, other data).
+        """
+        if path is not None:
+            folder = Path(path).expanduser()
+            if not (folder / ckpt.MARKER).is_file():
+                what = "is not a complete checkpoint (no COMPLETE marker)" if folder.is_dir() else "does not exist"
+                raise ckpt.CheckpointError(
+                    f"--resume-from {folder} {what}. Fix: give a checkpoint folder; {ckpt.describe(self.out)}."
+                )
+            candidates = [folder]
+        else:
+            candidates = ckpt.complete_checkpoints(self.out)[::-1]
+            if not candidates:
+                log.info("no checkpoint in %s: starting from step 0", ckpt.checkpoints_root(self.out))
+                return 0
+        skipped = []
+        for folder in candidates:
+            problem = self._load(folder)
+            if problem is None:
+                log.info("resumed from %s at step %d", folder, self.state.step)
+                if skipped:
+                    log.warning("resumed from %s, the newest intact checkpoint; skipped %s", folder, "; ".join(skipped))
+                return self.state.step
+            log.warning("checkpoint %s is damaged: %s", folder, problem)
+            skipped.append(f"{folder.name}: {problem}")
+        if path is not None:
+            raise ckpt.CheckpointError(
+                f"checkpoint {candidates[0]} is damaged: {problem}. Fix: resume with --resume instead, which takes "
+                f"the newest intact checkpoint ({ckpt.describe(self.out)}), or start anew without it."
+            )
+        raise ckpt.CheckpointError(
+            f"no checkpoint in {ckpt.checkpoints_root(self.out)} is intact ({'; '.join(skipped)}). Fix: start "
+            "anew without --resume (or with another --output)."
+        )
+
+    def _load(self, folder: Path) -> str | None:
+        """Load a checkpoint into the run; returns what is wrong with it instead when it is damaged (on any
+        rank: the ranks agree, so that all load the same one)."""
+        problem = ckpt.damage(folder)
+        if problem is None:
+            try:
+                self.accelerator.load_state(str(folder))
+            except PositionError as e:
+                raise PositionError(f"cannot resume from {folder}: {e}") from None
+            except UserError:
+                raise
+            except Exception as e:  # a checkpoint from before checksums, damaged: the loader finds it
+                problem = f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        if self.accelerator.num_processes > 1:
+            problem = next((p for p in gather_object([problem]) if p), None)
+        return problem
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the current step (collective: every process calls it)."""
         acc = self.accelerator
         final = ckpt.checkpoints_root(self.out) / ckpt.checkpoint_name(self.state.step)
         tmp = final.with_name(f".{final.name}.tmp")
+        try:
+            with writing("a checkpoint", final):
+                if acc.is_main_process:
+                    tmp = staging_dir(final)
+                acc.wait_for_everyone()
+                acc.save_state(str(tmp))
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    (tmp / "config.yaml").write_text(self.config_yaml)
+                    images = self.state.step * self.images_per_step
+                    ckpt.write_marker(tmp, {"step": self.state.step, "images": images})
+                    publish(tmp, final)
+        except BaseException:
+            if acc.is_main_process:  # a full disk must not stay full of a checkpoint that does not count
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if acc.is_main_process:
-            tmp = staging_dir(final)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            (tmp / "config.yaml").write_text(self.config_yaml)
-            ckpt.write_marker(tmp, {"step": self.state.step, "images": self.state.step * self.images_per_step})
-            publish(tmp, final)
             ckpt.prune(self.out, self.cfg.train.keep_checkpoints)
         acc.wait_for_everyone()
         return final
@@ -208,12 +282,18 @@ class Trainer:
         batches = iter(loader)
         while self.state.step < t.max_steps:
             waited = time.perf_counter()
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except UserError as e:  # bad data met by a DataLoader worker: one line, like anywhere else
+                raise _from_worker(e) from None
             data_wait += time.perf_counter() - waited
             pixels = batch["pixels"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
-            if acc.num_processes > 1:
-                log.debug("rank %d step %d images %s", acc.process_index, self.state.step, batch["index"].tolist())
+            if log.isEnabledFor(logging.DEBUG):  # which images each step used: tests check no repeats or gaps
+                epochs = f" epochs {batch['epoch'].tolist()}" if "epoch" in batch else ""
+                log.debug(
+                    "rank %d step %d images %s%s", acc.process_index, self.state.step, batch["index"].tolist(), epochs
+                )
             terms = self.step_fn(pixels, mask, self.state.step, micro)
             nonfinite += ~torch.isfinite(terms["loss"])
             self.sampler.advance(batch)
@@ -292,6 +372,16 @@ class Trainer:
         if spread > 1e-6 * max(1.0, float(sums.abs().max())):
             raise RuntimeError(f"ranks ended with different weights (checksums {sums.tolist()}): DDP sync failed")
         log.info("weights identical on all %d ranks (checksum %.10g)", acc.num_processes, float(sums[0]))
+
+
+def _from_worker(error: UserError) -> UserError:
+    """The error a DataLoader worker raised, as raised there: torch re-raises it in the main process with the
+    worker's whole traceback as its message, which ends with `module.Class: <the original message>`."""
+    cls = type(error)
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    text = str(error)
+    at = text.rfind(marker)
+    return cls(text[at + len(marker) :].rstrip("\n")) if at >= 0 else error
 
 
 def _postfix(row: dict[str, float]) -> dict[str, str]:
