@@ -21,8 +21,8 @@ def test_every_preset_round_trips_through_yaml(name, tmp_path):
 
 def test_required_presets_follow_the_recipes():
     pokemon = get_preset("asymmetric_autoencoderkl_sdv15_pokemon")
-    assert pokemon.model.pretrained == "runwayml/stable-diffusion-v1-5" and pokemon.model.subfolder == "vae"
-    assert pokemon.model.decoder == "x1.5"
+    assert pokemon.model.pretrained == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert pokemon.model.subfolder == "vae" and pokemon.model.decoder == "x1.5"
     assert pokemon.data.source == "diffusers/pokemon-gpt4-captions" and pokemon.data.resolution == 512
     assert (pokemon.loss.pixel, pokemon.loss.lpips.net, pokemon.loss.lpips.weight) == ("l1", "vgg", 1.0)
     assert (pokemon.loss.gan.weight, pokemon.loss.gan.start_step) == (0.8, 50_001)

@@ -266,8 +266,19 @@ def score_items(
 
 
 def _shares_encoder(model: VAE, baseline: VAE) -> bool:
-    a = {**model.encoder.state_dict(), **{f"q.{k}": v for k, v in model.quant_conv.state_dict().items()}}
-    b = {**baseline.encoder.state_dict(), **{f"q.{k}": v for k, v in baseline.quant_conv.state_dict().items()}}
+    """True when both encode alike: equal encoders, and equal quant convs (a missing one, as in SD3/FLUX VAEs,
+    counts as the identity the asymmetric model carries in its place)."""
+
+    def weights(vae: VAE) -> dict[str, torch.Tensor]:
+        quant = vae.quant_conv
+        if quant is None:
+            n = 2 * vae.config.latent_channels
+            quant_weights = {"weight": torch.eye(n).view(n, n, 1, 1), "bias": torch.zeros(n)}
+        else:
+            quant_weights = quant.state_dict()
+        return {**vae.encoder.state_dict(), **{f"q.{k}": v for k, v in quant_weights.items()}}
+
+    a, b = weights(model), weights(baseline)
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k].to(a[k])) for k in a)
 
 

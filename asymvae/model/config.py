@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asymvae.model.family import FAMILIES
+
 KINDS = ("asymmetric", "autoencoderkl")
 DECODER_PRESETS = ("base", "x1.5", "x2", "custom")
 
@@ -14,7 +16,7 @@ class ModelConfig:
 
     kind: str = "asymmetric"
     """`asymmetric`: an AsymmetricAutoencoderKL (mask-conditioned decoder); `autoencoderkl`: a plain VAE."""
-    pretrained: str | None = "runwayml/stable-diffusion-v1-5"
+    pretrained: str | None = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     """Hub id or local diffusers folder. For `asymmetric` either a base AutoencoderKL (a new asymmetric
     decoder is built on its encoder) or an AsymmetricAutoencoderKL (fine-tuned as it is); the folder's
     config.json tells which. `preset:NAME` means the export of preset NAME, trained first if missing.
@@ -34,7 +36,11 @@ class ModelConfig:
     scratch_layers: int = 1
     """Res layers per block of a VAE built from scratch."""
     latent_channels: int = 4
-    """Latent channels of a VAE built from scratch."""
+    """Latent channels of a VAE built from scratch (`scratch_family` sets them instead)."""
+    scratch_family: str | None = None
+    """Give a VAE built from scratch a released family's latent interface: its latent channels, quant convs
+    (or none), scaling and shift factor and force_upcast. One of `sd`, `sdxl`, `sd3`, `flux`; null: SD's
+    interface with `latent_channels`."""
     norm_num_groups: int = 32
     """GroupNorm groups of a VAE built from scratch (a built decoder keeps its base's value)."""
     train_post_quant_conv: bool = False
@@ -52,10 +58,13 @@ class ModelConfig:
             raise ValueError(f"model.kind must be one of {KINDS}, got {self.kind!r}")
         if self.decoder not in DECODER_PRESETS:
             raise ValueError(f"model.decoder must be one of {DECODER_PRESETS}, got {self.decoder!r}")
+        if self.scratch_family is not None and self.scratch_family not in FAMILIES:
+            known = ", ".join(FAMILIES)
+            raise ValueError(f"model.scratch_family must be one of {known} or null, got {self.scratch_family!r}")
         if self.decoder == "custom" and (not self.decoder_channels or not self.decoder_layers):
             raise ValueError("model.decoder=custom needs model.decoder_channels and model.decoder_layers")
         if self.kind == "asymmetric" and not self.pretrained:
             raise ValueError(
                 "model.kind=asymmetric needs model.pretrained: a base AutoencoderKL whose frozen encoder the "
-                "new decoder learns to invert (e.g. runwayml/stable-diffusion-v1-5 with subfolder vae)"
+                "new decoder learns to invert (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 with subfolder vae)"
             )
