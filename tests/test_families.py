@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
+from diffusers import AsymmetricAutoencoderKL
 
 from asymvae.config import ConfigError, from_dict
 from asymvae.model.build import ModelSourceError, asymmetric_from_base, build_vae
@@ -15,14 +15,7 @@ from asymvae.model.family import FAMILIES, family_of
 from asymvae.model.latent_space import LatentTransform
 from asymvae.model.load import load_vae
 from asymvae.presets import PRESETS, describe, get_preset
-from tests.conftest import TINY_BASE
-
-
-def family_base(name: str, seed: int = 0, **extra) -> AutoencoderKL:
-    """A tiny random AutoencoderKL with the latent interface of family `name`."""
-    torch.manual_seed(seed)
-    kwargs = {**TINY_BASE, **FAMILIES[name].vae_kwargs(), **extra}
-    return AutoencoderKL(**kwargs)
+from tests.conftest import family_base
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -84,7 +84,7 @@ def test_bad_tiling_requests_say_what_to_fix(models):
     z, image, mask = _inputs(6, 6)
     with pytest.raises(ValueError, match="below the tile size"):
         TileConfig(size=64, overlap=64)
-    with pytest.raises(ValueError, match="size 60 must be a multiple of the decoder's upsampling factor 8"):
+    with pytest.raises(ValueError, match="tile size 60 is not a multiple of the decoder's upsampling factor 8"):
         decode_latents(asym, z, image, mask, TileConfig(size=60, overlap=16))
     with pytest.raises(ValueError, match="both image and mask"):
         decode_latents(asym, z, image=image)

@@ -45,7 +45,8 @@ class TileConfig:
         """(tile, overlap) in latent pixels for a decoder that upsamples by `factor`."""
         bad = [f"{name} {v}" for name, v in (("size", self.size), ("overlap", self.overlap)) if v % factor]
         if bad:
-            raise ValueError(f"tile {' and '.join(bad)} must be a multiple of the decoder's upsampling factor {factor}")
+            verb = "is not a multiple" if len(bad) == 1 else "are not multiples"
+            raise ValueError(f"tile {' and '.join(bad)} {verb} of the decoder's upsampling factor {factor}")
         return self.size // factor, self.overlap // factor
 
 

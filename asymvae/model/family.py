@@ -2,7 +2,7 @@
 
 An asymmetric decoder is built on any `AutoencoderKL` (see `asymvae.model.build`); the family only matters
 for what surrounds the VAE: how pipelines transform latents before decoding (`asymvae.model.latent_space`),
-which inpainting pipelines run it (`asymvae.inpaint`), where the released weights live, and the shape of the
+which inpainting pipelines run it (`asymvae.inpaint.kinds`), where the released weights live, and the shape of the
 tiny stand-in bases the offline demos fit (`ModelConfig.scratch_family`).
 """
 
@@ -40,8 +40,6 @@ class Family:
     shift_factor: float | None
     force_upcast: bool
     """As diffusers loads the released VAE (the key defaults to true where config.json leaves it out)."""
-    pipelines: tuple[str, ...]
-    """diffusers inpainting/fill pipeline classes of the family; `asymvae.inpaint` runs each."""
     repos: tuple[HubRepo, ...]
     """Where the weights live: the VAE is the repo's `vae` subfolder."""
 
@@ -78,7 +76,6 @@ FAMILIES: dict[str, Family] = {
             scaling_factor=0.18215,
             shift_factor=None,
             force_upcast=True,
-            pipelines=("StableDiffusionInpaintPipeline",),
             repos=(
                 HubRepo("stable-diffusion-v1-5/stable-diffusion-v1-5", "SD 1.5 (the runwayml repos were removed)"),
                 HubRepo("stable-diffusion-v1-5/stable-diffusion-inpainting", "SD 1.5 inpainting pipeline"),
@@ -92,7 +89,6 @@ FAMILIES: dict[str, Family] = {
             scaling_factor=0.13025,
             shift_factor=None,
             force_upcast=True,
-            pipelines=("StableDiffusionXLInpaintPipeline",),
             repos=(
                 HubRepo("stabilityai/stable-diffusion-xl-base-1.0", "SDXL base 1.0"),
                 HubRepo("diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "SDXL inpainting pipeline"),
@@ -106,7 +102,6 @@ FAMILIES: dict[str, Family] = {
             scaling_factor=1.5305,
             shift_factor=0.0609,
             force_upcast=True,
-            pipelines=("StableDiffusion3InpaintPipeline",),
             repos=(
                 HubRepo("stabilityai/stable-diffusion-3-medium-diffusers", "SD3 medium (also its inpainting)", True),
                 HubRepo("stabilityai/stable-diffusion-3.5-large", "SD3.5 large (also its inpainting)", True),
@@ -120,7 +115,6 @@ FAMILIES: dict[str, Family] = {
             scaling_factor=0.3611,
             shift_factor=0.1159,
             force_upcast=True,
-            pipelines=("FluxInpaintPipeline", "FluxFillPipeline"),
             repos=(
                 HubRepo("black-forest-labs/FLUX.1-dev", "FLUX.1 [dev] (also FluxInpaintPipeline)", True),
                 HubRepo("black-forest-labs/FLUX.1-schnell", "FLUX.1 [schnell], Apache-2.0 (also FluxInpaintPipeline)"),
