@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
             lpips_net=args.lpips_net,
             fid=args.fid,
             grid_samples=args.grid_samples,
+            tile=args.tile,
+            tile_overlap=args.tile_overlap,
             device=args.device,
         )
     except ValueError as e:
@@ -61,5 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-fid", dest="fid", action="store_false", help="skip FID even when pytorch-fid and its weights exist"
     )
     p.add_argument("--grid-samples", type=int, default=4, help="rows of grid.png (default: 4)")
+    p.add_argument("--tile", type=int, help="decode in tiles of this many px (large images; default: whole)")
+    p.add_argument("--tile-overlap", type=int, default=128, help="px shared by neighbouring tiles (default: 128)")
     p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     p.set_defaults(func=run)

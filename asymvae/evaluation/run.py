@@ -9,6 +9,9 @@ differ only in their decoders. Then
 * the asymmetric decoder decodes it with an all-ones mask (the "full-mask" case: the branch sees nothing,
   which is how plain text-to-image decoding uses it).
 
+With `tile` (large images) all three decodings run in the same overlapping tiles (`asymvae.model.decode`), each
+tile of the asymmetric decoder conditioned on its crop of image and mask; the encoder still sees the whole image.
+
 Decoded images are clamped to [0, 1]; nothing is composited (pasting the kept pixels back would hide the
 very error being measured). The baseline ignores masks, so its full-mask scores are its full-image scores.
 """
@@ -29,6 +32,7 @@ import torch
 from diffusers import AsymmetricAutoencoderKL
 from tqdm.auto import tqdm
 
+from asymvae.config import ConfigError
 from asymvae.data.sources import DataSourceError
 from asymvae.evaluation import fid as fid_lib
 from asymvae.evaluation import metrics as M
@@ -37,6 +41,7 @@ from asymvae.evaluation.report import GridSample, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import VAE, ModelSourceError
+from asymvae.model.decode import TileConfig, decode_latents, upsampling_factor
 from asymvae.model.load import load_vae
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,10 @@ class EvalConfig:
     """Rows of the PNG grid."""
     mask_seed: int = EVAL_MASK_SEED
     """Seed of the fixed evaluation masks of a data source (a prepared dataset brings its masks)."""
+    tile: int | None = None
+    """Decode in overlapping tiles of this many px (large images; both decoders alike); None: whole images."""
+    tile_overlap: int = 128
+    """Pixels neighbouring tiles share (with `tile`)."""
     device: str | None = None
     """`cuda`, `cpu`, ... (default: cuda when available)."""
     progress: bool = True
@@ -97,6 +106,16 @@ class EvalConfig:
             raise ValueError(f"--lpips must be shift_tolerant, standard or off, got {self.lpips!r}")
         if self.lpips_net not in ("alex", "vgg"):
             raise ValueError(f"--lpips-net must be alex or vgg, got {self.lpips_net!r}")
+        if self.tile is not None:
+            try:
+                TileConfig(size=self.tile, overlap=self.tile_overlap)
+            except ValueError as e:
+                raise ValueError(f"--tile {self.tile} --tile-overlap {self.tile_overlap}: {e}") from e
+
+    @property
+    def tiling(self) -> TileConfig | None:
+        """The tiled-decoding settings, or None for whole images."""
+        return None if self.tile is None else TileConfig(size=self.tile, overlap=self.tile_overlap)
 
     @property
     def out_dir(self) -> Path:
@@ -138,15 +157,22 @@ def _to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_all(model: AsymmetricAutoencoderKL, baseline: VAE, image: torch.Tensor, mask: torch.Tensor) -> Decoded:
-    """Encode `image` ([0, 1], (B, 3, H, W)) with the baseline's encoder; decode with both decoders."""
+def decode_all(
+    model: AsymmetricAutoencoderKL,
+    baseline: VAE,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    tile: TileConfig | None = None,
+) -> Decoded:
+    """Encode `image` ([0, 1], (B, 3, H, W)) with the baseline's encoder; decode with both decoders (in tiles when
+    `tile` is given)."""
     pixels = image * 2.0 - 1.0
     z = baseline.encode(pixels).latent_dist.mode()
-    base = baseline.decode(z).sample
+    base = decode_latents(baseline, z, tile=tile)
     masked = pixels * (1.0 - mask)  # the decoder masks again; passing it masked shows the hole is never read
-    asym = model.decode(z, image=masked, mask=mask).sample
+    asym = decode_latents(model, z, masked, mask, tile)
     ones = torch.ones_like(mask)
-    full = model.decode(z, image=pixels * 0.0, mask=ones).sample
+    full = decode_latents(model, z, pixels * 0.0, ones, tile)
     return Decoded(image, mask, _to_unit(base), _to_unit(asym), _to_unit(full))
 
 
@@ -189,6 +215,7 @@ def score_items(
     grid_samples: int = 0,
     total: int | None = None,
     progress: bool = False,
+    tile: TileConfig | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[GridSample]]:
     """Score every item; returns (mean metrics per condition/decoder, per-image rows, grid samples)."""
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -209,7 +236,7 @@ def score_items(
     for batch in batches(items, batch_size):
         image = torch.stack([it.image for it in batch]).to(device)
         mask = torch.stack([it.mask for it in batch]).to(device)
-        d = decode_all(model, baseline, image, mask)
+        d = decode_all(model, baseline, image, mask, tile)
         base = _region_metrics(d.baseline, image, mask, lpips_net)
         asym = _region_metrics(d.asymmetric, image, mask, lpips_net)
         full = _full_metrics(d.asymmetric_full, image, lpips_net)
@@ -300,6 +327,11 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
             f"the model decodes {model.config.latent_channels}-channel latents but the baseline's encoder makes "
             f"{baseline.config.latent_channels}: --baseline must be the VAE the model was trained on"
         )
+    if cfg.tiling is not None:
+        try:
+            cfg.tiling.in_latents(upsampling_factor(model))
+        except ValueError as e:
+            raise ConfigError(f"--tile: {e}") from e
     shared = _shares_encoder(model, baseline)
     if not shared:
         log.warning(
@@ -330,6 +362,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         grid_samples=cfg.grid_samples,
         total=total,
         progress=cfg.progress,
+        tile=cfg.tiling,
     )
     base_pre = summary[MASKED][BASELINE]["pre_error"]
     asym_pre = summary[MASKED][ASYMMETRIC]["pre_error"]
@@ -343,6 +376,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         mask_seed=items.mask_seed,
         mean_hole_share=sum(r["hole_share"] for r in rows) / len(rows),
         latents="baseline encoder, posterior mode",
+        decoding="whole images" if cfg.tile is None else f"tiles of {cfg.tile} px, {cfg.tile_overlap} px overlap",
         shared_encoder=shared,
         lpips=None if lpips_net is None else f"{cfg.lpips}/{cfg.lpips_net}",
         fid_note=fid_reason,
