@@ -104,3 +104,17 @@ def test_family_presets_name_real_hub_repos_and_say_when_they_are_gated():
     for family in ("sdxl", "sd3", "flux"):
         base, demo = get_preset(f"demo_base_{family}"), get_preset(f"demo_{family}")
         assert base.model.scratch_family == family and demo.model.pretrained == f"preset:demo_base_{family}"
+
+
+def test_the_inpaint_loader_keeps_the_family_config_and_hub_errors_name_the_token(tmp_path):
+    from asymvae.inpaint import batched_condition_vae
+    from asymvae.model.build import pretrained_class
+
+    vae = asymmetric_from_base(family_base("sd3"), ModelConfig(pretrained="unused", decoder="base"))
+    copy = batched_condition_vae(vae)
+    assert (copy.config.shift_factor, copy.config.force_upcast) == (0.0609, True)
+    vae.save_pretrained(tmp_path / "vae")
+    assert batched_condition_vae(tmp_path).config.shift_factor == 0.0609
+    # Offline here, so the hub cannot answer; the message says what a gated repo needs.
+    with pytest.raises(ModelSourceError, match="gated repo .* set HF_TOKEN or run `hf auth login`"):
+        pretrained_class("stabilityai/stable-diffusion-3-medium-diffusers", "vae")
