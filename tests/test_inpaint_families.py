@@ -200,3 +200,17 @@ def test_inpaint_command_with_a_flux_text_to_image_folder_and_a_fill_folder(tmp_
     assert code == 2 and "--vae decodes 16-channel latents (latent / 0.3611 + 0.1159)" in err
     assert "makes 4-channel latents (latent / 0.13025)" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_float16_vae_decodes_in_float32_when_its_config_asks_for_upcast(tmp_path):
+    from asymvae.inpaint import decode_pipeline_latents
+
+    pipe = BUILDERS["StableDiffusionXLInpaintPipeline"][1](family_vae("sdxl"), tmp_path)
+    image, mask = _image_and_mask()
+    latents = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    pipe.vae.half()
+    assert pipe.vae.config.force_upcast is True  # SDXL's VAE overflows in float16
+    upcast = decode_pipeline_latents(pipe, latents, image, mask, 32, 32)
+    assert upcast.dtype == torch.float32 and pipe.vae.dtype == torch.float16  # cast back afterwards
+    pipe.vae.register_to_config(force_upcast=False)
+    assert decode_pipeline_latents(pipe, latents, image, mask, 32, 32).dtype == torch.float16

@@ -49,9 +49,8 @@ def _check_latent_space(vae: diffusers.AsymmetricAutoencoderKL, folder: Path) ->
     if not own.is_file():
         return
     theirs = json.loads(own.read_text())
-    if theirs.get("latent_channels", 4) != vae.config.latent_channels or LatentTransform.of(
-        theirs
-    ) != LatentTransform.of(vae.config):
+    same_channels = theirs.get("latent_channels", 4) == vae.config.latent_channels
+    if not same_channels or LatentTransform.of(theirs) != LatentTransform.of(vae.config):
         raise InpaintInputError(
             f"--vae decodes {_latent_space(vae.config)} but the VAE of --pipeline {folder} makes "
             f"{_latent_space(theirs)}: train the decoder on that pipeline's VAE (`asymvae configs` lists a preset "
