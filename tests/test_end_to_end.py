@@ -145,7 +145,9 @@ def test_demo_runs_offline_and_exports_a_model_diffusers_loads(tmp_path):
     evaluate_and_export_the_demo(tmp_path, env)
 
 
-def evaluate_and_export_the_demo(cwd: Path, env: dict[str, str]) -> None:
+def evaluate_and_export_the_demo(
+    cwd: Path, env: dict[str, str], model: str = "work_dirs/demo/step400", base: str = "work_dirs/demo_base/step600"
+) -> None:
     """The paper's headline claim in miniature, on held-out crops: preserved pixels stay far closer to the input
     with the asymmetric decoder, and plain (full-mask) decoding is not worse. Then the README's export."""
     import json
@@ -163,11 +165,11 @@ def evaluate_and_export_the_demo(cwd: Path, env: dict[str, str]) -> None:
     data = "builtin:demo?seed=1&count=32"  # other crops than training's (seed 0) of the same photos
     run = cli(
         "eval",
-        "work_dirs/demo/step400",
+        model,
         "--data",
         data,
         "--baseline",
-        "work_dirs/demo_base/step600",
+        base,
         "--resolution",
         "64",
         "--out",
@@ -180,7 +182,7 @@ def evaluate_and_export_the_demo(cwd: Path, env: dict[str, str]) -> None:
     assert s["pre_error_ratio"] < 0.5
     assert s["masked"]["asymmetric"]["psnr_preserved"] > s["masked"]["baseline"]["psnr_preserved"] + 3
     assert s["full_mask"]["asymmetric"]["psnr"] > s["full_mask"]["baseline"]["psnr"] - 0.5
-    run = cli("export", "work_dirs/demo/step400", "--format", "triton", "--out", "repo", "--eval", "eval/metrics.json")
+    run = cli("export", model, "--format", "triton", "--out", "repo", "--eval", "eval/metrics.json")
     assert run.returncode == 0, run.stderr[-3000:]
     from asymvae.export.triton import validate_triton_model
 

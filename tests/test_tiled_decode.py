@@ -10,6 +10,7 @@ import torch
 from asymvae.model.build import asymmetric_from_base
 from asymvae.model.config import ModelConfig
 from asymvae.model.decode import TileConfig, _ramps, decode_latents, tile_starts
+from asymvae.model.tile_norm import SharedGroupNorm
 from tests.conftest import make_base_vae
 
 
@@ -54,7 +55,7 @@ def test_one_tile_is_the_whole_image_decode(models):
 def test_each_tile_is_decoded_with_its_own_crop_of_image_and_mask(models):
     _, asym = models
     z, image, mask = _inputs(12, 16)
-    tile = TileConfig(size=64, overlap=32)  # 8-latent tiles, 4 shared: 2 rows x 3 columns
+    tile = TileConfig(size=64, overlap=32, norm_passes=0)  # 8-latent tiles, 4 shared: 2 rows x 3 columns
     with torch.no_grad():
         tiled = decode_latents(asym, z, image, mask, tile)
         blind = decode_latents(asym, z, tile=tile)
@@ -69,6 +70,37 @@ def test_each_tile_is_decoded_with_its_own_crop_of_image_and_mask(models):
     assert (tiled - blind).abs()[keep].mean() > 0.05  # the branch is used in every tile
     assert torch.equal(changed[..., :32, :], tiled[..., :32, :])
     assert not torch.equal(changed[..., 64:, :], tiled[..., 64:, :])
+
+
+def test_shared_group_norm_normalises_each_tile_with_the_statistics_of_all_of_them():
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 8).eval()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(2, 8, 10, 12) * torch.linspace(0.1, 5, 12) + torch.linspace(-3, 3, 12)  # halves differ
+    left, right = x[..., :5], x[..., 5:]
+    shared = SharedGroupNorm(torch.nn.Sequential(norm))
+    with torch.no_grad(), shared.active():
+        assert torch.allclose(norm(left), torch.nn.functional.group_norm(left, 4, norm.weight, norm.bias))
+        norm(right)  # first pass: each tile alone, the sums cover both
+        shared.next_pass()
+        both = torch.cat([norm(left), norm(right)], dim=-1)
+    assert torch.allclose(both, norm(x), atol=1e-5)  # as if the whole input had been normalised at once
+    assert "forward" not in vars(norm)  # the patch is gone after the block
+
+
+def test_shared_statistics_change_every_tile_and_can_be_switched_off(models):
+    _, asym = models
+    z, image, mask = _inputs(12, 16)
+    with torch.no_grad():
+        own = decode_latents(asym, z, image, mask, TileConfig(size=64, overlap=32, norm_passes=0))
+        shared = decode_latents(asym, z, image, mask, TileConfig(size=64, overlap=32, norm_passes=2))
+        alone = asym.decode(z[..., :8, :8], image=image[..., :64, :64], mask=mask[..., :64, :64]).sample
+    assert torch.allclose(own[..., :32, :32], alone[..., :32, :32], atol=1e-6)
+    assert (shared[..., :32, :32] - alone[..., :32, :32]).abs().mean() > 1e-3
+    with pytest.raises(ValueError, match="norm_passes must be 0 or more"):
+        TileConfig(norm_passes=-1)
 
 
 def test_a_plain_vae_decodes_tiled_too(models):

@@ -7,9 +7,12 @@ mask branch sees every tile's image and mask; tiles are blended with linear ramp
 (a weighted mean with weights that rise from the tile's edge to its interior). Memory is then one tile's
 activations plus the output.
 
-It is not bit-equal to the whole-image decode: the decoder's GroupNorm statistics and its mid-block attention
-see one tile instead of the whole latent. docs/families.md has the measured difference, the seams and the
-peak memory (benchmarks/tiled_decode.py). A tile at least as large as the image is the whole-image decode.
+Each tile is normalised with GroupNorm statistics shared by all tiles (`asymvae.model.tile_norm`), estimated in
+`TileConfig.norm_passes` extra passes over the tiles: with each tile's own statistics, the kept pixels of tiles
+without any hole come out as badly as the base VAE's. The result is still not bit-equal to the whole-image decode
+(the mid-block attention sees one tile, convolutions are zero-padded at tile edges); docs/families/README.md has
+the measured difference, the seams and the peak memory (benchmarks/tiled_decode.py). A tile at least as large as
+the image is the whole-image decode.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from diffusers import AsymmetricAutoencoderKL
 
 from asymvae.model.build import VAE
+from asymvae.model.tile_norm import SharedGroupNorm
 
 __all__ = ["TileConfig", "decode_latents", "tile_starts", "upsampling_factor"]
 
@@ -34,12 +38,18 @@ class TileConfig:
     overlap: int = 128
     """Pixels neighbouring tiles share, blended linearly; a multiple of the upsampling factor, below `size`.
     More overlap hides seams better and costs more tiles."""
+    norm_passes: int = 2
+    """Passes over all tiles that estimate the whole image's GroupNorm statistics before the output pass; each
+    costs one more decode of every tile. 0: each tile normalises with its own (as diffusers' AutoencoderKL tiling
+    does)."""
 
     def __post_init__(self) -> None:
         if self.size <= 0:
             raise ValueError(f"tile size must be positive, got {self.size}")
         if not 0 <= self.overlap < self.size:
             raise ValueError(f"tile overlap must be at least 0 and below the tile size {self.size}, got {self.overlap}")
+        if self.norm_passes < 0:
+            raise ValueError(f"tile norm_passes must be 0 or more, got {self.norm_passes}")
 
     def in_latents(self, factor: int) -> tuple[int, int]:
         """(tile, overlap) in latent pixels for a decoder that upsamples by `factor`."""
@@ -125,20 +135,53 @@ def decode_latents(
     ys, xs = tile_starts(h, tile_h, overlap), tile_starts(w, tile_w, overlap)
     if len(ys) == len(xs) == 1:
         return _decode_whole(vae, z, image, mask)
-    out = total = None
-    for y, wy in zip(ys, _ramps(ys, tile_h, f), strict=True):
-        for x, wx in zip(xs, _ramps(xs, tile_w, f), strict=True):
-            px = (..., slice(y * f, (y + tile_h) * f), slice(x * f, (x + tile_w) * f))
-            piece = _decode_whole(
-                vae,
-                z[..., y : y + tile_h, x : x + tile_w],
-                None if image is None else image[px],
-                None if mask is None else mask[px],
-            )
-            if out is None:  # float32 sums, whatever the VAE's dtype
-                out = torch.zeros(z.shape[0], piece.shape[1], h * f, w * f, device=piece.device)
-                total = torch.zeros(1, 1, h * f, w * f, device=piece.device)
-            weight = (wy[:, None] * wx[None, :]).to(piece.device)
-            out[px] += piece.float() * weight
-            total[px] += weight
-    return (out / total).to(piece.dtype)
+    grid = _Grid(ys, xs, tile_h, tile_w, f)
+    if tile.norm_passes == 0:
+        return grid.decode(vae, z, image, mask)
+    shared = SharedGroupNorm(vae.decoder)
+    with shared.active():
+        for _ in range(tile.norm_passes):
+            grid.decode(vae, z, image, mask, blend=False)
+            shared.next_pass()
+        return grid.decode(vae, z, image, mask)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Tile offsets (latent pixels) along each axis, the tile size and the upsampling factor."""
+
+    ys: list[int]
+    xs: list[int]
+    tile_h: int
+    tile_w: int
+    factor: int
+
+    def decode(
+        self,
+        vae: VAE,
+        z: torch.Tensor,
+        image: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        blend: bool = True,
+    ) -> torch.Tensor | None:
+        """Decode every tile; blended into the output image, or (`blend=False`) only for the GroupNorm sums."""
+        f, (h, w) = self.factor, z.shape[-2:]
+        out = total = piece = None
+        for y, wy in zip(self.ys, _ramps(self.ys, self.tile_h, f), strict=True):
+            for x, wx in zip(self.xs, _ramps(self.xs, self.tile_w, f), strict=True):
+                px = (..., slice(y * f, (y + self.tile_h) * f), slice(x * f, (x + self.tile_w) * f))
+                piece = _decode_whole(
+                    vae,
+                    z[..., y : y + self.tile_h, x : x + self.tile_w],
+                    None if image is None else image[px],
+                    None if mask is None else mask[px],
+                )
+                if not blend:
+                    continue
+                if out is None:  # float32 sums, whatever the VAE's dtype
+                    out = torch.zeros(z.shape[0], piece.shape[1], h * f, w * f, device=piece.device)
+                    total = torch.zeros(1, 1, h * f, w * f, device=piece.device)
+                weight = (wy[:, None] * wx[None, :]).to(piece.device)
+                out[px] += piece.float() * weight
+                total[px] += weight
+        return None if out is None else (out / total).to(piece.dtype)
