@@ -6,15 +6,18 @@ For each case (image side, tile, overlap) it builds a photo mosaic of that side 
 fresh child process so that its peak memory is its own:
 
 * whole: `decode_latents(vae, z, image, mask)`;
-* tiled: `decode_latents(vae, z, image, mask, TileConfig(tile, overlap))`.
+* tiled, each tile with its own GroupNorm statistics: `TileConfig(tile, overlap, norm_passes=0)` (how diffusers'
+  AutoencoderKL tiles);
+* tiled, statistics shared by all tiles: `TileConfig(tile, overlap)` (2 estimation passes, the default).
 
 Reported per case:
 
 * peak memory: the child's peak resident set (VmHWM) and its growth over the resident set just before decoding;
-* agreement of tiled with whole on [0, 1]: max and mean absolute difference, PSNR, separately where pixels are kept;
+* agreement of each tiled decode with whole on [0, 1]: max and mean absolute difference (also where pixels are
+  kept / generated), PSNR;
 * seams: across every line where a tile starts or ends inside the image, the mean absolute step between the two
   neighbouring pixel rows/columns, tiled over whole (1.00 = no seam; above 1 = a visible edge);
-* preserved region: pre_error (MSE on kept pixels against the input) of whole, tiled, and the base VAE's own decode.
+* preserved region: pre_error (MSE on kept pixels against the input) of every decode and of the base VAE's own.
 
     python benchmarks/tiled_decode.py --model work_dirs/demo/step400 --baseline work_dirs/demo_base/step600 \\
         [--case 2048:512:128 --case 512:256:64] [--out benchmarks/results/tiled_decode.json]
@@ -68,7 +71,8 @@ def _status(key: str) -> int:
 
 
 def child(model: str, inputs: str, output: str, tile: str) -> None:
-    """Decode the saved inputs once (whole, or tiled with `tile` = "SIZE:OVERLAP"); print memory and time as JSON."""
+    """Decode the saved inputs once (whole, or tiled with `tile` = "SIZE:OVERLAP:NORM_PASSES"); print memory and
+    time as JSON."""
     vae = load_vae(model).float()
     data = torch.load(inputs)
     tiling = None if tile == "whole" else TileConfig(*map(int, tile.split(":")))
@@ -111,6 +115,10 @@ def seam_ratio(tiled: torch.Tensor, whole: torch.Tensor, side: int, tile: int, o
     return {"lines": len(lines) * 2, "mean": float(np.mean(ratios)), "max": float(np.max(ratios))}
 
 
+TILED = {"own": 0, "shared": TileConfig().norm_passes}
+"""The tiled decodes compared: GroupNorm statistics of each tile alone, or shared by all tiles (default passes)."""
+
+
 def run_case(model: str, baseline_path: str, side: int, tile: int, overlap: int, work: Path) -> dict:
     """One (side, tile, overlap) case; see the module docstring."""
     baseline = load_vae(baseline_path).float()
@@ -122,33 +130,39 @@ def run_case(model: str, baseline_path: str, side: int, tile: int, overlap: int,
     inputs = work / f"inputs_{side}.pt"
     torch.save({"z": z, "image": image * (1 - mask), "mask": mask}, inputs)
     del baseline
-    whole_mem = _run_child(model, inputs, work / "whole.pt", "whole")
-    tiled_mem = _run_child(model, inputs, work / "tiled.pt", f"{tile}:{overlap}")
-    whole, tiled = _unit(torch.load(work / "whole.pt")), _unit(torch.load(work / "tiled.pt"))
+    memory = {"whole": _run_child(model, inputs, work / "whole.pt", "whole")}
+    for name, passes in TILED.items():
+        memory[name] = _run_child(model, inputs, work / f"{name}.pt", f"{tile}:{overlap}:{passes}")
+    whole = _unit(torch.load(work / "whole.pt"))
     target, keep = _unit(image), (1 - mask).bool().expand_as(whole)
-    diff = (tiled - whole).abs()
     factor = upsampling_factor(load_vae(model))
 
     def pre_error(x: torch.Tensor) -> float:
         return float(((x - target) ** 2)[keep].mean())
 
-    return {
+    result = {
         "side": side,
         "tile": tile,
         "overlap": overlap,
         "tiles": len(tile_starts(side // factor, tile // factor, overlap // factor)) ** 2,
         "hole_share": float(mask.mean()),
-        "memory": {"whole": whole_mem, "tiled": tiled_mem},
-        "tiled_vs_whole": {
+        "memory": memory,
+        "pre_error": {"whole": pre_error(whole), "base_vae": pre_error(_unit(plain))},
+    }
+    for name, passes in TILED.items():
+        tiled = _unit(torch.load(work / f"{name}.pt"))
+        diff = (tiled - whole).abs()
+        result[name] = {
+            "norm_passes": passes,
             "max_abs": float(diff.max()),
             "mean_abs": float(diff.mean()),
             "mean_abs_kept": float(diff[keep].mean()),
             "mean_abs_hole": float(diff[~keep].mean()),
             "psnr_db": float(10 * math.log10(1 / float((diff**2).mean()))),
-        },
-        "seams": seam_ratio(tiled, whole, side, tile, overlap, factor),
-        "pre_error": {"whole": pre_error(whole), "tiled": pre_error(tiled), "base_vae": pre_error(_unit(plain))},
-    }
+            "seams": seam_ratio(tiled, whole, side, tile, overlap, factor),
+        }
+        result["pre_error"][name] = pre_error(tiled)
+    return result
 
 
 def _mib(n: int) -> str:
@@ -156,32 +170,35 @@ def _mib(n: int) -> str:
 
 
 def table(cases: list[dict]) -> str:
-    """Markdown tables of docs/families.md."""
+    """Markdown tables of docs/families/README.md."""
+    names = {"whole": "whole image", "own": "tiles, own statistics", "shared": "tiles, shared statistics"}
     lines = [
         "| image | decode | tiles | peak RSS | growth during decode | seconds |",
         "|---|---|---|---|---|---|",
     ]
     for c in cases:
-        for name in ("whole", "tiled"):
-            m = c["memory"][name]
-            how = "whole image" if name == "whole" else f"{c['tile']} px tiles, {c['overlap']} px overlap"
-            count = 1 if name == "whole" else c["tiles"]
+        for key, label in names.items():
+            m = c["memory"][key]
+            how = label if key == "whole" else f"{label} ({c['tile']} px, {c['overlap']} px overlap)"
+            count = 1 if key == "whole" else c["tiles"]
             lines.append(
                 f"| {c['side']}² | {how} | {count} | {_mib(m['peak'])} | {_mib(m['growth'])} | {m['seconds']:.1f} |"
             )
     lines += [
         "",
-        "| image | tiles | tiled vs whole: max / mean abs (kept, hole) | PSNR (dB) | seam step ratio mean / max "
-        "| pre_error whole | pre_error tiled | pre_error base VAE |",
+        "| image | tiled decode | vs whole: max / mean abs (kept, hole) | PSNR (dB) | seam step ratio mean / max "
+        "| pre_error tiled | pre_error whole | pre_error base VAE |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
-        d, s, p = c["tiled_vs_whole"], c["seams"], c["pre_error"]
-        lines.append(
-            f"| {c['side']}² | {c['tile']}/{c['overlap']} px | {d['max_abs']:.3f} / {d['mean_abs']:.4f} "
-            f"({d['mean_abs_kept']:.4f}, {d['mean_abs_hole']:.4f}) | {d['psnr_db']:.1f} | {s['mean']:.2f} / "
-            f"{s['max']:.2f} | {p['whole']:.3e} | {p['tiled']:.3e} | {p['base_vae']:.3e} |"
-        )
+        p = c["pre_error"]
+        for key in ("own", "shared"):
+            d, s = c[key], c[key]["seams"]
+            lines.append(
+                f"| {c['side']}² | {names[key]} | {d['max_abs']:.3f} / {d['mean_abs']:.4f} ({d['mean_abs_kept']:.4f}, "
+                f"{d['mean_abs_hole']:.4f}) | {d['psnr_db']:.1f} | {s['mean']:.2f} / {s['max']:.2f} | {p[key]:.3e} "
+                f"| {p['whole']:.3e} | {p['base_vae']:.3e} |"
+            )
     return "\n".join(lines)
 
 
