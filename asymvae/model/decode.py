@@ -140,9 +140,9 @@ def decode_latents(
         return grid.decode(vae, z, image, mask)
     shared = SharedGroupNorm(vae.decoder)
     with shared.active():
-        for _ in range(tile.norm_passes):
+        for done in range(1, tile.norm_passes + 1):
             grid.decode(vae, z, image, mask, blend=False)
-            shared.next_pass()
+            shared.next_pass(collect=done < tile.norm_passes)
         return grid.decode(vae, z, image, mask)
 
 

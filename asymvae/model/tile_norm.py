@@ -58,6 +58,7 @@ class SharedGroupNorm:
         self.norms = [m for m in module.modules() if isinstance(m, nn.GroupNorm)]
         self._sums: dict[int, _Moments] = {}
         self._stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._collect = True
 
     @contextlib.contextmanager
     def active(self) -> Iterator[SharedGroupNorm]:
@@ -70,21 +71,24 @@ class SharedGroupNorm:
             for norm in self.norms:
                 del norm.forward
 
-    def next_pass(self) -> None:
-        """Normalise from now on with the statistics summed so far, and start summing anew."""
+    def next_pass(self, collect: bool = True) -> None:
+        """Normalise from now on with the statistics summed so far; sum anew in the next pass if `collect`."""
         self._stats = {key: moments.mean_var() for key, moments in self._sums.items()}
         self._sums = {}
+        self._collect = collect
 
     def _normalise(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
         """`norm(x)`, summing `x`'s statistics, with the shared statistics once there are any."""
-        grouped = x.reshape(x.shape[0], norm.num_groups, -1)
-        self._sums.setdefault(id(norm), _Moments()).add(grouped)
+        b, c = x.shape[:2]
+        if self._collect:
+            self._sums.setdefault(id(norm), _Moments()).add(x.reshape(b, norm.num_groups, -1))
         if id(norm) not in self._stats:  # the first pass: the tile's own statistics
             return nn.functional.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-        mean, var = self._stats[id(norm)]
-        rstd = torch.rsqrt(var.float() + norm.eps).to(x.dtype)[..., None]
-        y = ((grouped - mean.to(x.dtype)[..., None]) * rstd).reshape(x.shape)
+        # y = (x - mean) * rstd * weight + bias, as one per-channel scale and shift: a single pass over x.
+        mean, var = (t.repeat_interleave(c // norm.num_groups, dim=1) for t in self._stats[id(norm)])
+        scale = torch.rsqrt(var + norm.eps)
         if norm.affine:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            y = y * norm.weight.view(shape) + norm.bias.view(shape)
-        return y
+            scale = scale * norm.weight.double()
+        shift = -mean * scale + (norm.bias.double() if norm.affine else 0.0)
+        view = (b, c) + (1,) * (x.dim() - 2)
+        return torch.addcmul(shift.to(x.dtype).view(view), x, scale.to(x.dtype).view(view))
