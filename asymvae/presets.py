@@ -131,7 +131,7 @@ def demo() -> ExperimentConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# VAE families beyond SD 1.x (issue 12): docs/families.md. Each hub preset is the SD 1.5 recipe on that family's
+# VAE families beyond SD 1.x (issue 12): docs/families/README.md. Each hub preset is the SD 1.5 recipe on that family's
 # VAE (`vae` subfolder of the repo). Gated repos need a token of an account that accepted the licence on the
 # model page: set HF_TOKEN, or run `hf auth login` once. Each demo pair is `demo_base`/`demo` with a tiny base
 # of that family's latent interface (model.scratch_family), offline on the CPU.

@@ -8,7 +8,7 @@ For each family (sd, sdxl, sd3, flux) it runs, through the CLI as a user would, 
 2. `asymvae eval` of that decoder against the base on held-out crops (`builtin:demo?seed=1`: 96 other crops of
    the training photos), 64², the fixed evaluation masks.
 
-It writes every summary to `--out` (JSON) and prints the Markdown table of docs/families.md.
+It writes every summary to `--out` (JSON) and prints the Markdown table of docs/families/README.md.
 
     python benchmarks/family_demo.py [--families sd sdxl sd3 flux] [--workdir /tmp/families] [--out FILE]
 """
@@ -73,7 +73,7 @@ def run_family(family: str, workdir: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """The Markdown table of docs/families.md."""
+    """The Markdown table of docs/families/README.md."""
     lines = [
         "| family shape | latent ch | scaling / shift | pre_error base | pre_error asym | ratio | "
         "PSNR preserved base → asym (dB) | full-mask PSNR base → asym (dB) |",

@@ -85,7 +85,7 @@ def _model_section(vae: VAE, config: dict[str, Any] | None) -> list[str]:
 
 
 def _family_use(vae: VAE) -> list[str]:
-    """How to run the model in its family's inpainting pipelines (docs/families.md has the whole story)."""
+    """How to run the model in its family's inpainting pipelines (docs/families/README.md has the whole story)."""
     family = family_of(vae.config)
     kinds = [k.pipeline for k in KINDS.values() if family and k.family == family.name]
     lines = ["### Inpainting", ""]
