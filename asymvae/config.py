@@ -185,6 +185,6 @@ def parse_value(tp: Any, text: str, path: str) -> Any:
     except yaml.YAMLError:
         value = text
     wants_text = tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
-    if wants_text and value is not None and not isinstance(value, str):
-        value = text  # `--name 007` stays the text it was
+    if wants_text and not isinstance(value, str) and (value is not None or tp is str):
+        value = text  # `--name 007` (or `--prompt null` for a plain str) stays the text it was
     return _coerce(tp, value, path)

@@ -38,6 +38,17 @@ def make_base_vae(seed: int = 0):
     return AutoencoderKL(**TINY_BASE)
 
 
+def family_base(name: str, seed: int = 0, **extra):
+    """A tiny random AutoencoderKL with the latent interface of VAE family `name` (sd, sdxl, sd3, flux)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from asymvae.model.family import FAMILIES
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**{**TINY_BASE, **FAMILIES[name].vae_kwargs(), **extra})
+
+
 @pytest.fixture(scope="session")
 def base_vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny base AutoencoderKL saved like a hub repo: <dir>/vae/config.json."""

@@ -19,6 +19,7 @@ from asymvae.config import ConfigError, field_docs
 from asymvae.data.prepare import PrepareConfig
 from asymvae.evaluation.config import EvalConfig
 from asymvae.export.config import ExportConfig
+from asymvae.inpaint.options import InpaintOptions
 from asymvae.training.experiment import ExperimentConfig
 
 COMMANDS = {
@@ -28,6 +29,7 @@ COMMANDS = {
     ("eval",): EvalConfig,
     ("export",): ExportConfig,
     ("infer",): InferOptions,
+    ("inpaint",): InpaintOptions,
     ("pipeline", "compile"): CompileOptions,
     ("pipeline", "run-local"): RunLocalOptions,
     ("pipeline", "submit"): SubmitOptions,
@@ -118,3 +120,11 @@ def test_repeated_flags_collect_and_default_to_empty() -> None:
     assert from_args(TrainOptions, parser.parse_args(["demo"])).set == []
     opts = from_args(TrainOptions, parser.parse_args(["demo", "--set", "a.b=1", "--set", "c=2", "--resume"]))
     assert opts.set == ["a.b=1", "c=2"] and opts.resume is True
+
+
+def test_inpaint_help_names_every_pipeline_kind() -> None:
+    from asymvae.inpaint import KINDS
+
+    helps = _words(_subparser(("inpaint",)).format_help())
+    for name in KINDS:
+        assert name in helps, f"asymvae inpaint --help does not name {name}"

@@ -164,3 +164,23 @@ def test_a_prepared_dataset_is_scored_with_its_stored_masks(asym_export_dir, bas
     assert summary["images"] == n_val and summary["mask_seed"] == 0
     with pytest.raises(DataSourceError, match="no split 'test'"):
         ShardItems(str(out), 32, split="test")
+
+
+def test_tiled_evaluation_for_large_images(asym_export_dir, base_vae_dir, tmp_path, capsys):
+    common = ["--baseline", str(base_vae_dir), "--data", DATA, "--resolution", "64", "--max-images", "2"]
+    common += ["--lpips", "off"]
+    runs = {}
+    overlap = ["--tile-overlap", "16"]
+    tilings = {"whole": [], "one_tile": ["--tile", "64", *overlap], "tiles": ["--tile", "32", *overlap]}
+    for name, tiling in tilings.items():
+        code, out, err = _cli(capsys, "eval", str(asym_export_dir), *common, "--out", str(tmp_path / name), *tiling)
+        assert code == 0, err
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())["summary"]
+    assert runs["whole"]["masked"] == runs["one_tile"]["masked"]  # one tile is the whole-image decode
+    assert runs["tiles"]["decoding"] == "tiles of 32 px, 16 px overlap" and "Decoded in tiles of 32 px" in out
+    assert runs["tiles"]["masked"]["asymmetric"]["pre_error"] != runs["whole"]["masked"]["asymmetric"]["pre_error"]
+
+    code, _, err = _cli(capsys, "eval", str(asym_export_dir), *common, "--tile", "36", "--tile-overlap", "16")
+    assert code == 2 and "tile size 36 is not a multiple of the decoder's upsampling factor 8" in err
+    code, _, err = _cli(capsys, "eval", str(asym_export_dir), *common, "--tile", "32", "--tile-overlap", "32")
+    assert code == 2 and "below the tile size" in err

@@ -169,3 +169,40 @@ def test_card_shows_a_recorded_data_fingerprint(asym_export_dir):
     card = model_card(vae, CardInfo("n", "onnx", "somewhere", run_config=config))
     assert "- data fingerprint: `abc123`" in card and "- source: `s3://b/p`" in card
     assert "- base model: `sd15`" in card
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_exports_of_a_16_channel_family_apply_its_latent_transform_and_say_how_to_use_them(family, tmp_path):
+    from asymvae.model.build import asymmetric_from_base
+    from asymvae.model.config import ModelConfig
+    from asymvae.model.family import FAMILIES
+    from tests.conftest import family_base
+
+    fam = FAMILIES[family]
+    vae = asymmetric_from_base(family_base(family), ModelConfig(pretrained="unused", decoder="base")).eval()
+    vae.save_pretrained(tmp_path / "model" / "vae")
+    result = export_model(ExportConfig(str(tmp_path / "model"), "onnx", str(tmp_path / "onnx")))
+    assert all(c["max_abs_error"] < 1e-4 for c in result.onnx_checks)
+    # The graph takes the latent as the transformer produces it: (z - shift) * scaling decodes like vae.decode(z).
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, 16, 4, 6, generator=g)
+    image = torch.rand(1, 3, 32, 48, generator=g) * 2 - 1
+    mask = torch.zeros(1, 1, 32, 48)
+    mask[..., 8:24, 8:40] = 1
+    with torch.no_grad():
+        expected = vae.decode(z, image=image, mask=mask).sample.numpy()
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    latent = (z - fam.shift_factor) * fam.scaling_factor
+    (got,) = session.run(["sample"], {"latent": latent.numpy(), "image": image.numpy(), "mask": mask.numpy()})
+    assert np.abs(got - expected).max() < 1e-4
+    card = (tmp_path / "onnx" / "README.md").read_text()
+    assert f"the graph computes `latent / {fam.scaling_factor} + {fam.shift_factor}` itself" in card
+    assert f"- family: {fam.title} (`{family}`)" in card
+
+    export_model(ExportConfig(str(tmp_path / "model"), "diffusers", str(tmp_path / "hf")))
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert f"shift_factor={fam.shift_factor}" in card and "force_upcast=True" in card
+    assert "do **not** pass image and mask" in card and "asymvae inpaint --vae" in card
+    assert ("diffusers#13611" in card) == (family == "sd3")
+    loaded = AsymmetricAutoencoderKL.from_pretrained(tmp_path / "hf", subfolder="vae")
+    assert (loaded.config.shift_factor, loaded.config.force_upcast) == (fam.shift_factor, True)

@@ -1,75 +1,26 @@
-"""The exported VAE drops into diffusers' StableDiffusionInpaintPipeline (tiny random components, offline)."""
+"""The exported VAE in diffusers' StableDiffusionInpaintPipeline (tiny random components, offline); other kinds:
+tests/test_inpaint_families.py."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
-from diffusers import (
-    AsymmetricAutoencoderKL,
-    DDIMScheduler,
-    StableDiffusionInpaintPipeline,
-    UNet2DConditionModel,
-)
+from diffusers import AsymmetricAutoencoderKL
 from PIL import Image
 
 from asymvae.training.run import train
 from tests.conftest import tiny_config
 
-transformers = pytest.importorskip("transformers", reason="transformers builds the tiny text encoder")
-
-
-def tiny_pipeline(vae, tmp_path) -> StableDiffusionInpaintPipeline:
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=4,
-        in_channels=9,  # latents + mask + masked-image latents
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=8,
-    )
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "photo</w>": 3, "of</w>": 4, "cat</w>": 5}
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(
-        str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77
-    )
-    text_encoder = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=len(vocab),
-            max_position_embeddings=77,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    return StableDiffusionInpaintPipeline(
-        vae=vae,
-        unet=unet,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=DDIMScheduler(steps_offset=1),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+pytest.importorskip("transformers", reason="transformers builds the tiny text encoder")
+from tests.tiny_pipelines import sd_pipeline
 
 
 def test_exported_vae_runs_inside_the_inpaint_pipeline(base_vae_dir, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(base_vae_dir, out, "train.max_steps=2"))
     vae = AsymmetricAutoencoderKL.from_pretrained(out / "step2", subfolder="vae")
-    pipe = tiny_pipeline(vae, tmp_path)
+    pipe = sd_pipeline(vae, tmp_path)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     mask = np.zeros((32, 32), dtype=np.uint8)
@@ -124,10 +75,10 @@ def asym_vae(asym_export_dir):
 def test_stock_pipeline_fails_with_batches_and_ours_works(asym_vae, tmp_path, prompts, n):
     from asymvae.inpaint import batched_condition_vae
 
-    stock = tiny_pipeline(asym_vae, tmp_path)
+    stock = sd_pipeline(asym_vae, tmp_path)
     with pytest.raises(KeyError):  # diffusers 0.42.1: the branch's features are keyed by the 1-image shape
         _call(stock, prompts, n)
-    ours = tiny_pipeline(batched_condition_vae(asym_vae), tmp_path)
+    ours = sd_pipeline(batched_condition_vae(asym_vae), tmp_path)
     images = _call(ours, prompts, n)
     assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
 
@@ -155,7 +106,7 @@ def test_inpaint_command_with_two_prompts_and_two_images_each(asym_vae, asym_exp
     from asymvae.cli import main
 
     pipeline_dir = tmp_path / "sd-inpaint"
-    tiny_pipeline(asym_vae, tmp_path).save_pretrained(pipeline_dir)
+    sd_pipeline(asym_vae, tmp_path).save_pretrained(pipeline_dir)
     image, mask = _inputs()
     image.save(tmp_path / "in.png")
     mask.save(tmp_path / "mask.png")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from asymvae.model.decode import TileConfig
+
 EVAL_MASK_SEED = 20_230_607
 """Seed of the evaluation masks (index = the image's position in the source): every evaluation of every
 model on the same source sees the same masks. Different from any training seed."""
@@ -41,6 +43,10 @@ class EvalConfig:
     """Rows of the PNG grid."""
     mask_seed: int = EVAL_MASK_SEED
     """Seed of the fixed evaluation masks of a data source (a prepared dataset brings its masks)."""
+    tile: int | None = None
+    """Decode in overlapping tiles of this many px (large images; both decoders alike); None: whole images."""
+    tile_overlap: int = 128
+    """Pixels neighbouring tiles share (with `tile`)."""
     device: str | None = None
     """`cuda`, `cpu`, ... (default: cuda when available)."""
     progress: bool = True
@@ -57,6 +63,17 @@ class EvalConfig:
             raise ValueError(f"--lpips must be shift_tolerant, standard or off, got {self.lpips!r}")
         if self.lpips_net not in ("alex", "vgg"):
             raise ValueError(f"--lpips-net must be alex or vgg, got {self.lpips_net!r}")
+        self.tiling  # noqa: B018 - a bad tile size fails here, before any model loads
+
+    @property
+    def tiling(self) -> TileConfig | None:
+        """The tiled-decoding settings, or None for whole images."""
+        if self.tile is None:
+            return None
+        try:
+            return TileConfig(size=self.tile, overlap=self.tile_overlap)
+        except ValueError as e:
+            raise ValueError(f"--tile {self.tile} --tile-overlap {self.tile_overlap}: {e}") from e
 
     @property
     def out_dir(self) -> Path:

@@ -78,6 +78,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ]
     if ratio is not None and not math.isnan(ratio):
         notes.append(f"pre_error ratio (asymmetric / baseline): **{ratio:.3f}**.")
+    if summary.get("decoding", "whole images") != "whole images":
+        notes.append(f"Decoded in {summary['decoding']} (asymvae.model.decode), both decoders alike.")
     if summary.get("lpips"):
         notes.append(f"LPIPS: {summary['lpips']}.")
     return "\n".join(lines + notes) + "\n"

@@ -9,6 +9,9 @@ differ only in their decoders. Then
 * the asymmetric decoder decodes it with an all-ones mask (the "full-mask" case: the branch sees nothing,
   which is how plain text-to-image decoding uses it).
 
+With `tile` (large images) all three decodings run in the same overlapping tiles (`asymvae.model.decode`), each
+tile of the asymmetric decoder conditioned on its crop of image and mask; the encoder still sees the whole image.
+
 Decoded images are clamped to [0, 1]; nothing is composited (pasting the kept pixels back would hide the
 very error being measured). The baseline ignores masks, so its full-mask scores are its full-image scores.
 """
@@ -29,6 +32,7 @@ import torch
 from diffusers import AsymmetricAutoencoderKL
 from tqdm.auto import tqdm
 
+from asymvae.config import ConfigError
 from asymvae.data.sources import DataSourceError
 from asymvae.evaluation import metrics as M
 from asymvae.evaluation.config import EvalConfig
@@ -37,6 +41,7 @@ from asymvae.evaluation.report import GridSample, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import VAE, ModelSourceError
+from asymvae.model.decode import TileConfig, decode_latents, upsampling_factor
 from asymvae.model.files import load_vae
 
 log = logging.getLogger(__name__)
@@ -82,15 +87,22 @@ def _to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_all(model: AsymmetricAutoencoderKL, baseline: VAE, image: torch.Tensor, mask: torch.Tensor) -> Decoded:
-    """Encode `image` ([0, 1], (B, 3, H, W)) with the baseline's encoder; decode with both decoders."""
+def decode_all(
+    model: AsymmetricAutoencoderKL,
+    baseline: VAE,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    tile: TileConfig | None = None,
+) -> Decoded:
+    """Encode `image` ([0, 1], (B, 3, H, W)) with the baseline's encoder; decode with both decoders (in tiles when
+    `tile` is given)."""
     pixels = image * 2.0 - 1.0
     z = baseline.encode(pixels).latent_dist.mode()
-    base = baseline.decode(z).sample
+    base = decode_latents(baseline, z, tile=tile)
     masked = pixels * (1.0 - mask)  # the decoder masks again; passing it masked shows the hole is never read
-    asym = model.decode(z, image=masked, mask=mask).sample
+    asym = decode_latents(model, z, masked, mask, tile)
     ones = torch.ones_like(mask)
-    full = model.decode(z, image=pixels * 0.0, mask=ones).sample
+    full = decode_latents(model, z, pixels * 0.0, ones, tile)
     return Decoded(image, mask, _to_unit(base), _to_unit(asym), _to_unit(full))
 
 
@@ -132,6 +144,7 @@ def score_items(
     grid_samples: int = 0,
     total: int | None = None,
     progress: bool = False,
+    tile: TileConfig | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[GridSample]]:
     """Score every item; returns (mean metrics per condition/decoder, per-image rows, grid samples)."""
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -148,7 +161,7 @@ def score_items(
     for batch in batches(items, batch_size):
         image = torch.stack([it.image for it in batch]).to(device)
         mask = torch.stack([it.mask for it in batch]).to(device)
-        d = decode_all(model, baseline, image, mask)
+        d = decode_all(model, baseline, image, mask, tile)
         base = _region_metrics(d.baseline, image, mask, lpips_net)
         asym = _region_metrics(d.asymmetric, image, mask, lpips_net)
         full = _full_metrics(d.asymmetric_full, image, lpips_net)
@@ -190,8 +203,19 @@ def score_items(
 
 
 def _shares_encoder(model: VAE, baseline: VAE) -> bool:
-    a = {**model.encoder.state_dict(), **{f"q.{k}": v for k, v in model.quant_conv.state_dict().items()}}
-    b = {**baseline.encoder.state_dict(), **{f"q.{k}": v for k, v in baseline.quant_conv.state_dict().items()}}
+    """True when both encode alike: equal encoders, and equal quant convs (a missing one, as in SD3/FLUX VAEs,
+    counts as the identity the asymmetric model carries in its place)."""
+
+    def weights(vae: VAE) -> dict[str, torch.Tensor]:
+        quant = vae.quant_conv
+        if quant is None:
+            n = 2 * vae.config.latent_channels
+            quant_weights = {"weight": torch.eye(n).view(n, n, 1, 1), "bias": torch.zeros(n)}
+        else:
+            quant_weights = quant.state_dict()
+        return {**vae.encoder.state_dict(), **{f"q.{k}": v for k, v in quant_weights.items()}}
+
+    a, b = weights(model), weights(baseline)
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k].to(a[k])) for k in a)
 
 
@@ -213,6 +237,11 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
             f"the model decodes {model.config.latent_channels}-channel latents but the baseline's encoder makes "
             f"{baseline.config.latent_channels}: --baseline must be the VAE the model was trained on"
         )
+    if cfg.tiling is not None:
+        try:
+            cfg.tiling.in_latents(upsampling_factor(model))
+        except ValueError as e:
+            raise ConfigError(f"--tile: {e}") from e
     shared = _shares_encoder(model, baseline)
     if not shared:
         log.warning(
@@ -235,6 +264,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         grid_samples=cfg.grid_samples,
         total=total,
         progress=cfg.progress,
+        tile=cfg.tiling,
     )
     base_pre = summary[MASKED][BASELINE]["pre_error"]
     asym_pre = summary[MASKED][ASYMMETRIC]["pre_error"]
@@ -248,6 +278,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         mask_seed=items.mask_seed,
         mean_hole_share=sum(r["hole_share"] for r in rows) / len(rows),
         latents="baseline encoder, posterior mode",
+        decoding="whole images" if cfg.tile is None else f"tiles of {cfg.tile} px, {cfg.tile_overlap} px overlap",
         shared_encoder=shared,
         lpips=None if lpips_net is None else f"{cfg.lpips}/{cfg.lpips_net}",
         pre_error_ratio=asym_pre / base_pre if base_pre else math.nan,

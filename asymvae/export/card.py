@@ -10,7 +10,10 @@ import yaml
 from diffusers import AsymmetricAutoencoderKL
 
 from asymvae.evaluation.report import markdown_table
+from asymvae.inpaint.kinds import KINDS
 from asymvae.model.build import VAE
+from asymvae.model.family import family_of
+from asymvae.model.latent_space import PIPELINE_KEYS, LatentTransform
 
 __all__ = ["CardInfo", "find_fingerprint", "model_card", "write_card"]
 
@@ -68,23 +71,74 @@ def _model_section(vae: VAE, config: dict[str, Any] | None) -> list[str]:
             lines.append(f"- decoder size preset: `{model_cfg['decoder']}`")
     else:
         lines.append(f"- decoder: widths {list(c.block_out_channels)}, {_millions(vae.decoder)} parameters")
-    lines += [f"- latent channels: {c.latent_channels}; scaling factor: {c.scaling_factor}", ""]
+    family = family_of(c)
+    lines += [
+        f"- latent space: {c.latent_channels} channels; pipelines decode `{LatentTransform.of(c).describe()}`; "
+        f"force_upcast: {c.get('force_upcast')}",
+        f"- family: {family.title} (`{family.name}`)"
+        if family
+        else "- family: none of the released ones "
+        "(latent channels, scaling and shift factor differ from SD, SDXL, SD3 and FLUX.1)",
+        "",
+    ]
+    return lines
+
+
+def _family_use(vae: VAE) -> list[str]:
+    """How to run the model in its family's inpainting pipelines (docs/families/README.md has the whole story)."""
+    family = family_of(vae.config)
+    kinds = [k.pipeline for k in KINDS.values() if family and k.family == family.name]
+    lines = ["### Inpainting", ""]
+    if not kinds:
+        return [*lines, "Decode with `image=` and `mask=` yourself (no released pipeline family matches).", ""]
+    lines.append(f"Pipelines of this family: {', '.join(f'`{k}`' for k in kinds)}.")
+    if family.name == "sd":
+        lines.append(
+            "`StableDiffusionInpaintPipeline` passes image and mask to `vae.decode` itself; load the VAE with "
+            "`asymvae.inpaint.batched_condition_vae(PATH)` for several prompts or `num_images_per_prompt > 1` "
+            "(the stock class fails with a KeyError there)."
+        )
+    else:
+        lines.append(
+            "These pipelines do **not** pass image and mask to `vae.decode`: handed this VAE as `vae=`, they decode "
+            "blind. Run them through asymvae, which decodes their latents with the image and mask:"
+        )
+    lines += [
+        "",
+        "```bash",
+        "asymvae inpaint --vae PATH/TO/THIS/FOLDER --pipeline PIPELINE_FOLDER --image in.png --mask mask.png \\",
+        '    --prompt "..." --out out/   # --tile 1024 for large images',
+        "```",
+        "",
+        "or in Python: `asymvae.inpaint.load_pipeline(...)` then `asymvae.inpaint.inpaint(pipe, InpaintRequest(...))`.",
+        "",
+    ]
+    if family.name == "sd3":
+        lines += [
+            "Note: diffusers 0.42.1's `StableDiffusion3InpaintPipeline` decodes `latent / scaling_factor` without "
+            "`+ shift_factor` (huggingface/diffusers#13611); `asymvae inpaint` applies the shift.",
+            "",
+        ]
     return lines
 
 
 def _usage(info: CardInfo, vae: VAE) -> list[str]:
-    sf = vae.config.scaling_factor
+    transform = LatentTransform.of(vae.config).describe()
     if info.fmt == "diffusers":
         cls = type(vae).__name__
+        saved = ", ".join(f"{k}={vae.config[k]!r}" for k in PIPELINE_KEYS if vae.config.get(k) is not None)
         return [
             "## Use",
             "",
             "```python",
             f"from diffusers import {cls}",
             f'vae = {cls}.from_pretrained("PATH/TO/THIS/FOLDER", subfolder="vae")',
-            "# decode(z, image=..., mask=...): image on [-1, 1] (B, 3, H, W), mask (B, 1, H, W), 1 = hole",
+            f"# vae.config has what pipelines read (config.json keeps it; diffusers 0.42.1 loads it): {saved}",
+            f"# decode(z, image=..., mask=...) with z = {transform}, `latent` being the diffusion model's;",
+            "# image on [-1, 1] (B, 3, H, W), mask (B, 1, H, W), 1 = hole",
             "```",
             "",
+            *(_family_use(vae) if isinstance(vae, AsymmetricAutoencoderKL) else []),
         ]
     where = "`1/model.onnx` (Triton platform `onnxruntime_onnx`)" if info.fmt == "triton" else "`model.onnx`"
     lines = [
@@ -96,7 +150,7 @@ def _usage(info: CardInfo, vae: VAE) -> list[str]:
         "| tensor | shape | meaning |",
         "|---|---|---|",
         f"| input `latent` | (B, {vae.config.latent_channels}, H/8, W/8) | the latent **scaled** as the diffusion "
-        f"model produces it; the graph divides by the scaling factor {sf} itself |",
+        f"model produces it (FLUX: unpacked to this shape); the graph computes `{transform}` itself |",
         "| input `image` | (B, 3, H, W) | the original image on [-1, 1] (pixels in the hole are not read) |",
         "| input `mask` | (B, 1, H, W) | 1 = hole (to generate), 0 = keep; all ones = plain decoding |",
         "| output `sample` | (B, 3, H, W) | decoded image on about [-1, 1] (clamp; not composited) |",

@@ -2,9 +2,11 @@
 
 Graph interface (all float32, NCHW):
 
-* `latent` (batch, C, h, w): the latent **as the diffusion model produces it, i.e. scaled** by the VAE's
-  `scaling_factor` (SD: 0.18215). The graph divides by `scaling_factor` first, exactly as diffusers'
-  pipelines do before `vae.decode`, so a serving client passes the UNet's output unchanged.
+* `latent` (batch, C, h, w): the latent **as the diffusion model produces it, i.e. scaled** (and for SD3 and
+  FLUX shifted). The graph applies the family's transform from the VAE's config first, exactly as diffusers'
+  pipelines do before `vae.decode` (`latent / scaling_factor + shift_factor`; SD: `latent / 0.18215`; see
+  `asymvae.model.latent_space`), so a serving client passes the UNet's or transformer's output unchanged
+  (FLUX: unpacked from its 2x2 patch sequence to (batch, 16, h, w) first).
 * `image` (batch, 3, H, W) on [-1, 1], H = 8h, W = 8w: the original image (the hole's pixels are never read;
   they may be zeros).
 * `mask` (batch, 1, H, W): 1 = hole (to generate), 0 = keep. An all-ones mask gives plain decoding.
@@ -26,6 +28,7 @@ from diffusers import AsymmetricAutoencoderKL
 from torch import nn
 
 from asymvae.export.config import DEFAULT_OPSET
+from asymvae.model.latent_space import LatentTransform
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,11 @@ class MaskConditionedDecoder(nn.Module):
             raise TypeError(f"the ONNX export needs an AsymmetricAutoencoderKL, got {type(vae).__name__}")
         self.post_quant_conv = vae.post_quant_conv
         self.decoder = vae.decoder
-        self.scaling_factor = float(vae.config.scaling_factor)
+        self.transform = LatentTransform.of(vae.config)
 
     def forward(self, latent: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Decode a scaled latent, conditioned on the image outside the hole."""
-        z = self.post_quant_conv(latent / self.scaling_factor)
+        """Decode a latent as the diffusion model produces it, conditioned on the image outside the hole."""
+        z = self.post_quant_conv(self.transform.to_vae(latent))
         return self.decoder(z, image, mask)
 
 

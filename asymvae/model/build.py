@@ -11,7 +11,9 @@ from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 from asymvae.errors import UserError
 from asymvae.model.checkpointing import enable_gradient_checkpointing
 from asymvae.model.config import ModelConfig
+from asymvae.model.family import FAMILIES
 from asymvae.model.hub import current_hub_id
+from asymvae.model.latent_space import pipeline_config
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,13 @@ _DECODER_SCALE = {"base": (1.0, 0), "x1.5": (1.5, 1), "x2": (2.0, 3)}
 
 class ModelSourceError(UserError, RuntimeError):
     """The pretrained weights named in the config cannot be found or read."""
+
+
+HUB_HINT = (
+    "If this is a hub id, asymvae needs network access to the hub (and HF_HUB_OFFLINE unset), "
+    "or a local copy: download it once and set model.pretrained to the folder. A gated repo (SD3, SD3.5, "
+    "FLUX.1 [dev]) also needs a token: accept the licence on its hub page, then set HF_TOKEN or run `hf auth login`."
+)
 
 
 def decoder_sizes(cfg: ModelConfig, base_channels: list[int], base_layers: int, groups: int) -> tuple[list[int], int]:
@@ -69,11 +78,7 @@ def pretrained_class(pretrained: str, subfolder: str | None) -> str:
     try:
         config = AutoencoderKL.load_config(where, subfolder=sub)
     except Exception as e:  # hub errors come in many types; all mean the same to the user
-        raise ModelSourceError(
-            f"cannot read the VAE config of {where!r} (subfolder {sub!r}): {e}\n"
-            "If this is a hub id, this machine needs network access to the hub (and HF_HUB_OFFLINE unset), "
-            "or a local copy: download it once and set model.pretrained to the folder."
-        ) from e
+        raise ModelSourceError(f"cannot read the VAE config of {where!r} (subfolder {sub!r}): {e}\n{HUB_HINT}") from e
     return str(config.get("_class_name", "AutoencoderKL"))
 
 
@@ -85,12 +90,31 @@ def _load(cls: type[VAE], pretrained: str, subfolder: str | None) -> VAE:
         raise ModelSourceError(f"cannot load {cls.__name__} from {pretrained!r} (subfolder {sub!r}): {e}") from e
 
 
+def _copy_or_identity(target: torch.nn.Conv2d, source: torch.nn.Conv2d | None) -> None:
+    """Copy `source` into the 1x1 conv `target`, or make `target` an exact identity where the base has none
+    (SD3 and FLUX VAEs: `use_quant_conv=False`), so the asymmetric model computes what the base does."""
+    if source is not None:
+        target.load_state_dict(source.state_dict())
+        return
+    with torch.no_grad():
+        target.weight.copy_(torch.eye(target.out_channels, target.in_channels).view_as(target.weight))
+        target.bias.zero_()
+
+
 def asymmetric_from_base(base: AutoencoderKL, cfg: ModelConfig) -> AsymmetricAutoencoderKL:
     """A new AsymmetricAutoencoderKL that shares `base`'s encoder, quant_conv and post_quant_conv.
 
+    Any diffusers KL VAE works as the base (SD 1.x/2.x, SDXL, SD3/3.5, FLUX.1): where it has no quant convs the
+    new model's are exact identities, and the config values pipelines read (scaling and shift factor,
+    force_upcast, latents mean/std) are recorded on the new model's config, so its config.json carries them.
     For `decoder=base` the base decoder's weights are copied too; the mask branch always starts fresh.
     """
     bc = base.config
+    if not bc.get("mid_block_add_attention", True):
+        raise ModelSourceError(
+            "the base VAE has mid_block_add_attention=False, which AsymmetricAutoencoderKL cannot represent (its "
+            "encoder and decoder always have mid-block attention); use a base VAE with mid-block attention"
+        )
     channels, layers = decoder_sizes(cfg, list(bc.block_out_channels), bc.layers_per_block, bc.norm_num_groups)
     vae = AsymmetricAutoencoderKL(
         in_channels=bc.in_channels,
@@ -107,9 +131,10 @@ def asymmetric_from_base(base: AutoencoderKL, cfg: ModelConfig) -> AsymmetricAut
         sample_size=bc.sample_size,
         scaling_factor=bc.scaling_factor,
     )
+    vae.register_to_config(**pipeline_config(bc))  # __init__ forgot them (see asymvae.model.latent_space)
     vae.encoder.load_state_dict(base.encoder.state_dict())
-    vae.quant_conv.load_state_dict(base.quant_conv.state_dict())
-    vae.post_quant_conv.load_state_dict(base.post_quant_conv.state_dict())
+    _copy_or_identity(vae.quant_conv, base.quant_conv)
+    _copy_or_identity(vae.post_quant_conv, base.post_quant_conv)
     if channels == list(bc.block_out_channels) and layers == bc.layers_per_block:
         result = vae.decoder.load_state_dict(base.decoder.state_dict(), strict=False)
         stray = [k for k in result.missing_keys if not k.startswith("condition_encoder.")]
@@ -122,15 +147,17 @@ def asymmetric_from_base(base: AutoencoderKL, cfg: ModelConfig) -> AsymmetricAut
 
 
 def scratch_autoencoderkl(cfg: ModelConfig) -> AutoencoderKL:
-    """A randomly initialised AutoencoderKL of the configured (usually tiny) size."""
+    """A randomly initialised AutoencoderKL of the configured (usually tiny) size, with the latent interface of
+    `cfg.scratch_family` when set."""
     n = len(cfg.scratch_channels)
+    interface = FAMILIES[cfg.scratch_family].vae_kwargs() if cfg.scratch_family else {}
     return AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=tuple(cfg.scratch_channels),
         layers_per_block=cfg.scratch_layers,
-        latent_channels=cfg.latent_channels,
         norm_num_groups=cfg.norm_num_groups,
+        **{"latent_channels": cfg.latent_channels, **interface},
     )
 
 
@@ -162,14 +189,19 @@ def build_vae(cfg: ModelConfig, pretrained: str | None = None) -> VAE:
 
 
 def set_trainable(vae: VAE, cfg: ModelConfig, from_scratch: bool = False) -> None:
-    """Freeze what the method keeps fixed: the encoder and quant_conv (unless a plain VAE trains them)."""
+    """Freeze what the method keeps fixed: the encoder and quant_conv (unless a plain VAE trains them).
+
+    A plain VAE of the SD3/FLUX kind has no quant convs (they are None); there is nothing to set for them.
+    """
     train_encoder = isinstance(vae, AutoencoderKL) and (cfg.train_encoder or from_scratch)
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
-    vae.post_quant_conv.requires_grad_(cfg.train_post_quant_conv or from_scratch)
+    if vae.post_quant_conv is not None:
+        vae.post_quant_conv.requires_grad_(cfg.train_post_quant_conv or from_scratch)
     if train_encoder:
         vae.encoder.requires_grad_(True)
-        vae.quant_conv.requires_grad_(True)
+        if vae.quant_conv is not None:
+            vae.quant_conv.requires_grad_(True)
 
 
 def encoder_trains(vae: torch.nn.Module) -> bool:

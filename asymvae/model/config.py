@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asymvae.model.family import FAMILIES
+
 KINDS = ("asymmetric", "autoencoderkl")
 DECODER_PRESETS = ("base", "x1.5", "x2", "custom")
 
@@ -34,7 +36,11 @@ class ModelConfig:
     scratch_layers: int = 1
     """Res layers per block of a VAE built from scratch."""
     latent_channels: int = 4
-    """Latent channels of a VAE built from scratch."""
+    """Latent channels of a VAE built from scratch (`scratch_family` sets them instead)."""
+    scratch_family: str | None = None
+    """Give a VAE built from scratch a released family's latent interface: its latent channels, quant convs
+    (or none), scaling and shift factor and force_upcast. One of `sd`, `sdxl`, `sd3`, `flux`; null: SD's
+    interface with `latent_channels`."""
     norm_num_groups: int = 32
     """GroupNorm groups of a VAE built from scratch (a built decoder keeps its base's value)."""
     train_post_quant_conv: bool = False
@@ -52,6 +58,9 @@ class ModelConfig:
             raise ValueError(f"model.kind must be one of {KINDS}, got {self.kind!r}")
         if self.decoder not in DECODER_PRESETS:
             raise ValueError(f"model.decoder must be one of {DECODER_PRESETS}, got {self.decoder!r}")
+        if self.scratch_family is not None and self.scratch_family not in FAMILIES:
+            known = ", ".join(FAMILIES)
+            raise ValueError(f"model.scratch_family must be one of {known} or null, got {self.scratch_family!r}")
         if self.decoder == "custom" and (not self.decoder_channels or not self.decoder_layers):
             raise ValueError("model.decoder=custom needs model.decoder_channels and model.decoder_layers")
         if self.kind == "asymmetric" and not self.pretrained:

@@ -144,3 +144,93 @@ def demo() -> ExperimentConfig:
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.99), warmup_steps=20, schedule="cosine", min_lr=5e-5),
         train=TrainConfig(max_steps=400, batch_size=8, mixed_precision="no", checkpoint_every=100, log_every=10),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VAE families beyond SD 1.x: docs/families/README.md. Each hub preset is the SD 1.5 recipe on that family's
+# VAE (`vae` subfolder of the repo). Gated repos need a token of an account that accepted the licence on the
+# model page: set HF_TOKEN, or run `hf auth login` once. Each demo pair is `demo_base`/`demo` with a tiny base
+# of that family's latent interface (model.scratch_family), offline on the CPU.
+
+
+def _on_family_vae(name: str, repo: str) -> ExperimentConfig:
+    cfg = asymmetric_autoencoderkl_sdv15_pokemon()
+    return dataclasses.replace(cfg, name=name, model=dataclasses.replace(cfg.model, pretrained=repo, subfolder="vae"))
+
+
+@preset
+def asymmetric_autoencoderkl_sdxl_pokemon() -> ExperimentConfig:
+    """x1.5 asymmetric decoder on SDXL's VAE (stabilityai/stable-diffusion-xl-base-1.0), the SD 1.5 recipe."""
+    return _on_family_vae("asymmetric_autoencoderkl_sdxl_pokemon", "stabilityai/stable-diffusion-xl-base-1.0")
+
+
+@preset
+def asymmetric_autoencoderkl_sd3_pokemon() -> ExperimentConfig:
+    """x1.5 decoder on SD3's VAE (stabilityai/stable-diffusion-3-medium-diffusers; gated: set HF_TOKEN)."""
+    return _on_family_vae("asymmetric_autoencoderkl_sd3_pokemon", "stabilityai/stable-diffusion-3-medium-diffusers")
+
+
+@preset
+def asymmetric_autoencoderkl_sd35_pokemon() -> ExperimentConfig:
+    """x1.5 decoder on SD3.5's VAE (stabilityai/stable-diffusion-3.5-large; gated: set HF_TOKEN)."""
+    return _on_family_vae("asymmetric_autoencoderkl_sd35_pokemon", "stabilityai/stable-diffusion-3.5-large")
+
+
+@preset
+def asymmetric_autoencoderkl_flux_pokemon() -> ExperimentConfig:
+    """x1.5 decoder on FLUX.1 [dev]'s VAE (black-forest-labs/FLUX.1-dev; gated: set HF_TOKEN)."""
+    return _on_family_vae("asymmetric_autoencoderkl_flux_pokemon", "black-forest-labs/FLUX.1-dev")
+
+
+@preset
+def asymmetric_autoencoderkl_flux_schnell_pokemon() -> ExperimentConfig:
+    """x1.5 decoder on FLUX.1 [schnell]'s VAE (black-forest-labs/FLUX.1-schnell, open), the SD 1.5 recipe."""
+    return _on_family_vae("asymmetric_autoencoderkl_flux_schnell_pokemon", "black-forest-labs/FLUX.1-schnell")
+
+
+def _demo_base_of(family: str) -> ExperimentConfig:
+    cfg = demo_base()
+    model = dataclasses.replace(cfg.model, scratch_family=family)
+    return dataclasses.replace(cfg, name=f"demo_base_{family}", model=model)
+
+
+def _demo_of(family: str) -> ExperimentConfig:
+    cfg = demo()
+    model = dataclasses.replace(cfg.model, pretrained=f"preset:demo_base_{family}")
+    return dataclasses.replace(cfg, name=f"demo_{family}", model=model)
+
+
+@preset
+def demo_base_sdxl() -> ExperimentConfig:
+    """demo_base with SDXL's latent interface (4 channels, scaling 0.13025): the SDXL demo's stand-in base."""
+    return _demo_base_of("sdxl")
+
+
+@preset
+def demo_sdxl() -> ExperimentConfig:
+    """demo on demo_base_sdxl's frozen encoder (trains demo_base_sdxl first)."""
+    return _demo_of("sdxl")
+
+
+@preset
+def demo_base_sd3() -> ExperimentConfig:
+    """demo_base with SD3's latent interface (16 channels, no quant convs, scaling 1.5305, shift 0.0609)."""
+    return _demo_base_of("sd3")
+
+
+@preset
+def demo_sd3() -> ExperimentConfig:
+    """demo on demo_base_sd3's frozen encoder (trains demo_base_sd3 first)."""
+    return _demo_of("sd3")
+
+
+@preset
+def demo_base_flux() -> ExperimentConfig:
+    """demo_base with FLUX.1's latent interface (16 channels, no quant convs, scaling 0.3611, shift 0.1159)."""
+    return _demo_base_of("flux")
+
+
+@preset
+def demo_flux() -> ExperimentConfig:
+    """demo on demo_base_flux's frozen encoder (trains demo_base_flux first)."""
+    return _demo_of("flux")
