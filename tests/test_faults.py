@@ -163,60 +163,23 @@ def test_damaged_shards_are_named_then_rebuilt_by_running_prepare_again(asym_exp
     (out / val.name).write_bytes((out / val.name).read_bytes()[:-512])
 
     common = ["--resolution", "32", "--lpips", "off", "--grid-samples", "0", "--no-progress"]
-    run = asymvae(
-        "eval",
-        str(asym_export_dir),
-        "--baseline",
-        str(base_vae_dir),
-        "--data",
-        str(out),
-        *common,
-        "--out",
-        str(tmp_path / "eval"),
-    )
+    evaluate = ("eval", str(asym_export_dir), "--baseline", str(base_vae_dir), "--data", str(out), *common)
+    run = asymvae(*evaluate, "--out", str(tmp_path / "eval"))
     line = one_line_error(run, "eval")
     assert str(out / val.name) in line and "is corrupt" in line and "re-run `asymvae prepare`" in line
 
-    again = asymvae(
-        "prepare",
-        DEMO,
-        "--out",
-        str(out),
-        *SMALL,
-        "--set",
-        "prepare.shard_max_bytes=65536",
-        "--set",
-        "prepare.val_fraction=0.3",
-    )
+    prepare = ("prepare", DEMO, "--out", str(out), *SMALL)
+    prepare += ("--set", "prepare.shard_max_bytes=65536", "--set", "prepare.val_fraction=0.3")
+    again = asymvae(*prepare)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "4 missing or damaged shards rebuilt" in again.stdout
     for shard in (*train_shards[:3], val):
         assert f"{out / shard.name} is damaged" in again.stderr
     rebuilt, _ = load_manifest(str(out))
     assert [(s.name, s.sha256) for s in rebuilt.shards] == [(s.name, s.sha256) for s in manifest.shards]
-    ok = asymvae(
-        "eval",
-        str(asym_export_dir),
-        "--baseline",
-        str(base_vae_dir),
-        "--data",
-        str(out),
-        *common,
-        "--out",
-        str(tmp_path / "eval"),
-    )
+    ok = asymvae(*evaluate, "--out", str(tmp_path / "eval"))
     assert ok.returncode == 0, ok.stderr[-3000:]
-    done = asymvae(
-        "prepare",
-        DEMO,
-        "--out",
-        str(out),
-        *SMALL,
-        "--set",
-        "prepare.shard_max_bytes=65536",
-        "--set",
-        "prepare.val_fraction=0.3",
-    )
+    done = asymvae(*prepare)
     assert "Up to date" in done.stdout and "checked against their sha256" in done.stdout
 
 

@@ -88,10 +88,10 @@ def _t5() -> tuple[transformers.T5Tokenizer, transformers.T5EncoderModel]:
     return tokenizer, transformers.T5EncoderModel(config)
 
 
-def sd_pipeline(vae, folder: Path, **extra) -> StableDiffusionInpaintPipeline:
-    """SD 1.x inpainting: 9-channel UNet (latents + mask + masked-image latents)."""
+def _inpaint_unet(**extra) -> UNet2DConditionModel:
+    """A tiny 9-channel inpainting UNet (latents + mask + masked-image latents), seeded."""
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=4,
@@ -99,9 +99,14 @@ def sd_pipeline(vae, folder: Path, **extra) -> StableDiffusionInpaintPipeline:
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
         norm_num_groups=8,
+        **extra,
     )
+
+
+def sd_pipeline(vae, folder: Path, **extra) -> StableDiffusionInpaintPipeline:
+    """SD 1.x inpainting: 9-channel UNet (latents + mask + masked-image latents)."""
+    unet = _inpaint_unet(cross_attention_dim=32)
     pipe = StableDiffusionInpaintPipeline(
         vae=vae,
         unet=unet,
@@ -115,22 +120,13 @@ def sd_pipeline(vae, folder: Path, **extra) -> StableDiffusionInpaintPipeline:
 
 def sdxl_pipeline(vae, folder: Path) -> StableDiffusionXLInpaintPipeline:
     """SDXL inpainting: two CLIP encoders (the second with projection), time-id embeddings, 9-channel UNet."""
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=4,
-        in_channels=9,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _inpaint_unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids + the pooled projection
         cross_attention_dim=64,  # both encoders' hidden states side by side
-        norm_num_groups=8,
     )
     tokenizer = clip_tokenizer(folder)
     pipe = StableDiffusionXLInpaintPipeline(

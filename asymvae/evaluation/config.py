@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from asymvae.model.decode import TileConfig
+from asymvae.model.decode import TileConfig, tile_option
 
 EVAL_MASK_SEED = 20_230_607
 """Seed of the evaluation masks (index = the image's position in the source): every evaluation of every
@@ -68,12 +68,7 @@ class EvalConfig:
     @property
     def tiling(self) -> TileConfig | None:
         """The tiled-decoding settings, or None for whole images."""
-        if self.tile is None:
-            return None
-        try:
-            return TileConfig(size=self.tile, overlap=self.tile_overlap)
-        except ValueError as e:
-            raise ValueError(f"--tile {self.tile} --tile-overlap {self.tile_overlap}: {e}") from e
+        return tile_option(self.tile, self.tile_overlap)
 
     @property
     def out_dir(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asymvae.inpaint.request import InpaintRequest, read_request
-from asymvae.model.decode import TileConfig
+from asymvae.model.decode import TileConfig, tile_option
 
 __all__ = ["InpaintOptions"]
 
@@ -55,12 +55,7 @@ class InpaintOptions:
     @property
     def tiling(self) -> TileConfig | None:
         """The tiled-decoding settings, or None for whole images."""
-        if self.tile is None:
-            return None
-        try:
-            return TileConfig(size=self.tile, overlap=self.tile_overlap)
-        except ValueError as e:
-            raise ValueError(f"--tile {self.tile} --tile-overlap {self.tile_overlap}: {e}") from e
+        return tile_option(self.tile, self.tile_overlap)
 
     def request(self) -> InpaintRequest:
         """The request these options describe, with image and mask read and checked."""

@@ -26,7 +26,7 @@ from diffusers import AsymmetricAutoencoderKL
 from asymvae.model.build import VAE
 from asymvae.model.tile_norm import SharedGroupNorm
 
-__all__ = ["TileConfig", "decode_latents", "tile_starts", "upsampling_factor"]
+__all__ = ["TileConfig", "decode_latents", "tile_option", "tile_starts", "upsampling_factor"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,17 @@ class TileConfig:
             verb = "is not a multiple" if len(bad) == 1 else "are not multiples"
             raise ValueError(f"tile {' and '.join(bad)} {verb} of the decoder's upsampling factor {factor}")
         return self.size // factor, self.overlap // factor
+
+
+def tile_option(tile: int | None, overlap: int) -> TileConfig | None:
+    """The `TileConfig` of the command-line options `--tile PX --tile-overlap PX` (None: whole images); a
+    ValueError that names both options when they do not make one."""
+    if tile is None:
+        return None
+    try:
+        return TileConfig(size=tile, overlap=overlap)
+    except ValueError as e:
+        raise ValueError(f"--tile {tile} --tile-overlap {overlap}: {e}") from e
 
 
 def upsampling_factor(vae: VAE) -> int:
