@@ -123,19 +123,24 @@ def test_bad_images_beyond_the_allowed_share_stop_the_run_with_names(base_vae_di
     assert "tiny.png" in ok.stderr  # still reported, by name
 
 
+def _train_preset(folder: Path, preset: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
+    """`asymvae train PRESET` in `folder` as its own process, with `env` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "asymvae", "train", preset, "--set", "train.progress=false"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env={**os.environ, **env},
+        timeout=timeout,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # training + eval + export; the suite's 900 s is too tight on a busy 2-core machine
 def test_demo_runs_offline_and_exports_a_model_diffusers_loads(tmp_path):
     """The README's demo command, as a new user runs it (a few minutes on 2 cores)."""
     env = {"HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch_home")}
-    run = subprocess.run(
-        [sys.executable, "-m", "asymvae", "train", "demo", "--set", "train.progress=false"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        timeout=1800,
-    )
+    run = _train_preset(tmp_path, "demo", env, timeout=1800)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "work_dirs" / "demo_base" / "step600" / "vae" / "config.json").is_file()
     export = tmp_path / "work_dirs" / "demo" / "step400"
@@ -204,16 +209,9 @@ def test_a_flux_shaped_family_end_to_end(tmp_path):
     from asymvae.masks import eval_mask_config, make_mask
     from tests.tiny_pipelines import flux_pipeline
 
-    # One thread per process: on this shared 2-core machine two threads each ran the demo at 0.5-8 img/s, one at 18.
+    # One thread per process: on a busy 2-core CPU two threads each ran the demo at 0.5-8 img/s, one at 18.
     env = {"HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch_home"), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "asymvae", "train", "demo_flux", "--set", "train.progress=false"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        timeout=2700,
-    )
+    run = _train_preset(tmp_path, "demo_flux", env, timeout=2700)
     assert run.returncode == 0, run.stderr[-3000:]
     model = tmp_path / "work_dirs" / "demo_flux" / "step400"
     evaluate_and_export_the_demo(tmp_path, env, str(model), "work_dirs/demo_base_flux/step600")
