@@ -118,3 +118,18 @@ def test_the_inpaint_loader_keeps_the_family_config_and_hub_errors_name_the_toke
     # Offline here, so the hub cannot answer; the message says what a gated repo needs.
     with pytest.raises(ModelSourceError, match="gated repo .* set HF_TOKEN or run `hf auth login`"):
         pretrained_class("stabilityai/stable-diffusion-3-medium-diffusers", "vae")
+
+
+def test_loading_does_not_warn_that_kept_config_keys_are_ignored(tmp_path, caplog):
+    """diffusers warns that shift_factor/force_upcast "will be ignored" although from_pretrained keeps them;
+    load_vae drops that warning, and only that one: an unknown key still gets it."""
+    asymmetric_from_base(family_base("flux"), ModelConfig(decoder="base")).save_pretrained(tmp_path / "vae")
+    with caplog.at_level("WARNING", logger="diffusers"):
+        vae = load_vae(tmp_path)
+    assert vae.config.shift_factor == FAMILIES["flux"].shift_factor and vae.config.force_upcast is True
+    assert "will be ignored" not in caplog.text
+    config = json.loads((tmp_path / "vae" / "config.json").read_text())
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({**config, "made_up_key": 1}))
+    with caplog.at_level("WARNING", logger="diffusers"):
+        load_vae(tmp_path)
+    assert "made_up_key" in caplog.text and "will be ignored" in caplog.text

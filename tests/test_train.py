@@ -20,9 +20,10 @@ def weights(folder) -> dict[str, torch.Tensor]:
     return cls.from_pretrained(folder, subfolder="vae").state_dict()
 
 
-def test_train_checkpoints_and_exports_a_folder_diffusers_loads(base_vae_dir, tmp_path):
+def test_train_checkpoints_and_exports_a_folder_diffusers_loads(base_vae_dir, tmp_path, caplog):
     out = tmp_path / "run"
-    result = train(tiny_config(base_vae_dir, out))
+    with caplog.at_level("INFO"):
+        result = train(tiny_config(base_vae_dir, out))
     assert result.step == 4 and result.export == out / "step4"
     vae = AsymmetricAutoencoderKL.from_pretrained(out / "step4", subfolder="vae")
     z = torch.randn(1, 4, 4, 4)
@@ -39,6 +40,9 @@ def test_train_checkpoints_and_exports_a_folder_diffusers_loads(base_vae_dir, tm
     rows = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all({"loss", "l1", "lr", "img_per_s"} <= r.keys() for r in rows)
+    # one log line per checkpoint, not accelerate's line per file it writes
+    assert f"checkpoint written: {out / 'checkpoints' / 'step-00000004'}" in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("accelerate") and r.levelno < 30]
 
 
 @pytest.mark.parametrize(

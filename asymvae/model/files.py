@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +13,40 @@ import yaml
 from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
 from asymvae.model.build import VAE, ModelSourceError
+from asymvae.model.latent_space import PIPELINE_KEYS
 
 __all__ = ["load_vae", "read_run_config", "save_vae", "vae_folder"]
 
 _CLASSES: dict[str, type[VAE]] = {"AutoencoderKL": AutoencoderKL, "AsymmetricAutoencoderKL": AsymmetricAutoencoderKL}
+
+KEPT_KEYS = frozenset((*PIPELINE_KEYS, "block_out_channels"))
+"""config.json keys `AsymmetricAutoencoderKL.__init__` does not take, which `from_pretrained` still registers on the
+loaded model's config (tests/test_families.py pins it): diffusers' warning that they "will be ignored" is wrong."""
+
+
+class _KeptKeysWarning(logging.Filter):
+    """Drops diffusers' "config attributes ... will be ignored" warning when it names only `KEPT_KEYS`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("The config attributes ") or " were passed to " not in message:
+            return True
+        try:
+            named = ast.literal_eval(message[len("The config attributes ") : message.index(" were passed to ")])
+        except (ValueError, SyntaxError):
+            return True
+        return not (isinstance(named, dict) and set(named) <= KEPT_KEYS)
+
+
+@contextmanager
+def _without_kept_keys_warning() -> Iterator[None]:
+    config_log = logging.getLogger("diffusers.configuration_utils")
+    quiet = _KeptKeysWarning()
+    config_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        config_log.removeFilter(quiet)
 
 
 def vae_folder(path: str | Path) -> Path:
@@ -52,7 +86,8 @@ def load_vae(path: str | Path, require: type[VAE] | None = None, load_as: type[V
     if require is not None and not issubclass(cls, require):
         raise ModelSourceError(f"{folder} holds a {name}, but a {require.__name__} is needed here")
     try:
-        vae = (load_as or cls).from_pretrained(folder)
+        with _without_kept_keys_warning():
+            vae = (load_as or cls).from_pretrained(folder)
     except Exception as e:
         raise ModelSourceError(f"cannot load {name} from {folder}: {e}") from e
     return vae.eval().requires_grad_(False)

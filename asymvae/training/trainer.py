@@ -9,6 +9,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,19 @@ def ddp_settings(t: TrainConfig) -> DistributedDataParallelKwargs:
 
 class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving the bad weights."""
+
+
+@contextmanager
+def _accelerate_quiet() -> Iterator[None]:
+    """accelerate logs six INFO lines per checkpoint saved or loaded (each file it writes); the run's own
+    log says which checkpoint it wrote or resumed from, so only accelerate's warnings pass meanwhile."""
+    log_ = logging.getLogger("accelerate")
+    level = log_.level
+    log_.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log_.setLevel(level)
 
 
 @dataclass
@@ -217,7 +232,8 @@ class Trainer:
         problem = ckpt.damage(folder)
         if problem is None:
             try:
-                self.accelerator.load_state(str(folder))
+                with _accelerate_quiet():
+                    self.accelerator.load_state(str(folder))
             except PositionError as e:
                 raise PositionError(f"cannot resume from {folder}: {e}") from None
             except UserError:
@@ -238,13 +254,15 @@ class Trainer:
                 if acc.is_main_process:
                     tmp = staging_dir(final)
                 acc.wait_for_everyone()
-                acc.save_state(str(tmp))
+                with _accelerate_quiet():
+                    acc.save_state(str(tmp))
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     (tmp / "config.yaml").write_text(self.config_yaml)
                     images = self.state.step * self.images_per_step
                     ckpt.write_marker(tmp, {"step": self.state.step, "images": images})
                     publish(tmp, final)
+                    log.info("checkpoint written: %s", final)
         except BaseException:
             if acc.is_main_process:  # a full disk must not stay full of a checkpoint that does not count
                 shutil.rmtree(tmp, ignore_errors=True)
