@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(args.func(args))
     except UserError as e:
         _fail(args.command, e)
+    except KeyboardInterrupt:
+        hint = " (`--resume` continues from the last checkpoint)" if args.command == "train" else ""
+        print(f"asymvae {args.command}: interrupted{hint}", file=sys.stderr)
+        sys.exit(130)
     except OSError as e:
         # A full disk or a missing permission the library did not name more precisely is still the
         # environment's fault, not a bug: one line too. Any other OSError keeps its traceback.

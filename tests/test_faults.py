@@ -285,6 +285,36 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
 
 
+@pytest.mark.slow  # a training process interrupted, then resumed: ~40 s
+def test_ctrl_c_in_training_is_one_line_and_resume_continues(base_vae_dir, tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    cfg = tiny_config(base_vae_dir, out, "train.max_steps=400", "train.checkpoint_every=2")
+    save_yaml(cfg, tmp_path / "run.yaml")
+    command = [sys.executable, "-m", "asymvae", "train", str(tmp_path / "run.yaml")]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(out) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.rstrip().endswith(
+        "asymvae train: interrupted (`--resume` continues from the last checkpoint)"
+    )
+    reached = complete_checkpoints(out)[-1]
+    resumed = asymvae(
+        "train",
+        str(tmp_path / "run.yaml"),
+        "--resume",
+        "--set",
+        "train.max_steps=" + str(int(reached.name.split("-")[1]) + 2),
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {reached}" in resumed.stderr
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The disk and its permissions
 
