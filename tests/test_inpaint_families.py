@@ -38,8 +38,9 @@ def _request(**changes) -> InpaintRequest:
     return dataclasses.replace(InpaintRequest(PROMPTS, image, mask, num_images_per_prompt=2, steps=2), **changes)
 
 
-def _latents(pipe, request: InpaintRequest) -> torch.Tensor:
-    """The pipeline's own latents for `request` (what `inpaint` runs it for), as it returns them."""
+def _latents(pipe, request: InpaintRequest, output_type: str = "latent") -> torch.Tensor:
+    """The pipeline's own output for `request` run by itself: its latents (what `inpaint` runs it for), as it
+    returns them, or its own decode with `output_type="pt"`."""
     return pipe(
         request.prompts,
         image=request.image,
@@ -49,7 +50,7 @@ def _latents(pipe, request: InpaintRequest) -> torch.Tensor:
         height=32,
         width=32,
         generator=torch.Generator().manual_seed(request.seed),
-        output_type="latent",
+        output_type=output_type,
     ).images
 
 
@@ -97,16 +98,7 @@ def test_our_latent_transform_is_the_pipelines_own_except_sd3_inpaints_missing_s
     pipe.set_progress_bar_config(disable=True)
     request = _request(num_images_per_prompt=1)
     latents = _latents(pipe, request)
-    own = pipe(
-        request.prompts,
-        image=request.image,
-        mask_image=request.mask,
-        num_inference_steps=request.steps,
-        height=32,
-        width=32,
-        generator=torch.Generator().manual_seed(request.seed),
-        output_type="pt",
-    ).images
+    own = _latents(pipe, request, output_type="pt")
     scaled = latents / vae.config.scaling_factor
     with torch.no_grad():
         ours = (vae.decode(scaled + (vae.config.get("shift_factor") or 0.0)).sample + 1) / 2
