@@ -12,7 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from asymvae.model.hub import SD15, SD15_INPAINTING
+from asymvae.model.hub import (
+    FLUX_DEV,
+    FLUX_FILL,
+    FLUX_SCHNELL,
+    SD3,
+    SD15,
+    SD15_INPAINTING,
+    SD35,
+    SDXL,
+    SDXL_INPAINTING,
+)
 
 __all__ = ["FAMILIES", "Family", "HubRepo", "family_of"]
 
@@ -92,8 +102,8 @@ FAMILIES: dict[str, Family] = {
             shift_factor=None,
             force_upcast=True,
             repos=(
-                HubRepo("stabilityai/stable-diffusion-xl-base-1.0", "SDXL base 1.0"),
-                HubRepo("diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "SDXL inpainting pipeline"),
+                HubRepo(SDXL, "SDXL base 1.0"),
+                HubRepo(SDXL_INPAINTING, "SDXL inpainting pipeline"),
             ),
         ),
         Family(
@@ -105,8 +115,8 @@ FAMILIES: dict[str, Family] = {
             shift_factor=0.0609,
             force_upcast=True,
             repos=(
-                HubRepo("stabilityai/stable-diffusion-3-medium-diffusers", "SD3 medium (also its inpainting)", True),
-                HubRepo("stabilityai/stable-diffusion-3.5-large", "SD3.5 large (also its inpainting)", True),
+                HubRepo(SD3, "SD3 medium (also its inpainting)", True),
+                HubRepo(SD35, "SD3.5 large (also its inpainting)", True),
             ),
         ),
         Family(
@@ -118,9 +128,9 @@ FAMILIES: dict[str, Family] = {
             shift_factor=0.1159,
             force_upcast=True,
             repos=(
-                HubRepo("black-forest-labs/FLUX.1-dev", "FLUX.1 [dev] (also FluxInpaintPipeline)", True),
-                HubRepo("black-forest-labs/FLUX.1-schnell", "FLUX.1 [schnell], Apache-2.0 (also FluxInpaintPipeline)"),
-                HubRepo("black-forest-labs/FLUX.1-Fill-dev", "FLUX.1 Fill [dev] (FluxFillPipeline)", True),
+                HubRepo(FLUX_DEV, "FLUX.1 [dev] (also FluxInpaintPipeline)", True),
+                HubRepo(FLUX_SCHNELL, "FLUX.1 [schnell], Apache-2.0 (also FluxInpaintPipeline)"),
+                HubRepo(FLUX_FILL, "FLUX.1 Fill [dev] (FluxFillPipeline)", True),
             ),
         ),
     )

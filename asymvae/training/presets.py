@@ -11,7 +11,7 @@ from asymvae.data.config import DataConfig
 from asymvae.losses.config import GANConfig, LossConfig, LPIPSConfig
 from asymvae.masks import MaskConfig
 from asymvae.model.config import ModelConfig
-from asymvae.model.hub import SD15
+from asymvae.model.hub import FLUX_DEV, FLUX_SCHNELL, SD3, SD15, SD35, SDXL
 from asymvae.training.config import OptimConfig, TrainConfig
 from asymvae.training.experiment import ExperimentConfig
 
@@ -161,31 +161,31 @@ def _on_family_vae(name: str, repo: str) -> ExperimentConfig:
 @preset
 def asymmetric_autoencoderkl_sdxl_pokemon() -> ExperimentConfig:
     """x1.5 asymmetric decoder on SDXL's VAE (stabilityai/stable-diffusion-xl-base-1.0), the SD 1.5 recipe."""
-    return _on_family_vae("asymmetric_autoencoderkl_sdxl_pokemon", "stabilityai/stable-diffusion-xl-base-1.0")
+    return _on_family_vae("asymmetric_autoencoderkl_sdxl_pokemon", SDXL)
 
 
 @preset
 def asymmetric_autoencoderkl_sd3_pokemon() -> ExperimentConfig:
     """x1.5 decoder on SD3's VAE (stabilityai/stable-diffusion-3-medium-diffusers; gated: set HF_TOKEN)."""
-    return _on_family_vae("asymmetric_autoencoderkl_sd3_pokemon", "stabilityai/stable-diffusion-3-medium-diffusers")
+    return _on_family_vae("asymmetric_autoencoderkl_sd3_pokemon", SD3)
 
 
 @preset
 def asymmetric_autoencoderkl_sd35_pokemon() -> ExperimentConfig:
     """x1.5 decoder on SD3.5's VAE (stabilityai/stable-diffusion-3.5-large; gated: set HF_TOKEN)."""
-    return _on_family_vae("asymmetric_autoencoderkl_sd35_pokemon", "stabilityai/stable-diffusion-3.5-large")
+    return _on_family_vae("asymmetric_autoencoderkl_sd35_pokemon", SD35)
 
 
 @preset
 def asymmetric_autoencoderkl_flux_pokemon() -> ExperimentConfig:
     """x1.5 decoder on FLUX.1 [dev]'s VAE (black-forest-labs/FLUX.1-dev; gated: set HF_TOKEN)."""
-    return _on_family_vae("asymmetric_autoencoderkl_flux_pokemon", "black-forest-labs/FLUX.1-dev")
+    return _on_family_vae("asymmetric_autoencoderkl_flux_pokemon", FLUX_DEV)
 
 
 @preset
 def asymmetric_autoencoderkl_flux_schnell_pokemon() -> ExperimentConfig:
     """x1.5 decoder on FLUX.1 [schnell]'s VAE (black-forest-labs/FLUX.1-schnell, open), the SD 1.5 recipe."""
-    return _on_family_vae("asymmetric_autoencoderkl_flux_schnell_pokemon", "black-forest-labs/FLUX.1-schnell")
+    return _on_family_vae("asymmetric_autoencoderkl_flux_schnell_pokemon", FLUX_SCHNELL)
 
 
 def _demo_base_of(family: str) -> ExperimentConfig:
