@@ -76,3 +76,16 @@ def test_objective_terms_and_gan_branch():
     assert loss_gan.item() == pytest.approx(expected.item(), rel=1e-5)
     d_loss, d_terms = Objective.discriminator(disc.requires_grad_(True), rec, target)
     assert d_loss.requires_grad and d_terms["d_loss"] >= 0
+
+
+def test_objective_terms_are_copies_not_views_of_the_loss():
+    """Under CUDA graphs the compiled loss lives in memory the next step's replay overwrites (it broke the
+    CUDA-graph run on an H200); the terms the trainer keeps must own their storage."""
+    target = torch.rand(1, 3, 8, 8)
+    rec = target.clone().requires_grad_(True)
+    objective = Objective(LossConfig(pixel="l2", lpips=LPIPSConfig(weight=0.0)), None)
+    kl = torch.tensor(0.5)
+    loss, terms = objective.generator(rec, target, None, None, None)
+    assert terms["loss"].untyped_storage().data_ptr() != loss.untyped_storage().data_ptr()
+    _, terms = objective.generator(rec, target, kl, None, None)
+    assert terms["kl"].untyped_storage().data_ptr() != kl.untyped_storage().data_ptr()

@@ -11,7 +11,10 @@ from asymvae.losses.discriminator import adaptive_weight, hinge_d_loss
 
 
 class Objective:
-    """Computes the loss terms; returns them as detached tensors so logging needs no per-step host sync."""
+    """Computes the loss terms; returns them as detached copies so logging needs no per-step host sync.
+
+    Copies, not views: with CUDA graphs (`train.compile_mode=reduce-overhead`) a compiled function's outputs
+    live in memory its next replay overwrites, and the trainer reads the terms after later steps have run."""
 
     def __init__(self, cfg: LossConfig, lpips: nn.Module | None) -> None:
         self.cfg = cfg
@@ -40,7 +43,6 @@ class Objective:
     def reconstruction(self, rec: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Pixel + LPIPS loss, computed in float32 whatever the autocast precision; terms detached."""
         loss, terms = self._terms(rec, target)
-        # Copies: under CUDA graphs the compiled outputs are overwritten by the next step.
         return loss, {k: v.detach().clone() for k, v in terms.items()}
 
     def generator(
@@ -55,14 +57,14 @@ class Objective:
         loss, terms = self.reconstruction(rec, target)
         if kl is not None:
             loss = loss + self.cfg.kl_weight * kl
-            terms["kl"] = kl.detach()
+            terms["kl"] = kl.detach().clone()  # kl may be a compiled (CUDA-graph) output too
         if disc is not None and last_layer is not None:
             g_loss = -disc(rec).float().mean()
             weight = adaptive_weight(loss, g_loss, last_layer, self.cfg.gan.adaptive_weight_max)
             loss = loss + self.cfg.gan.weight * weight * g_loss
             terms["g_adv"] = g_loss.detach()
             terms["d_weight"] = weight
-        terms["loss"] = loss.detach()
+        terms["loss"] = loss.detach().clone()  # without KL or GAN terms, `loss` is the compiled output itself
         return loss, terms
 
     @staticmethod
