@@ -1,21 +1,30 @@
 """Training speed: the plain diffusers loop (the baseline) against asymvae's own training step.
 
-Both arms train the x1.5 asymmetric decoder (SD's frozen encoder, 160M trainable parameters) with
-L1 + LPIPS(vgg), AdamW and bf16 autocast, from the same initial weights, on the same batches, with
-the same posterior noise; they run one after the other in this process. Per arm it prints img/s,
-achieved TFLOP/s (FLOPs of one step counted with torch.utils.flop_counter on the eager fp32 step),
-the share of the bf16 matmul rate measured on the same card, peak memory, and ours / baseline.
-It also compares the two arms' losses step by step (the first `--steps` steps at the first shape).
+Both arms train the same asymmetric decoder on SD's frozen encoder with the same loss, AdamW and bf16
+autocast, from the same initial weights, on the same batches, with the same posterior noise; they run one
+after the other in this process. `--recipe` picks what is trained:
 
-The baseline is the loop of the project's anchor measurement (the plain loop a diffusers user writes, "bf16
-autocast eager", the setup the reference engine uses), copied here so the repository is self-contained.
+- `anchor` (default): the x1.5 decoder (160M trainable parameters), L1 + LPIPS(vgg), posterior sample, no
+  clipping: the project's anchor measurement, at 256²x16 and 512²x4, then the speed levers one by one;
+- `reference-x2`: the reference engine's own recipe: the x2 decoder (372M), L2 + 0.1 LPIPS(alex) on the clamped
+  output, the posterior's mode, gradients clipped to norm 1.0, 512²x4; ours with its defaults and with
+  gradient checkpointing (`model.gradient_checkpointing`), for peak memory at no lower throughput.
+
+Per arm it prints img/s, achieved TFLOP/s (FLOPs of one step counted with torch.utils.flop_counter on the eager
+step, in bf16 on a GPU), the share of the bf16 matmul rate measured on the same card, peak memory, and
+ours / baseline. It also compares the arms' losses step by step (the first `--steps` steps at the first shape).
+
+The baseline is the loop of the project's anchor measurements (the plain loop a diffusers user writes, "bf16
+autocast eager", the setup the reference engine uses; for `reference-x2` that engine's loss, clamp and
+clipping), copied here so the repository is self-contained.
 One change: its posterior sample is drawn from the same seeded generator as ours, so both arms see
 identical inputs. Weights are random (no hub here); the cost is the same as with SD's weights.
 LPIPS uses the lpips package's VGG with a random backbone (`pnet_rand`) in both arms: same cost.
 
 usage (with asymvae installed, e.g. `make install` then `.venv/bin/python benchmarks/...`):
-  python benchmarks/train_throughput.py            # on a GPU: 256²x16 and 512²x4, then the levers
-  python benchmarks/train_throughput.py --tiny     # CPU smoke run (CI): tiny model, no speed claim
+  python benchmarks/train_throughput.py                         # on a GPU: 256²x16 and 512²x4, then the levers
+  python benchmarks/train_throughput.py --recipe reference-x2   # on a GPU: the x2 decoder's memory
+  python benchmarks/train_throughput.py --tiny                  # CPU smoke run (CI): tiny model, no speed claim
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +48,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from asymvae.losses.config import LossConfig, LPIPSConfig
 from asymvae.model.build import set_trainable
+from asymvae.model.checkpointing import enable_gradient_checkpointing
 from asymvae.model.config import ModelConfig
 from asymvae.training.config import OptimConfig, TrainConfig
 from asymvae.training.experiment import ExperimentConfig
 from asymvae.training.step import TrainStep, posterior_seed
 
-# The paper's x1.5 decoder on SD's encoder sizes.
+# The paper's x1.5 decoder on SD's encoder sizes; the x2 decoder differs only in the decoder.
 X15 = dict(
     in_channels=3,
     out_channels=3,
@@ -57,6 +68,7 @@ X15 = dict(
     norm_num_groups=32,
     sample_size=256,
 )
+X2 = dict(X15, up_block_out_channels=[256, 512, 1024, 1024], layers_per_up_block=5)
 TINY = dict(
     X15,
     down_block_out_channels=[32, 32, 64, 64],
@@ -66,14 +78,48 @@ TINY = dict(
     norm_num_groups=8,
 )
 SEED = 0
-LR = 1e-4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What both arms train: the model, the loss and the optimiser settings, and the default shapes."""
+
+    model: dict
+    pixel: str  # "l1" or "l2"
+    lpips_net: str
+    lpips_weight: float
+    clamp_for_lpips: bool  # the baseline's LPIPS sees the output clamped to [-1, 1] (ours: unclamped)
+    sample_posterior: bool  # False: the posterior's mode
+    max_grad_norm: float | None
+    lr: float
+    shapes: str
+    levers: str  # the lever runs after the shapes (at --lever-shape), comma-separated names from LEVERS
+    extra_arms: tuple[str, ...]  # more "ours" arms at every shape, from ARMS
+
+
+RECIPES = {
+    "anchor": Recipe(
+        X15, "l1", "vgg", 1.0, False, True, None, 1e-4, "256x16,512x4", "cudagraphs_nchw,max_autotune", ()
+    ),
+    "reference-x2": Recipe(X2, "l2", "alex", 0.1, True, False, 1.0, 1e-5, "512x4", "", ("checkpointing",)),
+}
 # Lever runs: (description, speed settings over the defaults).
 LEVERS = {
     "eager": ("eager, our step (compile off, NCHW)", dict(compile_="off", channels_last="off")),
     "compile_nchw": ("compile, NCHW", dict(compile_="on", channels_last="off")),
     "compile_cl": ("compile, channels-last", dict(compile_="on", channels_last="on")),
     "cudagraphs_nchw": ("compile + CUDA graphs, NCHW", dict(compile_="on", compile_mode="reduce-overhead")),
+    "max_autotune": (
+        "compile max-autotune (Triton conv/matmul templates), no CUDA graphs",
+        dict(compile_="on", compile_mode="max-autotune-no-cudagraphs"),
+    ),
+    "max_autotune_cudagraphs": (
+        "compile max-autotune + CUDA graphs",
+        dict(compile_="on", compile_mode="max-autotune"),
+    ),
 }
+# Extra arms of ours measured at every shape of a recipe: (description, settings over the defaults).
+ARMS = {"checkpointing": ("asymvae + gradient checkpointing", dict(checkpointing=True))}
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -82,11 +128,11 @@ def parse_shape(text: str) -> tuple[int, int]:
     return int(res), int(bs)
 
 
-def make_lpips() -> torch.nn.Module:
-    """LPIPS(vgg) with the package's linear heads and a random backbone (no download here), frozen."""
+def make_lpips(net: str) -> torch.nn.Module:
+    """LPIPS(`net`) with the package's linear heads and a random backbone (no download here), frozen."""
     import lpips
 
-    net = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+    net = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     return net.eval().requires_grad_(False)
 
 
@@ -117,7 +163,9 @@ def noise(device: str, step: int) -> torch.Generator:
 # -- the baseline: a plain diffusers + PyTorch loop (anchor_gpu.py's "bf16 autocast eager") ----------
 
 
-def baseline_arm(init: dict[str, torch.Tensor], lp: torch.nn.Module, model_cfg: dict, device: str, bf16: bool):
+def baseline_arm(
+    init: dict[str, torch.Tensor], lp: torch.nn.Module, model_cfg: dict, device: str, bf16: bool, recipe: Recipe
+):
     """Returns step(x, m, i) -> loss (a tensor) and the trainable parameter count."""
     vae = AsymmetricAutoencoderKL(**model_cfg)
     vae.load_state_dict(init)
@@ -126,15 +174,20 @@ def baseline_arm(init: dict[str, torch.Tensor], lp: torch.nn.Module, model_cfg: 
     vae.quant_conv.requires_grad_(False)
     lp = copy.deepcopy(lp).to(device)
     params = [p for p in vae.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LR, fused=device == "cuda")
+    opt = torch.optim.AdamW(params, lr=recipe.lr, fused=device == "cuda")
+    pixel_loss = F.l1_loss if recipe.pixel == "l1" else F.mse_loss
 
     def step(x: torch.Tensor, m: torch.Tensor, i: int) -> torch.Tensor:
         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            z = vae.encode(x).latent_dist.sample(generator=noise(device, i))
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample(generator=noise(device, i)) if recipe.sample_posterior else posterior.mode()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             rec = vae.decode(z, image=x, mask=m).sample
-            loss = F.l1_loss(rec.float(), x) + lp(rec, x).mean()
+            seen = rec.clamp(-1, 1) if recipe.clamp_for_lpips else rec
+            loss = pixel_loss(rec.float(), x) + recipe.lpips_weight * lp(seen, x).mean()
         loss.backward()
+        if recipe.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.detach()
@@ -145,15 +198,28 @@ def baseline_arm(init: dict[str, torch.Tensor], lp: torch.nn.Module, model_cfg: 
 # -- ours: asymvae.training.step.TrainStep, as the trainer runs it -------------------------------------
 
 
-def ours_config(bs: int, precision: str, compile_: str, channels_last: str, compile_mode: str) -> ExperimentConfig:
+def ours_config(
+    bs: int,
+    recipe: Recipe,
+    precision: str,
+    compile_: str,
+    channels_last: str,
+    compile_mode: str,
+    checkpointing: bool = False,
+) -> ExperimentConfig:
     """The same recipe as the baseline, as an asymvae config (only the speed settings vary)."""
     return ExperimentConfig(
         name="bench",
-        model=ModelConfig(kind="asymmetric", pretrained="(built in memory)", train_post_quant_conv=True),
-        loss=LossConfig(pixel="l1", pixel_weight=1.0, lpips=LPIPSConfig(weight=1.0, net="vgg")),
+        model=ModelConfig(
+            kind="asymmetric", pretrained="(built in memory)", train_post_quant_conv=True,
+            sample_posterior=recipe.sample_posterior, gradient_checkpointing=checkpointing,
+        ),
+        loss=LossConfig(
+            pixel=recipe.pixel, pixel_weight=1.0, lpips=LPIPSConfig(weight=recipe.lpips_weight, net=recipe.lpips_net)
+        ),
         optim=OptimConfig(
-            lr=LR, scale_lr=False, betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8, schedule="constant",
-            warmup_steps=0, max_grad_norm=None,
+            lr=recipe.lr, scale_lr=False, betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8, schedule="constant",
+            warmup_steps=0, max_grad_norm=recipe.max_grad_norm,
         ),
         train=TrainConfig(
             max_steps=10_000, batch_size=bs, mixed_precision=precision, seed=SEED, compile=compile_,
@@ -162,18 +228,22 @@ def ours_config(bs: int, precision: str, compile_: str, channels_last: str, comp
     )  # fmt: skip
 
 
-def ours_arm(init: dict[str, torch.Tensor], lp: torch.nn.Module, model_cfg: dict, bs: int, settings: dict):
+def ours_arm(
+    init: dict[str, torch.Tensor], lp: torch.nn.Module, model_cfg: dict, bs: int, recipe: Recipe, settings: dict
+):
     """asymvae's TrainStep on the same model and loss; returns step(x, m, i) -> loss and the step object."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    cfg = ours_config(bs, **settings)
+    cfg = ours_config(bs, recipe, **settings)
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
     vae = AsymmetricAutoencoderKL(**model_cfg)
     vae.load_state_dict(init)
     set_trainable(vae, cfg.model)
+    if cfg.model.gradient_checkpointing:  # as build_vae does
+        enable_gradient_checkpointing(vae.decoder)
     runner = TrainStep(cfg, acc, vae, copy.deepcopy(lp))
     runner.prepare()
 
@@ -261,21 +331,26 @@ def loss_agreement(base: list[float], ours: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny model, 64², few steps")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="anchor", help="what both arms train")
     parser.add_argument("--steps", type=int, default=50, help="steps per arm at the first shape (loss check)")
     parser.add_argument("--timed", type=int, default=15, help="timed steps per arm at the other shapes/levers")
-    parser.add_argument("--budget-s", type=float, default=480, help="skip the lever runs past this many seconds")
+    parser.add_argument("--budget-s", type=float, default=480, help="start no lever run past this many seconds")
     parser.add_argument("--tolerance", type=float, default=0.02, help="allowed mean relative loss difference")
-    parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for train_throughput.json")
-    parser.add_argument("--shapes", default="256x16,512x4", help="RESxBATCH list; the first gets the loss check")
-    parser.add_argument("--levers", default=",".join(LEVERS), help=f"lever runs, from {', '.join(LEVERS)}")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for the JSON report")
+    parser.add_argument("--shapes", help="RESxBATCH list; the first gets the loss check (default: the recipe's)")
+    parser.add_argument("--levers", help=f"lever runs, from {', '.join(LEVERS)} (default: the recipe's; '' for none)")
     parser.add_argument("--lever-shape", default="256x16", help="RESxBATCH of the lever runs")
     args = parser.parse_args()
     started = time.perf_counter()
+    recipe = RECIPES[args.recipe]
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
-    model_cfg = TINY if args.tiny else X15
-    shapes = [(64, 2)] if args.tiny else [parse_shape(s) for s in args.shapes.split(",")]
+    model_cfg = TINY if args.tiny else recipe.model
+    shapes = [(64, 2)] if args.tiny else [parse_shape(s) for s in (args.shapes or recipe.shapes).split(",")]
     steps = 6 if args.tiny else args.steps
     timed = 3 if args.tiny else args.timed
+    levers = recipe.levers if args.levers is None else args.levers
+    if device == "cpu":
+        levers = "eager" if levers else ""
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -284,6 +359,7 @@ def main() -> None:
     import diffusers
 
     report: dict[str, Any] = {
+        "recipe": args.recipe,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "versions": {
             "torch": torch.__version__,
@@ -294,98 +370,107 @@ def main() -> None:
         "shapes": [],
         "levers": [],
     }
-    print(json.dumps({k: report[k] for k in ("device", "versions", "bf16_tflops_ceiling")}), flush=True)
+    print(json.dumps({k: report[k] for k in ("recipe", "device", "versions", "bf16_tflops_ceiling")}), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    name = "train_throughput.json" if args.recipe == "anchor" else f"train_throughput_{args.recipe}.json"
 
     def save() -> None:
-        (out / "train_throughput.json").write_text(json.dumps(report, indent=1))
+        (out / name).write_text(json.dumps(report, indent=1))
 
     torch.manual_seed(0)
     init = AsymmetricAutoencoderKL(**model_cfg).state_dict()
     torch.manual_seed(0)
-    lp = make_lpips()
+    lp = make_lpips(recipe.lpips_net)
     ceiling = report["bf16_tflops_ceiling"]
     default = dict(precision="bf16", compile_="auto", channels_last="auto", compile_mode="default")
 
-    def describe(name: str, r: dict[str, Any], flops: float) -> dict[str, Any]:
+    def describe(label: str, r: dict[str, Any], flops: float) -> dict[str, Any]:
         r["tflops"] = flops / r["s_per_step"] / 1e12
         r["share_of_ceiling"] = r["tflops"] / ceiling if ceiling else None
         share = f"{100 * r['share_of_ceiling']:.0f}%" if ceiling else "-"
         print(
-            f"  {name:<34} {r['img_per_s']:8.2f} img/s {r['tflops']:7.1f} TFLOP/s {share:>5} of bf16 "
+            f"  {label:<34} {r['img_per_s']:8.2f} img/s {r['tflops']:7.1f} TFLOP/s {share:>5} of bf16 "
             f"peak {r['peak_gib']:6.1f} GiB  (warm-up {r['warmup_s']:.0f} s)",
             flush=True,
         )
         return r
+
+    def flops_of(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, int]:
+        # Counted in bf16 on a GPU: the same FLOPs as fp32, without fp32's memory (132 GiB for x2 at 512²x4).
+        step, n_train = baseline_arm(init, lp, model_cfg, device, device == "cuda", recipe)
+        flops = count_flops(step, batches[0])
+        del step
+        free(device)
+        return flops, n_train
 
     for n, (res, bs) in enumerate(shapes):
         batches = make_batches(res, bs, 4, device)
         first = n == 0
         warmup = 3
         timed_here = steps - warmup if first else timed
-        step, n_train = baseline_arm(init, lp, model_cfg, device, bf16=False)
-        flops = count_flops(step, batches[0])
-        del step
-        free(device)
+        flops, n_train = flops_of(batches)
         print(f"{res}²x{bs}: {flops / 1e12:.2f} TFLOP per step, {n_train / 1e6:.1f}M trainable parameters", flush=True)
-        row: dict[str, Any] = {"res": res, "batch": bs, "tflop_per_step": flops / 1e12}
+        row: dict[str, Any] = {"res": res, "batch": bs, "tflop_per_step": flops / 1e12, "arms": {}}
         report["shapes"].append(row)
-        step, _ = baseline_arm(init, lp, model_cfg, device, bf16=True)
+        step, _ = baseline_arm(init, lp, model_cfg, device, True, recipe)
         measured = run_arm(step, batches, warmup, timed_here, device)
         row["baseline"] = describe("baseline (diffusers, bf16 eager)", measured, flops)
         del step
         free(device)
         save()
-        step, runner = ours_arm(init, lp, model_cfg, bs, default)
-        row["ours_settings"] = runner.describe()
-        measured = run_arm(step, batches, warmup, timed_here, device)
-        row["ours"] = describe(f"asymvae {runner.describe()}", measured, flops)
-        del step, runner
-        free(device)
-        row["speedup"] = row["ours"]["img_per_s"] / row["baseline"]["img_per_s"]
-        row["memory_ratio"] = row["ours"]["peak_gib"] / row["baseline"]["peak_gib"] if device == "cuda" else None
-        print(f"  ours / baseline: {row['speedup']:.2f}x img/s", flush=True)
-        if first:
-            agree = loss_agreement(row["baseline"]["losses"], row["ours"]["losses"])
-            agree["tolerance"] = args.tolerance
-            agree["pass"] = agree["mean_rel"] <= args.tolerance
-            row["loss_agreement"] = agree
-            print(f"  losses over {agree['steps']} steps: {json.dumps(agree)}", flush=True)
+        arms = {"ours": ("asymvae", {}), **{a: ARMS[a] for a in recipe.extra_arms}}
+        for arm, (label, extra) in arms.items():
+            step, runner = ours_arm(init, lp, model_cfg, bs, recipe, dict(default, **extra))
+            measured = run_arm(step, batches, warmup, timed_here, device)
+            r = describe(f"{label} {runner.describe()}", measured, flops)
+            r["settings"] = runner.describe() | extra
+            del step, runner
+            free(device)
+            r["speedup"] = r["img_per_s"] / row["baseline"]["img_per_s"]
+            r["memory_ratio"] = r["peak_gib"] / row["baseline"]["peak_gib"] if device == "cuda" else None
+            print(f"  {arm} / baseline: {r['speedup']:.2f}x img/s", flush=True)
+            if first:
+                agree = loss_agreement(row["baseline"]["losses"], r["losses"])
+                agree["tolerance"] = args.tolerance
+                agree["pass"] = agree["mean_rel"] <= args.tolerance
+                if recipe.clamp_for_lpips:  # the baseline's LPIPS sees clamped outputs, ours does not
+                    agree["note"] = "informative only: the baseline clamps the output for LPIPS"
+                r["loss_agreement"] = agree
+                print(f"  losses over {agree['steps']} steps: {json.dumps(agree)}", flush=True)
+            row["arms"][arm] = r
+            save()
+        row["ours"], row["speedup"] = row["arms"]["ours"], row["arms"]["ours"]["speedup"]
         save()
 
     # The levers one by one, while the time budget lasts.
     res, bs = shapes[0] if args.tiny else parse_shape(args.lever_shape)
     batches = make_batches(res, bs, 4, device)
-    flops = next((r["tflop_per_step"] * 1e12 for r in report["shapes"] if (r["res"], r["batch"]) == (res, bs)), None)
-    if flops is None:
-        step, _ = baseline_arm(init, lp, model_cfg, device, bf16=False)
-        flops = count_flops(step, batches[0])
-        del step
-        free(device)
-    names = ["eager"] if device == "cpu" else [n for n in args.levers.split(",") if n]
-    for name in names:
-        settings = dict(default, **LEVERS[name][1])
+    known = {(r["res"], r["batch"]): r["tflop_per_step"] * 1e12 for r in report["shapes"]}
+    flops = known.get((res, bs)) or (flops_of(batches)[0] if levers else 0.0)
+    for lever in [n for n in levers.split(",") if n]:
+        settings = dict(default, **LEVERS[lever][1])
         if time.perf_counter() - started > args.budget_s:
-            print(f"  skipped {name}: past the {args.budget_s:.0f} s budget", flush=True)
-            report["levers"].append({"name": name, "skipped": "time budget"})
+            print(f"  skipped {lever}: past the {args.budget_s:.0f} s budget", flush=True)
+            report["levers"].append({"name": lever, "skipped": "time budget"})
             continue
         try:
-            step, runner = ours_arm(init, lp, model_cfg, bs, settings)
-            r = describe(LEVERS[name][0], run_arm(step, batches, 3, timed, device), flops)
+            step, runner = ours_arm(init, lp, model_cfg, bs, recipe, settings)
+            r = describe(LEVERS[lever][0], run_arm(step, batches, 3, timed, device), flops)
             r.pop("losses")
-            report["levers"].append({"name": name, "settings": runner.describe(), "res": res, "batch": bs, **r})
+            report["levers"].append({"name": lever, "settings": runner.describe(), "res": res, "batch": bs, **r})
             del step, runner
         except Exception as e:  # a lever that fails is reported, not fatal
-            report["levers"].append({"name": name, "error": repr(e)[:500]})
-            print(f"  {name}: failed: {e!r}"[:300], flush=True)
+            report["levers"].append({"name": lever, "error": repr(e)[:500]})
+            print(f"  {lever}: failed: {e!r}"[:300], flush=True)
         free(device)
         save()
     report["seconds"] = time.perf_counter() - started
     save()
-    print(f"done in {report['seconds']:.0f} s; results in {out / 'train_throughput.json'}", flush=True)
-    if args.tiny and not report["shapes"][0]["loss_agreement"]["pass"]:
-        sys.exit("our step does not compute what the baseline computes (see loss_agreement)")
+    print(f"done in {report['seconds']:.0f} s; results in {out / name}", flush=True)
+    failed = [a for a, v in report["shapes"][0]["arms"].items() if not v["loss_agreement"]["pass"]]
+    if args.tiny and not recipe.clamp_for_lpips and failed:
+        sys.exit(f"our step does not compute what the baseline computes: {failed} (see loss_agreement)")
 
 
 if __name__ == "__main__":
