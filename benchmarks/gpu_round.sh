@@ -15,9 +15,14 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || { echo "gpu_round: installing the carried wheels failed (run benchmarks/gpu_wheels.sh here first)"; exit 2; }
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then  # the GPU machine: install what was carried; TINY=1 without .whl/ uses $PYTHON's packages
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu_round: installing the carried wheels in .whl/ failed"; exit 2; }
+  export PYTHONPATH=/tmp/site
+elif [ -z "${TINY:-}" ]; then
+  echo "gpu_round: no .whl/ folder: run benchmarks/gpu_wheels.sh first and carry .whl to the GPU machine"; exit 2
+fi
 if [ -n "${TINY:-}" ]; then tiny=--tiny; echo "no GPU: toy sizes on the CPU" >"$OUT/gpu.txt"; else
   tiny=; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"; fi
 "$PYTHON" -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
