@@ -86,7 +86,7 @@ def compiled(asym):
 
 @pytest.mark.slow
 def test_compiled_decode_equals_eager_with_image_and_mask(asym, compiled):
-    """Inductor on the CPU: about 80 s to compile cold on 2 busy cores, seconds with inductor's cache warm."""
+    """Inductor on the CPU: about 40 s to compile cold on 2 busy cores, seconds with inductor's cache warm."""
     vae, first = compiled
     z, image, mask = _inputs(4, 4)
     with torch.no_grad():
@@ -157,7 +157,7 @@ def test_inpaint_options_carry_the_speed_settings_to_the_pipeline(asym_export_di
 
 @pytest.mark.slow
 def test_decode_benchmark_tiny_mode(tmp_path: Path):
-    """The serving benchmark's CPU smoke mode (about 45 s here, most of it inductor): every arm runs and keeps
+    """The serving benchmark's CPU smoke mode (about 45 s cold here, most of it inductor): every arm runs and keeps
     parity with the baseline; no speed claim."""
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "decode_throughput.py"), "--tiny", "--out", str(tmp_path)],
