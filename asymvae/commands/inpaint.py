@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = from_args(InpaintOptions, args)
     request = options.request()
-    pipe = load_pipeline(options.vae, options.pipeline, device=options.device)
+    pipe = load_pipeline(options.vae, options.pipeline, device=options.device, speed=options.decode_speed)
     pipe.set_progress_bar_config(disable=True)
     images = inpaint(pipe, request)
     out = Path(options.out)

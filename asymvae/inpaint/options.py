@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from asymvae.inpaint.request import InpaintRequest, read_request
 from asymvae.model.decode import TileConfig, tile_option
+from asymvae.model.decode_speed import DecodeSpeed
 
 __all__ = ["InpaintOptions"]
 
@@ -48,14 +49,35 @@ class InpaintOptions:
     """Pixels neighbouring tiles share (with `tile`)."""
     device: str | None = None
     """`cuda`, `cpu`, ... (default: cuda when available)."""
+    compile: str = "off"
+    """torch.compile the VAE's decoder for the final decode: `off`, `default`, `max-autotune-no-cudagraphs`,
+    `reduce-overhead` or `max-autotune` (the last two with CUDA graphs). Same images up to rounding; the first
+    decode compiles and takes longer (a minute or more on a released VAE). Not with `tile`. Whether it pays on a
+    GPU is measured by benchmarks/decode_throughput.py."""
+    channels_last: bool = False
+    """Keep the decoder's conv weights in channels-last layout (measured by benchmarks/decode_throughput.py)."""
 
     def __post_init__(self) -> None:
         self.tiling  # noqa: B018 - a bad tile size fails here, before any model loads
+        self.decode_speed  # noqa: B018 - and so does a bad compile mode
+        if self.compile != "off" and self.tile is not None:
+            raise ValueError(
+                f"--compile {self.compile} with --tile {self.tile}: tiled decoding swaps the decoder's GroupNorms "
+                "between passes and runs it eagerly, so compiling gains nothing; leave out one of them"
+            )
 
     @property
     def tiling(self) -> TileConfig | None:
         """The tiled-decoding settings, or None for whole images."""
         return tile_option(self.tile, self.tile_overlap)
+
+    @property
+    def decode_speed(self) -> DecodeSpeed:
+        """The decoder's speed settings (`asymvae.model.decode_speed`)."""
+        try:
+            return DecodeSpeed(compile=self.compile, channels_last=self.channels_last)
+        except ValueError as e:
+            raise ValueError(f"--compile: {e}") from e
 
     def request(self) -> InpaintRequest:
         """The request these options describe, with image and mask read and checked."""

@@ -31,6 +31,7 @@ from asymvae.inpaint.condition import batched_condition_vae, repeat_to_batch
 from asymvae.inpaint.kinds import folder_kind, pipeline_kind
 from asymvae.inpaint.request import InpaintInputError, InpaintRequest
 from asymvae.model.decode import TileConfig, decode_latents, upsampling_factor
+from asymvae.model.decode_speed import DecodeSpeed, apply_decode_speed
 from asymvae.model.latent_space import LatentTransform
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,15 @@ def _check_latent_space(vae: diffusers.AsymmetricAutoencoderKL, folder: Path) ->
 
 
 def load_pipeline(
-    vae: str | Path, pipeline_dir: str | Path, device: str | None = None, dtype: torch.dtype = torch.float32
+    vae: str | Path,
+    pipeline_dir: str | Path,
+    device: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    speed: DecodeSpeed | None = None,
 ) -> Any:
     """The inpainting pipeline for `pipeline_dir` (its kind picked from its model_index.json, e.g. FluxPipeline ->
-    FluxInpaintPipeline) with the trained VAE at `vae` in place of its own."""
+    FluxInpaintPipeline) with the trained VAE at `vae` in place of its own; `speed`: the VAE's decode speed
+    settings (`asymvae.model.decode_speed`; default eager)."""
     pdir = Path(pipeline_dir).expanduser()
     kind = folder_kind(pdir)
     model = batched_condition_vae(vae)
@@ -71,7 +77,10 @@ def load_pipeline(
         pipe = getattr(diffusers, kind.pipeline).from_pretrained(pdir, vae=model, dtype=dtype)
     except Exception as e:
         raise InpaintInputError(f"--pipeline {pdir}: cannot load it as a {kind.pipeline}: {e}") from e
-    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe = pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if speed is not None:
+        apply_decode_speed(pipe.vae, speed)
+    return pipe
 
 
 def output_size(request: InpaintRequest, multiple: int) -> tuple[int, int]:

@@ -13,6 +13,10 @@ without any hole come out as badly as the base VAE's. The result is still not bi
 (the mid-block attention sees one tile, convolutions are zero-padded at tile edges); docs/families/README.md has
 the measured difference, the seams and the peak memory (benchmarks/tiled_decode.py). A tile at least as large as
 the image is the whole-image decode.
+
+A VAE given speed settings (`asymvae.model.decode_speed.apply_decode_speed`: compiled decoder, CUDA graphs) decodes
+through the same functions: results are copied out of CUDA-graph memory, and tiles with shared statistics run
+eagerly (that module's docstring says why).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from diffusers import AsymmetricAutoencoderKL
 
 from asymvae.model.build import VAE
+from asymvae.model.decode_speed import decode_speed_of
 from asymvae.model.tile_norm import SharedGroupNorm
 
 __all__ = ["TileConfig", "decode_latents", "tile_option", "tile_starts", "upsampling_factor"]
@@ -101,9 +106,11 @@ def _ramps(starts: list[int], tile: int, factor: int) -> list[torch.Tensor]:
 
 
 def _decode_whole(vae: VAE, z: torch.Tensor, image: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
-    if image is None:
-        return vae.decode(z).sample
-    return vae.decode(z, image=image, mask=mask).sample
+    cudagraphs = decode_speed_of(vae).cudagraphs
+    if cudagraphs:
+        torch.compiler.cudagraph_mark_step_begin()  # this call may overwrite the previous call's output
+    out = vae.decode(z).sample if image is None else vae.decode(z, image=image, mask=mask).sample
+    return out.clone() if cudagraphs else out  # out of the CUDA graph's memory, which the next call reuses
 
 
 def _check(vae: VAE, z: torch.Tensor, image: torch.Tensor | None, mask: torch.Tensor | None) -> None:
@@ -150,7 +157,8 @@ def decode_latents(
     if tile.norm_passes == 0:
         return grid.decode(vae, z, image, mask)
     shared = SharedGroupNorm(vae.decoder)
-    with shared.active():
+    # A compiled decoder would not see the GroupNorms' swapped forwards: the tiles run eagerly.
+    with shared.active(), torch.compiler.set_stance("force_eager"):
         for done in range(1, tile.norm_passes + 1):
             grid.decode(vae, z, image, mask, blend=False)
             shared.next_pass(collect=done < tile.norm_passes)
