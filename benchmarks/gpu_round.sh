@@ -16,15 +16,17 @@ OUT=${OUT:-$PWD/gpu_out}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then  # the GPU machine: install what was carried; TINY=1 without .whl/ uses $PYTHON's packages
+if [ -n "${TINY:-}" ]; then  # toy sizes on the CPU, with $PYTHON's own packages
+  tiny=--tiny
+  echo "no GPU: toy sizes on the CPU" >"$OUT/gpu.txt"
+else  # the GPU machine: install what was carried
+  tiny=
+  [ -d .whl ] || { echo "gpu_round: no .whl/: run benchmarks/gpu_wheels.sh first and carry .whl"; exit 2; }
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "gpu_round: installing the carried wheels in .whl/ failed"; exit 2; }
   export PYTHONPATH=/tmp/site
-elif [ -z "${TINY:-}" ]; then
-  echo "gpu_round: no .whl/ folder: run benchmarks/gpu_wheels.sh first and carry .whl to the GPU machine"; exit 2
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 fi
-if [ -n "${TINY:-}" ]; then tiny=--tiny; echo "no GPU: toy sizes on the CPU" >"$OUT/gpu.txt"; else
-  tiny=; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"; fi
 "$PYTHON" -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'diffusers', diffusers.__version__)" | tee -a "$OUT/gpu.txt"
 started=$(date +%s)
@@ -34,6 +36,6 @@ part() {  # part NAME COMMAND...: run one measurement, its output in $OUT/NAME.l
   "$PYTHON" "$@" $tiny --out "$OUT" 2>&1 | grep -v -i "warn" | tee "$OUT/$name.log"
 }
 part train benchmarks/train_throughput.py --steps 30 --timed 10 --budget-s 240
-part decode benchmarks/decode_throughput.py --budget-s 90
+part decode benchmarks/decode_throughput.py --budget-s 150
 part x2 benchmarks/train_throughput.py --recipe reference-x2 --steps 15
 echo "gpu_round: done in $(( $(date +%s) - started )) s; reports in $OUT"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +12,6 @@ from asymvae.training.presets import load_experiment
 from asymvae.training.step import posterior_seed, speed_switch
 from asymvae.training.trainer import Trainer
 from tests.conftest import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_speed_switches_parse_from_the_command_line() -> None:
@@ -69,38 +64,3 @@ def test_compiled_channels_last_step_trains_like_eager(base_vae_dir: Path, tmp_p
     moved = float((w_off - before).abs().max())
     assert moved > 1e-3, "the eager run did not train"
     assert float((w_on - w_off).abs().max()) < 0.2 * moved
-
-
-def test_throughput_benchmark_tiny_mode(tmp_path: Path) -> None:
-    """The benchmark's CPU smoke mode: both arms run and compute the same losses (no speed claim)."""
-    run = _benchmark(tmp_path)
-    report = json.loads((tmp_path / "train_throughput.json").read_text())
-    shape = report["shapes"][0]
-    assert shape["baseline"]["img_per_s"] > 0 and shape["ours"]["img_per_s"] > 0
-    assert shape["tflop_per_step"] > 0
-    assert shape["ours"]["loss_agreement"]["pass"], shape["ours"]["loss_agreement"]
-    assert len(shape["ours"]["losses"]) == len(shape["baseline"]["losses"]) == 6
-    assert "ours / baseline" in run.stdout
-
-
-def test_throughput_benchmark_reference_x2_recipe_tiny_mode(tmp_path: Path) -> None:
-    """The reference engine's recipe (L2 + 0.1 LPIPS(alex), clipping, posterior mode): ours and ours with gradient
-    checkpointing run next to its loop and train alike."""
-    _benchmark(tmp_path, "--recipe", "reference-x2")
-    report = json.loads((tmp_path / "train_throughput_reference-x2.json").read_text())
-    arms = report["shapes"][0]["arms"]
-    assert set(arms) == {"ours", "checkpointing"}
-    for arm in arms.values():
-        assert arm["img_per_s"] > 0 and arm["loss_agreement"]["mean_rel"] < 0.02, arm["loss_agreement"]
-    assert arms["checkpointing"]["settings"]["checkpointing"] is True
-
-
-def _benchmark(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--tiny", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
