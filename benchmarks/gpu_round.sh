@@ -7,7 +7,9 @@
 #   3. memory: the reference engine's x2 recipe at 512²x4, its loop vs ours and ours with gradient checkpointing.
 # Prepare here with `bash benchmarks/gpu_wheels.sh` (fills .whl/), then on the GPU machine, from the repository
 # root with .whl carried: `bash benchmarks/gpu_round.sh`. Reports and logs go to $OUT (default ./gpu_out);
-# Each part has its own time budget (past it no further lever or arm starts), for about 8 minutes in all.
+# Each part has its own time budget (past it no further lever or arm starts), for about 8 minutes in all by the
+# first round's compile times (not yet timed: the max-autotune lever's compilation is the unknown).
+# PARTS="decode x2" runs only those parts (to split the run over two calls, or redo one).
 # `TINY=1 PYTHON=.venv/bin/python bash benchmarks/gpu_round.sh` runs the same steps on the CPU at toy size (a
 # smoke test of this script; no speed claim).
 set -uo pipefail
@@ -35,7 +37,12 @@ part() {  # part NAME COMMAND...: run one measurement, its output in $OUT/NAME.l
   echo "== $name (at $(( $(date +%s) - started )) s)"
   "$PYTHON" "$@" $tiny --out "$OUT" 2>&1 | grep -v -i "warn" | tee "$OUT/$name.log"
 }
-part train benchmarks/train_throughput.py --steps 30 --timed 10 --budget-s 240
-part decode benchmarks/decode_throughput.py --budget-s 150
-part x2 benchmarks/train_throughput.py --recipe reference-x2 --steps 15
+for name in ${PARTS:-train decode x2}; do
+  case $name in
+    train) part train benchmarks/train_throughput.py --steps 30 --timed 10 --budget-s 300 ;;
+    decode) part decode benchmarks/decode_throughput.py --budget-s 150 ;;
+    x2) part x2 benchmarks/train_throughput.py --recipe reference-x2 --steps 15 ;;
+    *) echo "gpu_round: unknown part $name (train, decode, x2)"; exit 2 ;;
+  esac
+done
 echo "gpu_round: done in $(( $(date +%s) - started )) s; reports in $OUT"
