@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import gc
 import json
 import os
 import sys
@@ -53,29 +52,8 @@ from asymvae.model.decode import decode_latents
 from asymvae.model.decode_speed import DecodeSpeed, apply_decode_speed
 from asymvae.model.latent_space import LatentTransform
 
-# SD's encoder sizes with the paper's decoders (the anchor measurement's models).
-ENCODER = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    down_block_out_channels=[128, 256, 512, 512],
-    layers_per_down_block=2,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    latent_channels=4,
-    norm_num_groups=32,
-)
-DECODERS = {
-    "x1.5": dict(up_block_out_channels=[192, 384, 768, 768], layers_per_up_block=3),
-    "x2": dict(up_block_out_channels=[256, 512, 1024, 1024], layers_per_up_block=5),
-}
-TINY = dict(
-    ENCODER,
-    down_block_out_channels=[32, 32, 64, 64],
-    up_block_out_channels=[32, 32, 64, 64],
-    layers_per_down_block=1,
-    layers_per_up_block=1,
-    norm_num_groups=8,
-)
+from paper_models import DECODERS, ENCODER, TINY, free, sync
+
 LEVERS = {
     "eager": DecodeSpeed(),
     "channels_last": DecodeSpeed(channels_last=True),
@@ -89,18 +67,6 @@ TINY_LEVERS = ("eager", "channels_last", "onnx", "compile")
 # The target for the x1.5 decoder at 512² (2x the anchor's fp16 eager figures).
 TARGET_MS_BATCH1, TARGET_IMG_S_BATCH8 = 24.0, 56.0
 FP16_FACTOR, FP32_FLOOR = 3.0, 1e-3
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def free(device: str) -> None:
-    gc.collect()
-    torch._dynamo.reset()
-    if device == "cuda":
-        torch.cuda.empty_cache()
 
 
 def make_inputs(batch: int, res: int, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

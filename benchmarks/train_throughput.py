@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import sys
@@ -54,29 +53,8 @@ from asymvae.training.config import OptimConfig, TrainConfig
 from asymvae.training.experiment import ExperimentConfig
 from asymvae.training.step import TrainStep, posterior_seed
 
-# The paper's x1.5 decoder on SD's encoder sizes; the x2 decoder differs only in the decoder.
-X15 = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    down_block_out_channels=[128, 256, 512, 512],
-    layers_per_down_block=2,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    up_block_out_channels=[192, 384, 768, 768],
-    layers_per_up_block=3,
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=256,
-)
-X2 = dict(X15, up_block_out_channels=[256, 512, 1024, 1024], layers_per_up_block=5)
-TINY = dict(
-    X15,
-    down_block_out_channels=[32, 32, 64, 64],
-    up_block_out_channels=[32, 32, 64, 64],
-    layers_per_down_block=1,
-    layers_per_up_block=1,
-    norm_num_groups=8,
-)
+from paper_models import TINY, X2, X15, free, sync
+
 SEED = 0
 
 
@@ -256,11 +234,6 @@ def ours_arm(
 # -- measurement --------------------------------------------------------------------------------------
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def run_arm(
     step: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
     batches: list[tuple[torch.Tensor, torch.Tensor]],
@@ -313,13 +286,6 @@ def bf16_ceiling(device: str) -> float | None:
         a @ b
     sync(device)
     return 2 * 8192**3 * 10 / (time.perf_counter() - t0) / 1e12
-
-
-def free(device: str) -> None:
-    gc.collect()
-    torch._dynamo.reset()
-    if device == "cuda":
-        torch.cuda.empty_cache()
 
 
 def loss_agreement(base: list[float], ours: list[float]) -> dict[str, float]:
