@@ -293,10 +293,16 @@ def test_ctrl_c_in_training_is_one_line_and_resume_continues(base_vae_dir, tmp_p
     cfg = tiny_config(base_vae_dir, out, "train.max_steps=400", "train.checkpoint_every=2")
     save_yaml(cfg, tmp_path / "run.yaml")
     command = [sys.executable, "-m", "asymvae", "train", str(tmp_path / "run.yaml")]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default handling, as in a terminal: a suite started in the background (`make test &`) inherits
+    # SIGINT ignored, and Python then leaves it ignored, so the run would not stop.
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 300
     while not complete_checkpoints(out) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
