@@ -135,26 +135,11 @@ def _train_preset(folder: Path, preset: str, env: dict[str, str], timeout: int) 
     )
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(2400)  # training + eval + export; the suite's 900 s is too tight on a busy 2-core machine
-def test_demo_runs_offline_and_exports_a_model_diffusers_loads(tmp_path):
-    """The README's demo command, as a new user runs it (a few minutes on 2 cores)."""
-    env = {"HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch_home")}
-    run = _train_preset(tmp_path, "demo", env, timeout=1800)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert (tmp_path / "work_dirs" / "demo_base" / "step600" / "vae" / "config.json").is_file()
-    export = tmp_path / "work_dirs" / "demo" / "step400"
-    assert f"Exported: {Path('work_dirs/demo/step400/vae')}" in run.stdout
-    vae = AsymmetricAutoencoderKL.from_pretrained(export, subfolder="vae")
-    assert list(vae.config.up_block_out_channels) == [48, 48, 96, 96]
-    evaluate_and_export_the_demo(tmp_path, env)
-
-
-def evaluate_and_export_the_demo(
-    cwd: Path, env: dict[str, str], model: str = "work_dirs/demo/step400", base: str = "work_dirs/demo_base/step600"
-) -> None:
+def evaluate_and_export_the_demo(cwd: Path, env: dict[str, str], model: str, base: str) -> None:
     """The paper's headline claim in miniature, on held-out crops: preserved pixels stay far closer to the input
-    with the asymmetric decoder, and plain (full-mask) decoding is not worse. Then the README's export."""
+    with the asymmetric decoder, and plain (full-mask) decoding is not worse. Then the README's export.
+
+    (The SD demo itself runs in CI as `make demo`, the README's command, which prints the same comparison.)"""
     import json
 
     def cli(*args: str) -> subprocess.CompletedProcess:
