@@ -226,6 +226,9 @@ def main() -> None:
         parser.error(f"unknown levers {unknown}; choose from {', '.join(ORDER)}")
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
+        # The parity reference is full fp32: no TF32 in its convolutions and matmuls (the fp16 arms are unaffected).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     import diffusers
     import onnx
     import onnxruntime
