@@ -406,8 +406,6 @@ def main() -> None:
                 print(f"  losses over {agree['steps']} steps: {json.dumps(agree)}", flush=True)
             row["arms"][arm] = r
             save()
-        row["ours"], row["speedup"] = row["arms"]["ours"], row["arms"]["ours"]["speedup"]
-        save()
 
     # The levers one by one, while the time budget lasts.
     res, bs = shapes[0] if args.tiny else parse_shape(args.lever_shape)

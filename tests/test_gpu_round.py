@@ -35,10 +35,11 @@ def _json(folder: Path, name: str) -> dict:
 def test_training_part_runs_both_arms_with_the_same_losses(reports: tuple[Path, str]) -> None:
     out, stdout = reports
     shape = _json(out, "train_throughput.json")["shapes"][0]
-    assert shape["baseline"]["img_per_s"] > 0 and shape["ours"]["img_per_s"] > 0
+    ours = shape["arms"]["ours"]
+    assert shape["baseline"]["img_per_s"] > 0 and ours["img_per_s"] > 0
     assert shape["tflop_per_step"] > 0
-    assert shape["ours"]["loss_agreement"]["pass"], shape["ours"]["loss_agreement"]
-    assert len(shape["ours"]["losses"]) == len(shape["baseline"]["losses"]) == 6
+    assert ours["loss_agreement"]["pass"], ours["loss_agreement"]
+    assert len(ours["losses"]) == len(shape["baseline"]["losses"]) == 6
     assert "ours / baseline" in stdout
     assert {"gpu.txt", "train.log", "decode.log", "x2.log"} <= {p.name for p in out.iterdir()}
 
