@@ -1,7 +1,9 @@
-"""The container image every component (and the PyTorchJob) runs: docker/Dockerfile, built and pushed by you.
+"""The container image every component (and the training job) runs: docker/Dockerfile, built by you.
 
-`asymvae pipeline compile --image REGISTRY/asymvae:TAG` compiles the pipeline for your registry (it
-replaces this name in the YAML); the committed YAML uses it as is.
+No image is published: build one (`docker build -f docker/Dockerfile -t asymvae:0.1.0 .`), push it to a
+registry your cluster pulls from, and name it with `--image` (`asymvae pipeline compile|submit|schedule|
+run-local --image REGISTRY/asymvae:TAG`), which puts it in place of this default in the compiled YAML. The
+default is the local tag that build command gives, which `run-local --runner docker` uses as it is.
 """
 
-IMAGE = "ghcr.io/asymvae/asymvae:0.1.0"
+IMAGE = "asymvae:0.1.0"

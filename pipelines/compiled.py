@@ -3,7 +3,6 @@ committed `pipelines/asymvae_pipeline.yaml` and `components/<step>/component.yam
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,27 @@ from typing import Any
 from kfp import compiler
 
 from asymvae.storage.local import write_atomic
-from asymvae_components import STEPS
 from asymvae_components._image import IMAGE
+from asymvae_components.deploy.component import deploy
+from asymvae_components.evaluate.component import evaluate
+from asymvae_components.export.component import export
+from asymvae_components.prepare.component import prepare
+from asymvae_components.train.component import train
 from asymvae_pipelines.asymvae_pipeline import build_pipeline
 
 COMPONENTS: dict[str, Any] = {
-    step: getattr(importlib.import_module(f"asymvae_components.{step}.component"), step) for step in STEPS
+    "prepare": prepare,
+    "train": train,
+    "evaluate": evaluate,
+    "export": export,
+    "deploy": deploy,
 }
-"""Every component, by step name (`asymvae_components.<step>.component.<step>`)."""
+"""Every component, by step name, in pipeline order (`asymvae_components.STEPS`)."""
 
 
 def _compile(func: Any, image: str | None) -> str:
-    """The compiled YAML of a pipeline or component, with `image` in place of the default image."""
+    """The compiled YAML of a pipeline or component, with `image` in place of the default image (every step's
+    container and the default of the pipeline's `image` parameter, the training job's image)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "compiled.yaml"
         compiler.Compiler().compile(func, str(out))
@@ -30,13 +38,17 @@ def _compile(func: Any, image: str | None) -> str:
     return text.replace(IMAGE, image) if image and image != IMAGE else text
 
 
+def pipeline_yaml(pipeline_root: str | None = None, image: str | None = None) -> str:
+    """The compiled pipeline. Without `pipeline_root` none is compiled in, so KFP uses the namespace's default
+    artifact root (a root in the YAML is pre-filled by the UI and overrides it); `image` replaces the image of
+    every step (and the training job's default)."""
+    return _compile(build_pipeline(pipeline_root or None), image)
+
+
 def compile_pipeline(out: str | Path, pipeline_root: str | None = None, image: str | None = None) -> Path:
-    """Compile the pipeline to `out` (YAML). Without `pipeline_root` none is compiled in, so KFP uses the
-    namespace's default artifact root (a root in the YAML is pre-filled by the UI and overrides it); `image`
-    replaces the image of every step (and the training job's default)."""
-    text = _compile(build_pipeline(pipeline_root or None), image)
+    """Compile the pipeline (`pipeline_yaml`) to the file `out`."""
     out = Path(out)
-    write_atomic(out, text.encode())
+    write_atomic(out, pipeline_yaml(pipeline_root, image).encode())
     return out
 
 

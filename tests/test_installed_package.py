@@ -97,10 +97,11 @@ def test_installed_commands_work_from_an_empty_folder(installed: Path, tmp_path:
     assert (empty / "components" / "train" / "component.yaml").is_file()
 
     with KFPStandInServer() as (state, url):
-        done = _run(installed, empty, "pipeline", "submit", "--host", url, "--param", "nodes=2")
+        image = ("--image", "reg.example/asymvae:1")
+        done = _run(installed, empty, "pipeline", "submit", "--host", url, *image, "--param", "nodes=2")
         assert done.returncode == 0, done.stderr
         assert state.calls("POST", "/runs")[0].body["runtime_config"]["parameters"] == {"nodes": 2}
-        done = _run(installed, empty, "pipeline", "schedule", "--host", url, "--cron", "0 0 3 * * *")
+        done = _run(installed, empty, "pipeline", "schedule", "--host", url, *image, "--cron", "0 0 3 * * *")
         assert done.returncode == 0, done.stderr
         assert len(state.calls("POST", "/recurringruns")) == 1
 

@@ -11,6 +11,7 @@ from asymvae.config import ConfigError
 from tests.kfp_standin import TOKEN, KFPStandInServer
 
 NS = "kubeflow-user-example-com"
+IMAGE = "registry.example/team/asymvae:0.1.0"
 
 
 @pytest.fixture
@@ -53,8 +54,9 @@ def test_parse_params() -> None:
 
 def test_submit_registers_the_pipeline_and_runs_its_version(kfp_api, capsys) -> None:
     state, url = kfp_api
-    code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--experiment", "retrain", "--param", "nodes=2",
-                       "--param", "launcher=kubeflow", "--pipeline-root", "s3://asymvae/pipeline-root")  # fmt: skip
+    code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--experiment", "retrain",
+                       "--param", "nodes=2", "--param", "launcher=kubeflow",
+                       "--pipeline-root", "s3://asymvae/pipeline-root")  # fmt: skip
     assert code == 0
     (pipeline,) = state.pipelines.values()
     assert pipeline["display_name"] == "asymvae"
@@ -73,11 +75,23 @@ def test_submit_registers_the_pipeline_and_runs_its_version(kfp_api, capsys) -> 
     assert body["runtime_config"]["parameters"] == {"nodes": 2, "launcher": "kubeflow"}
     assert body["runtime_config"]["pipeline_root"] == "s3://asymvae/pipeline-root"
     assert "Started run run-1 of pipeline asymvae" in out
+    # every step and the training job's default image are the one named with --image
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {IMAGE}
+    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == IMAGE
+
+
+def test_submit_and_schedule_need_the_image_the_cluster_pulls(kfp_api, capsys) -> None:
+    """No image is published: a run without --image would only fail later with ImagePullBackOff."""
+    _, url = kfp_api
+    for action in (["submit"], ["schedule", "--cron", "0 0 3 * * *"]):
+        code, _, err = run(capsys, "pipeline", *action, "--host", url)
+        assert code == 2 and "the following arguments are required: --image" in err
 
 
 def test_multi_user_kfp_needs_a_namespace(multi_user, capsys) -> None:
     _, url = multi_user
-    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--token", TOKEN)
+    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--token", TOKEN)
     assert code == 2 and "multi-user Kubeflow Pipelines: pass --namespace" in err
 
 
@@ -101,10 +115,10 @@ def test_multi_user_submit_with_a_token_file_then_a_new_version(multi_user, caps
     token.write_text(TOKEN)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
     for _ in range(2):
-        code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--namespace", NS)
+        code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--namespace", NS)
         assert code == 0
     assert "already registered" in out
-    code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--namespace", NS,
+    code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--namespace", NS,
                        "--pipeline-root", f"minio://mlpipeline/private-artifacts/{NS}/v2/artifacts")  # fmt: skip
     assert code == 0 and "(uploaded)" in out
     (pipeline,) = state.pipelines.values()
@@ -121,14 +135,15 @@ def test_multi_user_submit_with_a_token_file_then_a_new_version(multi_user, caps
 
 def test_a_missing_token_file_is_a_user_error(multi_user, capsys) -> None:
     _, url = multi_user
-    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--namespace", NS, "--token-file", "/nope/token")
+    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--namespace", NS,
+                       "--token-file", "/nope/token")  # fmt: skip
     assert code == 2 and "token file /nope/token does not exist" in err
 
 
 def test_schedule_is_a_cron_recurring_run_of_the_registered_version(multi_user, capsys) -> None:
     state, url = multi_user
-    code, out, _ = run(capsys, "pipeline", "schedule", "--host", url, "--namespace", NS, "--token", TOKEN,
-                       "--cron", "0 0 3 * * *", "--param", "config=demo")  # fmt: skip
+    code, out, _ = run(capsys, "pipeline", "schedule", "--host", url, "--image", IMAGE, "--namespace", NS,
+                       "--token", TOKEN, "--cron", "0 0 3 * * *", "--param", "config=demo")  # fmt: skip
     assert code == 0
     (rec,) = state.calls("POST", "/recurringruns")
     body = rec.body
@@ -145,13 +160,13 @@ def test_schedule_is_a_cron_recurring_run_of_the_registered_version(multi_user, 
 
 def test_schedule_rejects_a_five_field_cron(kfp_api, capsys) -> None:
     _, url = kfp_api
-    code, _, err = run(capsys, "pipeline", "schedule", "--host", url, "--cron", "0 3 * * *")
+    code, _, err = run(capsys, "pipeline", "schedule", "--host", url, "--image", IMAGE, "--cron", "0 3 * * *")
     assert code == 2 and "6 fields" in err
 
 
 def test_unknown_pipeline_parameter_is_a_user_error(kfp_api, capsys) -> None:
     _, url = kfp_api
-    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--param", "gpu=8")
+    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--param", "gpu=8")
     assert code == 2 and "unknown pipeline parameter(s) gpu" in err
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from asymvae.commands.options import PRESET_NOTE, add_command, from_args
 from asymvae.config import ConfigError
 from asymvae.training.experiment import ExperimentConfig
+from asymvae_components._image import IMAGE
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -40,8 +41,10 @@ class CompileOptions:
     """Also write every component to `COMPONENTS/<step>/component.yaml` (for your own pipelines)."""
     pipeline_root: str | None = None
     """Artifact root compiled into the pipeline (default: none, so KFP uses the namespace's own root)."""
-    image: str | None = None
-    """Container image of every step and of the training job (default: the project's published image)."""
+    image: str = IMAGE
+    """Container image of every step and of the training job: build docker/Dockerfile, push it to a registry your
+    cluster pulls from and name it here (the default is the local tag the documented build gives, which a
+    cluster cannot pull)."""
 
 
 @dataclass
@@ -55,6 +58,11 @@ class RunLocalOptions:
     set: list[str] = field(default_factory=list)
     """A training override `section.field=value` (appended to the `overrides` argument), e.g.
     `train.max_steps=50`; repeatable."""
+    runner: str = "subprocess"
+    """How each step runs: `subprocess` (a process of this Python) or `docker` (a container of `--image` in the
+    Docker engine DOCKER_HOST names, exactly as a cluster runs it; docs/cluster.md, "The image")."""
+    image: str = IMAGE
+    """Image of the steps with `--runner docker` (default: the local tag the documented build gives)."""
 
 
 @dataclass
@@ -80,6 +88,9 @@ class RemoteOptions:
     service_account: str | None = None
     """Service account of the run's pods (default: the namespace's, `default-editor` in a profile, with the
     rights k8s/profile grants it); another one needs the same rights plus KFP's own."""
+    image: str = field(kw_only=True)
+    """Container image of every step and of the training job, as your cluster pulls it (build docker/Dockerfile
+    and push it first, e.g. REGISTRY/asymvae:0.1.0)."""
 
     def connection(self) -> Any:
         """Where and as whom to call KFP."""
@@ -125,7 +136,7 @@ def _run_local(args: argparse.Namespace) -> int:
     if opts.set:
         params["overrides"] = list(params.get("overrides", [])) + list(opts.set)
     start = time.perf_counter()
-    run_dir, artifacts = run_local(opts.root, params)
+    run_dir, artifacts = run_local(opts.root, params, opts.runner, opts.image)
     print("\n" + "\n".join(summary_lines(run_dir, artifacts, time.perf_counter() - start)))
     return 0
 
@@ -140,7 +151,9 @@ def _run_submit(args: argparse.Namespace) -> int:
 
     o = from_args(SubmitOptions, args)
     params = parse_params(o.param)
-    run, registered = submit(o.connection(), params, o.experiment, o.run_name, o.pipeline_root, o.service_account)
+    run, registered = submit(
+        o.connection(), params, o.image, o.experiment, o.run_name, o.pipeline_root, o.service_account
+    )
     print(f"Started run {run.run_id} of {_version_line(registered)} in experiment {o.experiment!r} on {o.host}")
     return 0
 
@@ -150,7 +163,9 @@ def _run_schedule(args: argparse.Namespace) -> int:
 
     o = from_args(ScheduleOptions, args)
     params = parse_params(o.param)
-    job, registered = schedule(o.connection(), o.cron, params, o.experiment, o.name, o.pipeline_root, o.service_account)
+    job, registered = schedule(
+        o.connection(), o.cron, params, o.image, o.experiment, o.name, o.pipeline_root, o.service_account
+    )
     print(
         f"Scheduled {o.name!r} ({job.recurring_run_id}) of {_version_line(registered)} on {o.cron!r}: "
         "at most one run at a time, no catch-up"

@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+ENV_NAMES = (
+    "S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MINIO_ENDPOINT", "S3_USE_HTTPS", "S3_VERIFY_SSL",
+    "AWS_CA_BUNDLE", "AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY",
+    "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "ASYMVAE_S3_RETRIES",
+)  # fmt: skip
+"""Every environment variable `S3Settings.from_env` reads (for passing the store's settings into a container)."""
+
 PART_SIZE = 16 << 20
 """Multipart part size: objects above it are uploaded in parts."""
 
