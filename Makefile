@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: demo test lint install compile clean
+.PHONY: demo test lint install compile image clean
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ test: lint
 # Regenerate the committed pipeline and component YAML (tests fail while they are stale).
 compile: $(STAMP)
 	$(VENV)/bin/asymvae pipeline compile --out pipelines/asymvae_pipeline.yaml --components components
+
+# Build the image every pipeline step and training pod runs (docs/cluster.md, "The image") with podman or docker;
+# build arguments and secrets go in ARGS, e.g. ARGS="--build-arg LPIPS_WEIGHTS=none".
+IMAGE ?= asymvae:0.1.0
+ENGINE ?= $(shell command -v podman || command -v docker)
+image:
+	$(ENGINE) build -f docker/Dockerfile -t $(IMAGE) $(ARGS) .
 
 clean:
 	rm -rf work_dirs .pytest_cache

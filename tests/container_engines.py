@@ -101,7 +101,9 @@ def mirror_arguments(engine: str) -> list[str]:
         if local and engine != "podman":
             values = [v for v in values if not v.startswith(("file://", "/"))]  # only podman mounts during a build
         for folder in local if engine == "podman" else []:
-            args += ["--volume", f"{folder}:{folder}:ro"]
+            # a PEP 503 index `ROOT/simple` links to files beside it, under ROOT
+            mount = str(Path(folder).parent) if Path(folder).name == "simple" else folder
+            args += ["--volume", f"{mount}:{mount}:ro"]
         if values:
             args += ["--build-arg", f"{arg}={' '.join(values)}"]
     for key, secret in (("cert", "pip-cert"), ("constraint", "pip-constraints")):
