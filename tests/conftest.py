@@ -18,6 +18,15 @@ from asymvae.model.config import ModelConfig
 from asymvae.training.config import OptimConfig, TrainConfig
 from asymvae.training.experiment import ExperimentConfig
 
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When the image tests are selected, start building the image now, in the background (tests/test_image.py)."""
+    if any(item.nodeid.startswith("tests/test_image.py") for item in session.items):
+        from tests.container_engines import IMAGE_TAG, EarlyBuild
+
+        EarlyBuild.start(IMAGE_TAG)
+
+
 # Four levels (8x), as SD: AsymmetricAutoencoderKL's mask branch assumes that depth.
 TINY_BASE = dict(
     down_block_types=("DownEncoderBlock2D",) * 4,

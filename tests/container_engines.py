@@ -15,7 +15,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,8 @@ HOW_TO_GET_DOCKER = (
     "no Docker engine answers (DOCKER_HOST or /var/run/docker.sock): kfp.local's DockerRunner needs one; "
     "`. .ci/container-engines` starts one"
 )
+IMAGE_TAG = "localhost/asymvae:test"
+"""The image tests/test_image.py builds from the repository."""
 TEST_BASE = "localhost/asymvae-test-base:bookworm"
 """Debian bookworm minbase (Python 3.11, like the torch wheels this machine's index serves)."""
 
@@ -150,3 +154,37 @@ def into_docker(built: Built) -> None:
     save.stdout.close()
     if save.wait(timeout=60) != 0 or load.returncode != 0:
         raise RuntimeError(f"podman save {built.tag} | docker load failed: {load.stderr[-2000:]}")
+
+
+class EarlyBuild:
+    """The test image built (and handed to the Docker engine) in a background thread from the start of the test
+    session, so that the minutes of a cold build (mostly pip and writing layers) overlap the rest of the suite
+    instead of adding to it; the image tests wait for it."""
+
+    _future: Future | None = None
+
+    @classmethod
+    def start(cls, tag: str) -> None:
+        """Start building `tag` unless a build started already or no engine exists."""
+        if cls._future is not None or builder() is None:
+            return
+        cls._future = Future()
+
+        def run() -> None:
+            try:
+                built = build_image(tag)
+                if docker_api():
+                    into_docker(built)
+                cls._future.set_result(built)
+            except BaseException as e:  # handed to the test that waits for it
+                cls._future.set_exception(e)
+
+        threading.Thread(target=run, name="image-build", daemon=True).start()
+
+    @classmethod
+    def result(cls, tag: str) -> Built:
+        """The built image (starting the build now if nothing started it)."""
+        cls.start(tag)
+        if cls._future is None:
+            raise RuntimeError(HOW_TO_GET_ONE)
+        return cls._future.result()
