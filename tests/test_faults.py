@@ -30,6 +30,7 @@ from asymvae.data.manifest import MANIFEST_NAME, Manifest, load_manifest
 from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import iter_split
 from asymvae.data.stream_plan import Plan
+from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints
 from asymvae.training.run import train
 from tests.conftest import tiny_config
@@ -283,6 +284,16 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     changed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.batch_size=1")
     line = one_line_error(changed, "train")
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
+
+
+def test_a_second_run_into_a_held_output_folder_is_one_line_naming_the_holder(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    save_yaml(tiny_config(base_vae_dir, out), tmp_path / "run.yaml")
+    with own_folder(out, "the first run"):  # held by this process, as a run in progress holds it
+        second = asymvae("train", str(tmp_path / "run.yaml"))
+    line = one_line_error(second, "train")
+    assert f"{out} is in use by the first run (pid {os.getpid()} on " in line and "--output" in line
+    assert not (out / "checkpoints").exists(), "the second run wrote into the held folder"
 
 
 @pytest.mark.slow  # a training process interrupted, then resumed: ~40 s
