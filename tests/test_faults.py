@@ -356,6 +356,17 @@ def test_export_into_a_read_only_folder_and_onto_a_full_disk(asym_export_dir, tm
         assert os.listdir(disk.path) == [], "a failed export leaves nothing behind"
 
 
+def test_export_force_never_replaces_a_folder_asymvae_did_not_write(asym_export_dir, tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("the user's own file")
+    run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(theirs), "--force")
+    line = one_line_error(run, "export")
+    assert f"{theirs} exists and was not written by asymvae" in line and "Fix:" in line
+    assert os.listdir(theirs) == ["notes.txt"] and (theirs / "notes.txt").read_text() == "the user's own file"
+    assert sorted(os.listdir(tmp_path)) == ["theirs"], "the refused export left something behind"
+
+
 @pytest.mark.slow  # a training subprocess: ~40 s
 def test_training_onto_a_full_disk_stops_with_one_line_and_leaves_no_checkpoint(base_vae_dir, tmp_path):
     with small_disk(tmp_path / "small", 6 << 20) as disk:  # a checkpoint of the tiny run takes 11.5 MB
