@@ -31,7 +31,7 @@ from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import iter_split
 from asymvae.data.stream_plan import Plan
 from asymvae.storage.ownership import own_folder
-from asymvae.training.checkpoint import complete_checkpoints
+from asymvae.training.checkpoint import complete_checkpoints, write_marker
 from asymvae.training.run import train
 from tests.conftest import tiny_config
 from tests.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
@@ -294,6 +294,40 @@ def test_a_second_run_into_a_held_output_folder_is_one_line_naming_the_holder(ba
     line = one_line_error(second, "train")
     assert f"{out} is in use by the first run (pid {os.getpid()} on " in line and "--output" in line
     assert not (out / "checkpoints").exists(), "the second run wrote into the held folder"
+
+
+class _Planted:
+    """Unpickling it creates a file: what a pickle from anywhere may do."""
+
+    def __init__(self, witness: Path) -> None:
+        self.witness = witness
+
+    def __reduce__(self):
+        return (Path.touch, (self.witness,))
+
+
+@pytest.mark.slow  # trains, then one CLI run: ~40 s
+def test_a_checkpoint_is_safetensors_and_json_and_a_pickled_one_is_never_loaded(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2", "train.ema=true")
+    train(cfg)
+    save_yaml(cfg, tmp_path / "run.yaml")
+    (written,) = complete_checkpoints(out)
+    assert {p.suffix for p in written.iterdir() if p.is_file()} <= {".json", ".safetensors", ".yaml", ""}
+
+    # A checkpoint in accelerate's pickle files, as an earlier asymvae wrote them, with a planted payload.
+    old = tmp_path / "old" / "step-00000002"
+    shutil.copytree(written, old)
+    for state in old.glob("*.json"):
+        state.unlink()
+    witness = tmp_path / "code-ran"
+    torch.save(_Planted(witness), old / "custom_checkpoint_0.pkl")
+    torch.save(_Planted(witness), old / "random_states_0.pkl")
+    write_marker(old, {"step": 2, "images": 4})  # intact by its checksums: only its format is refused
+    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(old), "--set", "train.max_steps=4")
+    line = one_line_error(run, "train")
+    assert f"checkpoint {old} was written by an earlier asymvae in pickle files" in line and "Fix:" in line
+    assert not witness.exists(), "a pickle from the checkpoint was loaded"
 
 
 @pytest.mark.slow  # a training process interrupted, then resumed: ~40 s
