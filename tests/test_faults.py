@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -328,6 +329,36 @@ def test_a_checkpoint_is_safetensors_and_json_and_a_pickled_one_is_never_loaded(
     line = one_line_error(run, "train")
     assert f"checkpoint {old} was written by an earlier asymvae in pickle files" in line and "Fix:" in line
     assert not witness.exists(), "a pickle from the checkpoint was loaded"
+
+
+@pytest.mark.slow  # trains, then three CLI runs: ~70 s
+def test_a_checkpoint_of_another_model_is_named_and_a_changed_resume_is_recorded(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2")
+    train(cfg)
+    save_yaml(cfg, tmp_path / "run.yaml")
+    (written,) = complete_checkpoints(out)
+
+    other = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "model.decoder=x1.5")
+    line = one_line_error(other, "train")
+    assert f"checkpoint {written} was made for another model (model.decoder='base' there, 'x1.5' here)" in line
+
+    # Its config.yaml edited to claim the other model: the weights themselves are found not to fit.
+    lying = tmp_path / "lying" / written.name
+    shutil.copytree(written, lying)
+    (lying / "config.yaml").write_text((lying / "config.yaml").read_text().replace("decoder: base", "decoder: x1.5"))
+    write_marker(lying, {"step": 2, "images": 4})
+    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(lying), "--set", "model.decoder=x1.5")
+    line = one_line_error(run, "train")
+    assert f"checkpoint {lying} was made for another model: its weights do not fit this one" in line
+
+    changed = ["--set", "train.max_steps=4", "--set", "optim.lr=0.0005"]
+    resumed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", *changed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed with config changes since step-00000002 was written: optim.lr: 0.001 -> 0.0005" in resumed.stderr
+    (row,) = [json.loads(r) for r in (out / "logs" / "resumes.jsonl").read_text().splitlines()]
+    assert row["checkpoint"] == str(written) and row["step"] == 2
+    assert row["changes"] == {"optim.lr": [0.001, 0.0005], "train.max_steps": [2, 4]}
 
 
 @pytest.mark.slow  # a training process interrupted, then resumed: ~40 s

@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from asymvae.training.checkpoint import CheckpointError
+
 log = logging.getLogger(__name__)
 
 STATE_NAME = "trainer_state"
@@ -120,10 +122,17 @@ def save_state(folder: Path, models: list[nn.Module], objects: dict[str, Statefu
 
 def load_state(folder: Path, models: list[nn.Module], objects: dict[str, Stateful], rank: int) -> None:
     """Load what `save_state` wrote into the models and `objects`, and this process's generators (kept as
-    they are, with a note, when the checkpoint was written by fewer processes). Raises the loaders' errors
-    (a RuntimeError for weights that do not fit a model)."""
+    they are, with a note, when the checkpoint was written by fewer processes). Raises a CheckpointError
+    for weights that do not fit a model, the loaders' own errors for a damaged file."""
     for index, model in enumerate(models):
-        load_model(model, str(model_file(folder, index)), strict=True)
+        try:
+            load_model(model, str(model_file(folder, index)), strict=True)
+        except RuntimeError as e:  # torch's load_state_dict: missing, unexpected or differently shaped weights
+            detail = " ".join(str(e).split())[:300]
+            raise CheckpointError(
+                f"checkpoint {folder} was made for another model: its weights do not fit this one ({detail}). Fix: "
+                "resume with the config it was made with (its config.yaml), or start a new run (another --output)."
+            ) from None
     for name, obj in objects.items():
         obj.load_state_dict(read_state(folder, name))
     if (folder / f"rng-{rank}.json").is_file():

@@ -174,7 +174,8 @@ class Trainer:
         Without `path`, a damaged checkpoint (see `checkpoint.damage`) or one that cannot be loaded is
         skipped, with a warning that says why, for the one before it. Raises CheckpointError when `path` is
         not an intact checkpoint or no checkpoint of the run is, PositionError when the data position
-        cannot be continued (another batch size, other data).
+        cannot be continued (another batch size, other data). A checkpoint made for another model (a changed
+        `model.` key) is refused; other config changes are logged and recorded in `logs/resumes.jsonl`.
         """
         if path is not None:
             folder = Path(path).expanduser()
@@ -191,9 +192,16 @@ class Trainer:
                 return 0
         skipped = []
         for folder in candidates:
+            changes = ckpt.config_changes(folder, self.config_yaml)
+            ckpt.refuse_another_model(folder, changes)
             problem = self._load(folder)
             if problem is None:
                 log.info("resumed from %s at step %d", folder, self.state.step)
+                if changes:
+                    shown = ", ".join(f"{k}: {there!r} -> {here!r}" for k, (there, here) in changes.items())
+                    log.warning("resumed with config changes since %s was written: %s", folder.name, shown)
+                if self.accelerator.is_main_process:
+                    ckpt.record_resume(self.out, folder, self.state.step, changes)
                 if skipped:
                     log.warning("resumed from %s, the newest intact checkpoint; skipped %s", folder, "; ".join(skipped))
                 return self.state.step
