@@ -125,6 +125,15 @@ def test_an_unreadable_source_folder_is_one_line(tmp_path):
     assert "cannot list the folder (Permission denied)" in one_line_error(run, "prepare")
 
 
+def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_path):
+    out = tmp_path / "prepared"
+    with own_folder(out, "the first prepare"):
+        second = asymvae("prepare", DEMO, "--out", str(out), *SMALL)
+    line = one_line_error(second, "prepare")
+    assert f"{out} is in use by the first prepare (pid {os.getpid()} on " in line
+    assert not (out / MANIFEST_NAME).exists() and [p.name for p in out.iterdir()] == [".asymvae.lock"]
+
+
 def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
     root = tmp_path / "mostly_bad"
     root.mkdir()

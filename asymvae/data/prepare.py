@@ -28,6 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -44,6 +45,8 @@ from asymvae.data.shards import ShardWriter, encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, open_source
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import Store, open_store
+from asymvae.storage.local import LocalStore
+from asymvae.storage.ownership import own_folder
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +312,18 @@ def prepare(
     at once (`up_to_date`); a missing or damaged shard is rebuilt, and after an interruption the finished
     shards are kept. Raises `PrepareError` when more than `max_bad_share` of the images are bad (all of them
     listed in `bad-images.tsv` beside the manifest), `DataSourceError` / `StorageError` when the source or
-    the output cannot be used.
+    the output cannot be used. A local output folder is held for the whole run (`storage.ownership`): a second
+    prepare into it stops with one line naming this one.
     """
     cfg = cfg or PrepareConfig()
-    started = time.perf_counter()
     store = open_store(out)
     store.check(create=create_bucket)
+    with own_folder(store.root, f"asymvae prepare {spec}") if isinstance(store, LocalStore) else nullcontext():
+        return _prepare(spec, store, cfg, progress)
+
+
+def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> PrepareResult:
+    started = time.perf_counter()
     source = open_source(spec, split=cfg.split, image_column=cfg.image_column, max_samples=cfg.max_samples)
     total = len(source)
     if total == 0:
