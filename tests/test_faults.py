@@ -134,6 +134,17 @@ def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_p
     assert not (out / MANIFEST_NAME).exists() and [p.name for p in out.iterdir()] == [".asymvae.lock"]
 
 
+def test_prepare_never_overwrites_a_manifest_asymvae_did_not_write(tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    theirs = '{"name": "my project", "version": 3}'
+    (out / MANIFEST_NAME).write_text(theirs)
+    run = asymvae("prepare", DEMO, "--out", str(out), *SMALL)
+    line = one_line_error(run, "prepare")
+    assert f"{out / MANIFEST_NAME} exists and was not written by asymvae (format None" in line and "Fix:" in line
+    assert (out / MANIFEST_NAME).read_text() == theirs
+
+
 def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
     root = tmp_path / "mostly_bad"
     root.mkdir()

@@ -38,7 +38,14 @@ from PIL import Image
 from asymvae.config import apply_overrides
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
 from asymvae.data.images import as_bad_image, decode_image
-from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, read_manifest
+from asymvae.data.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    ShardInfo,
+    read_manifest,
+    written_by_asymvae,
+)
 from asymvae.data.scan import BAD_LIST_NAME, bad_image_lines, bad_image_table, check_images
 from asymvae.data.shard_sink import SPLITS, ShardSink, SplitState, verify_shards
 from asymvae.data.shards import ShardWriter, encode_mask
@@ -201,10 +208,16 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
 
 def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None, set[str]]:
     """The manifest already in `store` if it has this fingerprint and every shard it lists is whole (size
-    and sha256 as recorded), and the names of the shards found whole (reused by a resume)."""
+    and sha256 as recorded), and the names of the shards found whole (reused by a resume). A manifest.json
+    asymvae did not write raises a ManifestError: it is never overwritten."""
     try:
         manifest = read_manifest(store)
-    except ManifestError:  # not ours or damaged: prepare anew (store errors still propagate)
+    except ManifestError as e:  # ours but damaged: prepared anew; another tool's: never overwritten
+        if not written_by_asymvae(store.get(MANIFEST_NAME).decode(errors="replace")):
+            raise ManifestError(
+                f"{store.url(MANIFEST_NAME)} exists and was not written by asymvae ({e.__cause__}), so prepare does "
+                "not overwrite it. Fix: move it away, or prepare into another folder."
+            ) from None
         return None, set()
     if manifest is None or manifest.fingerprint != fingerprint:
         return None, set()
