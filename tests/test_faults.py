@@ -452,6 +452,23 @@ def test_export_force_never_replaces_a_folder_asymvae_did_not_write(asym_export_
     assert sorted(os.listdir(tmp_path)) == ["theirs"], "the refused export left something behind"
 
 
+def test_inpaint_never_writes_over_a_png_asymvae_did_not_write(tmp_path):
+    _png(tmp_path / "in.png", 1)
+    _png(tmp_path / "mask.png", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    _png(out / "prompt0_0.png", 3)  # the user's own picture, by chance named like an output
+    theirs = (out / "prompt0_0.png").read_bytes()
+    run = asymvae(
+        "inpaint", "--vae", str(tmp_path / "vae"), "--pipeline", str(tmp_path / "pipeline"),
+        "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--prompt", "a cat",
+        "--out", str(out),
+    )  # fmt: skip
+    line = one_line_error(run, "inpaint")
+    assert f"{out / 'prompt0_0.png'} exists and was not written by asymvae inpaint" in line and "Fix:" in line
+    assert (out / "prompt0_0.png").read_bytes() == theirs and os.listdir(out) == ["prompt0_0.png"]
+
+
 @pytest.mark.slow  # a training subprocess: ~40 s
 def test_training_onto_a_full_disk_stops_with_one_line_and_leaves_no_checkpoint(base_vae_dir, tmp_path):
     with small_disk(tmp_path / "small", 6 << 20) as disk:  # a checkpoint of the tiny run takes 11.5 MB
