@@ -307,6 +307,18 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
 
 
+def test_training_refuses_at_once_an_export_folder_asymvae_did_not_write(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    (out / "step4").mkdir(parents=True)
+    (out / "step4" / "notes.txt").write_text("the user's own file")
+    save_yaml(tiny_config(base_vae_dir, out), tmp_path / "run.yaml")
+    run = asymvae("train", str(tmp_path / "run.yaml"))
+    line = one_line_error(run, "train")
+    assert f"{out / 'step4'} exists and was not written by asymvae" in line
+    assert not (out / "checkpoints").exists(), "it trained first, to be refused at the end"
+    assert os.listdir(out / "step4") == ["notes.txt"]
+
+
 def test_a_second_run_into_a_held_output_folder_is_one_line_naming_the_holder(base_vae_dir, tmp_path):
     out = tmp_path / "run"
     save_yaml(tiny_config(base_vae_dir, out), tmp_path / "run.yaml")

@@ -32,12 +32,12 @@ from asymvae.errors import UserError
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
 from asymvae.storage.faults import writing
-from asymvae.storage.local import publish, staging_dir
+from asymvae.storage.local import check_replaceable, publish, staging_dir
 from asymvae.training import checkpoint as ckpt
 from asymvae.training import metrics as live_metrics
 from asymvae.training.config import TrainConfig
 from asymvae.training.experiment import ExperimentConfig
-from asymvae.training.output import write_export
+from asymvae.training.output import export_dir, write_export
 from asymvae.training.state_files import STATE_NAME, is_state_folder, load_state, save_state
 from asymvae.training.step import TrainStep
 
@@ -102,6 +102,8 @@ class Trainer:
         self.cfg = cfg
         self.out = cfg.output_dir
         t = cfg.train
+        # The export this run will write: refused now, not after the training, when it is not asymvae's.
+        check_replaceable(export_dir(self.out, t.max_steps))
         # One process may train several configs in turn (a `preset:` base first): accelerate keeps its
         # settings in process-wide singletons, so clear them (the process group in PartialState stays).
         AcceleratorState._reset_state(reset_partial_state=False)
