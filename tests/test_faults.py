@@ -481,6 +481,16 @@ def test_inpaint_never_writes_over_a_png_asymvae_did_not_write(tmp_path):
     assert (out / "prompt0_0.png").read_bytes() == theirs and os.listdir(out) == ["prompt0_0.png"]
 
 
+def test_eval_never_overwrites_a_report_file_asymvae_did_not_write(asym_export_dir, base_vae_dir, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"my": "own results"}')
+    run = asymvae("eval", str(asym_export_dir), "--baseline", str(base_vae_dir), "--data", DEMO, "--out", str(out))
+    line = one_line_error(run, "eval")
+    assert f"{out / 'metrics.json'} exists and was not written by asymvae" in line and "Fix:" in line
+    assert os.listdir(out) == ["metrics.json"] and (out / "metrics.json").read_text() == '{"my": "own results"}'
+
+
 @pytest.mark.slow  # a training subprocess: ~40 s
 def test_training_onto_a_full_disk_stops_with_one_line_and_leaves_no_checkpoint(base_vae_dir, tmp_path):
     with small_disk(tmp_path / "small", 6 << 20) as disk:  # a checkpoint of the tiny run takes 11.5 MB
