@@ -165,6 +165,36 @@ def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
     assert not (out / MANIFEST_NAME).exists()
 
 
+def test_re_preparing_replaces_the_whole_dataset_and_keeps_what_others_wrote(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        _png(root / f"img{i:02d}.png", i)
+    (root / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    cfg = PrepareConfig(min_side=16, max_side=48, max_bad_share=0.2, workers=1)
+    first = prepare(str(root), str(out), cfg, progress=False)
+    assert first.bad_list and (out / "bad-images.tsv").exists()
+    (out / "notes.txt").write_text("mine")
+    old_folder = out / first.manifest.shards[0].name.split("/")[0]
+    (old_folder / "mine.txt").write_text("mine too")
+    interrupted = out / "shards-0123456789abcdef"  # an interrupted prepare of yet another config
+    interrupted.mkdir()
+    shutil.copy(out / first.manifest.shards[0].name, interrupted / "train-000000.tar")
+    receipt = json.loads((out / first.manifest.shards[0].name.replace(".tar", ".json")).read_text())
+    receipt["name"] = f"{interrupted.name}/train-000000.tar"
+    (interrupted / "train-000000.json").write_text(json.dumps(receipt))
+
+    (root / "broken.png").unlink()
+    second = prepare(str(root), str(out), PrepareConfig(min_side=16, max_side=32, workers=1), progress=False)
+    assert second.bad_list is None and not (out / "bad-images.tsv").exists()
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == sorted({s.name.split("/")[0] for s in second.manifest.shards} | {old_folder.name})
+    assert [p.name for p in old_folder.iterdir()] == ["mine.txt"] and not interrupted.exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert load_manifest(str(out))[0].fingerprint == second.manifest.fingerprint
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A damaged dataset: named by the readers, rebuilt by prepare
 

@@ -9,7 +9,9 @@ Layout of the output (a local folder or `s3://bucket/prefix`):
     bad-images.tsv                     every unusable image with its reason (only when there are any)
 
 `<fingerprint>` hashes the source's fingerprint and the config, so shards of different inputs never
-mix and an older manifest stays valid (with its shards) until a new one replaces it. Shard contents are
+mix and an older manifest stays valid (with its shards) until a new one replaces it; then the old
+dataset's shard folder, the shard folders of interrupted runs of other inputs (in a local folder, held by
+this run) and an old bad-image list go (`superseded`: only what asymvae wrote there). Shard contents are
 a pure function of the inputs: images are processed in parallel but written in source order, so a
 re-run reproduces the same bytes, and an interrupted run keeps every shard whose receipt is present and
 whose object has the recorded size and sha256; a re-run checks every shard the same way and rebuilds a
@@ -50,6 +52,7 @@ from asymvae.data.scan import BAD_LIST_NAME, bad_image_lines, bad_image_table, c
 from asymvae.data.shard_sink import SPLITS, ShardSink, SplitState, verify_shards
 from asymvae.data.shards import ShardWriter, encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, open_source
+from asymvae.data.superseded import remove_superseded
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import Store, open_store
 from asymvae.storage.local import LocalStore
@@ -206,10 +209,11 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
 # The run
 
 
-def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None, set[str]]:
-    """The manifest already in `store` if it has this fingerprint and every shard it lists is whole (size
-    and sha256 as recorded), and the names of the shards found whole (reused by a resume). A manifest.json
-    asymvae did not write raises a ManifestError: it is never overwritten."""
+def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None, Manifest | None, set[str]]:
+    """The manifest already in `store` (None when there is none or it is damaged); the same if it has this
+    fingerprint and every shard it lists is whole (size and sha256 as recorded), else None; and the names of
+    the shards found whole (reused by a resume). A manifest.json asymvae did not write raises a
+    ManifestError: it is never overwritten."""
     try:
         manifest = read_manifest(store)
     except ManifestError as e:  # ours but damaged: prepared anew; another tool's: never overwritten
@@ -218,12 +222,12 @@ def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None,
                 f"{store.url(MANIFEST_NAME)} exists and was not written by asymvae ({e.__cause__}), so prepare does "
                 "not overwrite it. Fix: move it away, or prepare into another folder."
             ) from None
-        return None, set()
+        return None, None, set()
     if manifest is None or manifest.fingerprint != fingerprint:
-        return None, set()
+        return manifest, None, set()
     problems = verify_shards(store, [(s.name, s.sha256, s.bytes) for s in manifest.shards])
     whole = {s.name for s, why in zip(manifest.shards, problems, strict=True) if why is None}
-    return (manifest if len(whole) == len(manifest.shards) else None), whole
+    return manifest, (manifest if len(whole) == len(manifest.shards) else None), whole
 
 
 def _results(
@@ -345,7 +349,7 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
     src_fp = source_fingerprint(source, spec, names)
     fingerprint = run_fingerprint(src_fp, cfg.output_settings())
     manifest_uri = store.url(MANIFEST_NAME)
-    existing, whole = _existing_manifest(store, fingerprint)
+    previous, existing, whole = _existing_manifest(store, fingerprint)
     if existing is not None:
         log.info("%s is up to date (fingerprint %s, %d shards verified)", manifest_uri, fingerprint[:16], len(whole))
         listed = store.url(BAD_LIST_NAME) if existing.bad.get("count") else None
@@ -400,6 +404,7 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
     if manifest.samples("train") == 0:
         raise PrepareError(f"no usable training image in {source.description}.\n{bad_summary(report, listed_in)}")
     store.put(MANIFEST_NAME, manifest.to_json().encode())  # last: only now is the dataset visible
+    remove_superseded(store, sink.folder, previous, abandoned=isinstance(store, LocalStore), bad_list=bool(bad))
     log.info(
         "wrote %s: %d train / %d val samples in %d shards",
         manifest_uri,

@@ -176,8 +176,14 @@ class LocalStore(Store):
         return sorted(found, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
-        """Remove the file if present."""
-        self._path(key).unlink(missing_ok=True)
+        """Remove the file if present, then each folder above it (below the root) that this left empty, as
+        an object store has no folders to leave behind."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root) or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
     def check(self, create: bool = False) -> None:
         """The root must be a folder (or creatable) and writable."""
