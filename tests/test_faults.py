@@ -26,13 +26,14 @@ import pytest
 import torch
 from PIL import Image
 
-from asymvae.config import save_yaml
+from asymvae.config import ConfigError, save_yaml
 from asymvae.data.manifest import MANIFEST_NAME, Manifest, load_manifest
 from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import iter_split
 from asymvae.data.stream_plan import Plan
 from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints, write_marker
+from asymvae.training.presets import load_experiment
 from asymvae.training.run import train
 from tests.conftest import tiny_config
 from tests.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
@@ -335,6 +336,16 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     changed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.batch_size=1")
     line = one_line_error(changed, "train")
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
+
+
+def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path):
+    run = asymvae("train", "demo", "--set", "name=../escape", "--set", "train.max_steps=1")
+    line = one_line_error(run, "train")
+    assert "name '../escape' is not a plain folder name" in line and "Fix:" in line
+    assert not (ROOT / "escape").exists()
+    for name in ("a/b", "..", ""):
+        with pytest.raises(ConfigError, match="is not a plain folder name"):
+            load_experiment("demo", [f"name={name}"])
 
 
 def test_training_refuses_at_once_an_export_folder_asymvae_did_not_write(base_vae_dir, tmp_path):
