@@ -146,6 +146,21 @@ def test_prepare_never_overwrites_a_manifest_asymvae_did_not_write(tmp_path):
     assert (out / MANIFEST_NAME).read_text() == theirs
 
 
+def test_an_extreme_aspect_ratio_is_skipped_as_too_narrow_not_trained_as_a_sliver(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        _png(root / f"img{i:02d}.png", i)
+    Image.new("RGB", (10000, 70), (200, 30, 30)).save(root / "panorama.png")
+    out = tmp_path / "out"
+    cfg = PrepareConfig(min_side=16, max_side=1024, max_bad_share=0.2, workers=1)
+    result = prepare(str(root), str(out), cfg, progress=False)
+    reasons = {item["name"]: item["reason"] for item in result.manifest.bad["files"]}
+    narrow = "too narrow: 10000x70 becomes 1024x7 with its long side shrunk to 1024, short side < 16"
+    assert reasons == {"panorama.png": narrow} and result.manifest.bad["kinds"] == {"too_small": 1}
+    assert result.manifest.samples("train") + result.manifest.samples("val") == 12
+
+
 def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
     root = tmp_path / "mostly_bad"
     root.mkdir()

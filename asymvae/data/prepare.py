@@ -39,7 +39,7 @@ from PIL import Image
 
 from asymvae.config import apply_overrides
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
-from asymvae.data.images import as_bad_image, decode_image
+from asymvae.data.images import as_bad_image, decode_image, shrunk_size
 from asymvae.data.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -78,7 +78,8 @@ class PrepareConfig:
     max_side: int = 1024
     """Longest side after resizing (images are only ever shrunk, keeping their aspect ratio)."""
     min_side: int = 64
-    """Images whose short side is below this are skipped as too small."""
+    """Images whose short side is below this are skipped as too small, before or after shrinking to
+    `max_side` (so an extreme aspect ratio, such as 10000x70 at max_side 1024, is skipped as too narrow)."""
     val_fraction: float = 0.05
     """Share of images put in the validation split, chosen by a hash of each image's name (stable when the
     source grows)."""
@@ -152,11 +153,9 @@ def prepare_config(overrides: list[str]) -> PrepareConfig:
 
 def resize_max_side(image: Image.Image, max_side: int) -> Image.Image:
     """Shrink so that the longest side is at most `max_side` (never enlarges)."""
-    w, h = image.size
-    if max(w, h) <= max_side:
+    size = shrunk_size(*image.size, max_side)
+    if size == image.size:
         return image
-    scale = max_side / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
@@ -172,7 +171,7 @@ def encode_image(image: Image.Image, cfg: PrepareConfig) -> tuple[str, bytes]:
 
 def convert(source: ImageSource, i: int, cfg: PrepareConfig) -> tuple[Image.Image, tuple[int, int]]:
     """Decode and validate image `i`, convert to RGB and resize; returns it and its original size."""
-    image = decode_image(source.load(i), cfg.min_side)
+    image = decode_image(source.load(i), cfg.min_side, cfg.max_side)
     return resize_max_side(image, cfg.max_side), image.size
 
 
@@ -316,7 +315,7 @@ def _check_rest(
     """[name, reason, kind] of the bad images among `tasks`, found by checking them without converting."""
     log.info("too many unusable images: checking the other %d without converting them, to list them all", len(tasks))
     name_of = {i: name for i, name, _ in tasks}
-    checked = check_images(source, list(name_of), cfg.min_side, progress)
+    checked = check_images(source, list(name_of), cfg.min_side, progress, max_side=cfg.max_side)
     return [[name_of[i], error.reason, error.kind] for i, error in checked if error is not None]
 
 
