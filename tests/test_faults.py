@@ -30,6 +30,7 @@ from asymvae.config import ConfigError, save_yaml
 from asymvae.data.manifest import MANIFEST_NAME, Manifest, load_manifest
 from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import iter_split
+from asymvae.data.sources import DataSourceError, open_source
 from asymvae.data.stream_plan import Plan
 from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints, write_marker
@@ -124,6 +125,19 @@ def test_an_unreadable_source_folder_is_one_line(tmp_path):
     finally:
         root.chmod(0o755)
     assert "cannot list the folder (Permission denied)" in one_line_error(run, "prepare")
+
+
+def test_a_mistyped_local_folder_is_named_at_once_not_tried_as_a_hub_dataset(tmp_path, monkeypatch):
+    (tmp_path / "photos" / "trip").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    expected = {
+        "photos/trp": f"no such folder ({tmp_path / 'photos' / 'trp'}; {tmp_path / 'photos'} exists)",
+        "photoss/": f"no such folder ({tmp_path / 'photoss'})",
+    }
+    for spec, fragment in expected.items():
+        with pytest.raises(DataSourceError) as info:
+            open_source(spec)
+        assert f"data.source {spec!r}: {fragment}. Fix:" in str(info.value)
 
 
 def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_path):
