@@ -27,9 +27,9 @@ import torch
 from PIL import Image
 
 from asymvae.config import ConfigError, save_yaml
-from asymvae.data.manifest import MANIFEST_NAME, Manifest, load_manifest
+from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from asymvae.data.prepare import PrepareConfig, prepare
-from asymvae.data.shards import iter_split
+from asymvae.data.shards import RecordError, iter_split
 from asymvae.data.sources import DataSourceError, open_source
 from asymvae.data.stream_plan import Plan
 from asymvae.storage.ownership import own_folder
@@ -227,6 +227,26 @@ def test_re_preparing_replaces_the_whole_dataset_and_keeps_what_others_wrote(tmp
 
 # ----------------------------------------------------------------------------------------------------------
 # A damaged dataset: named by the readers, rebuilt by prepare
+
+
+def test_a_manifest_whose_sample_counts_were_lowered_is_not_trusted(tmp_path):
+    out = tmp_path / "prepared"
+    _demo_dataset(out)
+    original = json.loads((out / MANIFEST_NAME).read_text())
+    lowered = json.loads(json.dumps(original))  # one val shard said to hold one sample less, totals to match
+    lowered["shards"][-1]["samples"] -= 1
+    lowered["splits"]["val"]["samples"] -= 1
+    assert lowered["shards"][-1]["split"] == "val"
+    (out / MANIFEST_NAME).write_text(json.dumps(lowered))
+    held = original["shards"][-1]["samples"]
+    shard = original["shards"][-1]["name"]
+    with pytest.raises(RecordError, match=f"{shard} holds {held} records, its manifest says {held - 1}"):
+        list(iter_split(str(out), "val"))
+    totals_only = json.loads(json.dumps(original))
+    totals_only["splits"]["train"]["samples"] -= 5
+    (out / MANIFEST_NAME).write_text(json.dumps(totals_only))
+    with pytest.raises(ManifestError, match="split 'train' records .* its shards hold"):
+        load_manifest(str(out))
 
 
 @pytest.mark.slow  # three CLI runs with a model: ~90 s on a busy 2-core machine
