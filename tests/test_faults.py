@@ -13,6 +13,8 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -552,6 +554,23 @@ def test_export_force_never_replaces_a_folder_asymvae_did_not_write(asym_export_
     assert f"{theirs} exists and was not written by asymvae" in line and "Fix:" in line
     assert os.listdir(theirs) == ["notes.txt"] and (theirs / "notes.txt").read_text() == "the user's own file"
     assert sorted(os.listdir(tmp_path)) == ["theirs"], "the refused export left something behind"
+
+
+def test_a_temporary_folder_a_killed_export_left_is_removed_by_the_next_export(asym_export_dir, tmp_path):
+    target = tmp_path / "out"
+    command = [sys.executable, "-m", "asymvae", "export", str(asym_export_dir), *DIFFUSERS, str(target)]
+    export = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prefix = f".out.tmp-{socket.gethostname()}-"
+    while not any(p.name.startswith(prefix) for p in tmp_path.iterdir()) and export.poll() is None:
+        time.sleep(0.05)
+    export.send_signal(signal.SIGTERM)
+    assert export.wait() == -signal.SIGTERM
+    (left,) = [p.name for p in tmp_path.iterdir()]
+    assert left == f"{prefix}{export.pid}"
+    (tmp_path / "mine.tmp-1").mkdir()  # not asymvae's: stays
+    run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(target))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.tmp-1", "out"]
 
 
 def test_inpaint_never_writes_over_a_png_asymvae_did_not_write(tmp_path):
