@@ -151,6 +151,23 @@ def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_p
     assert not (out / MANIFEST_NAME).exists() and [p.name for p in out.iterdir()] == [".asymvae.lock"]
 
 
+def test_a_sigterm_stops_prepare_and_its_workers_with_one_line(tmp_path):
+    source, out = "builtin:demo?count=400&size=256", tmp_path / "out"
+    command = [sys.executable, "-m", "asymvae", "prepare", source, "--out", str(out), "--set", "prepare.workers=2"]
+    command += ["--set", "prepare.image_format=png"]
+    run = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "preparing 400 images" not in seen and (line := run.stderr.readline()):
+        seen += line
+    time.sleep(0.5)  # the workers are converting images
+    run.send_signal(signal.SIGTERM)
+    rest = run.stderr.read()
+    assert run.wait() == 128 + signal.SIGTERM, rest
+    assert "Traceback" not in rest and "BrokenPipeError" not in rest, rest
+    assert rest.strip().splitlines()[-1] == "asymvae prepare: stopped by SIGTERM"
+    assert not (out / MANIFEST_NAME).exists()
+
+
 def test_prepare_never_overwrites_a_manifest_asymvae_did_not_write(tmp_path):
     out = tmp_path / "project"
     out.mkdir()

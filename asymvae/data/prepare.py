@@ -53,6 +53,7 @@ from asymvae.data.shard_sink import SPLITS, ShardSink, SplitState, verify_shards
 from asymvae.data.shards import ShardWriter, encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, open_source
 from asymvae.data.superseded import remove_superseded
+from asymvae.data.termination import default_sigterm, sigterm_stops
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import Store, open_store
 from asymvae.storage.local import LocalStore
@@ -184,6 +185,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(source: ImageSource, cfg: PrepareConfig) -> None:
+    default_sigterm()  # the pool ends its workers with SIGTERM: they stop at once, without a traceback
     _WORKER.update(source=source, cfg=cfg)
 
 
@@ -239,7 +241,7 @@ def _results(
         return
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     chunk = max(1, min(32, len(tasks) // (workers * 8)))
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(source, cfg)) as pool:
+    with sigterm_stops(), ctx.Pool(workers, initializer=_init_worker, initargs=(source, cfg)) as pool:
         yield from pool.imap(_process, tasks, chunksize=chunk)
 
 
