@@ -244,6 +244,18 @@ def test_re_preparing_replaces_the_whole_dataset_and_keeps_what_others_wrote(tmp
     assert load_manifest(str(out))[0].fingerprint == second.manifest.fingerprint
 
 
+def test_an_s3_endpoint_url_carrying_credentials_is_one_line_that_shows_no_secret(tmp_path):
+    env = {
+        "S3_ENDPOINT": "",
+        "AWS_ENDPOINT_URL_S3": "",
+        "AWS_ENDPOINT_URL": "http://AKIAUSER:top-secret-42@127.0.0.1:9",
+    }
+    run = asymvae("prepare", DEMO, "--out", "s3://bucket/data", *SMALL, env=env)
+    line = one_line_error(run, "prepare")
+    assert "the S3 endpoint (127.0.0.1:9) is given with credentials in its URL" in line and "Fix:" in line
+    assert "top-secret-42" not in run.stderr and "AKIAUSER" not in run.stderr
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A damaged dataset: named by the readers, rebuilt by prepare
 

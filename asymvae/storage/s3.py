@@ -96,6 +96,12 @@ class S3Settings:
             parts = urlsplit(endpoint)
             secure = parts.scheme == "https"
             endpoint = parts.netloc
+        if "@" in endpoint:  # user:password@host: the message shows only the host
+            raise StorageError(
+                f"the S3 endpoint ({endpoint.rpartition('@')[2]}) is given with credentials in its URL "
+                "(user:password@); asymvae takes none from a URL and shows none. Fix: set the endpoint as "
+                "http(s)://host:port and the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+            )
         use_https = _env("S3_USE_HTTPS")
         if use_https is not None:
             secure = _flag(use_https)
