@@ -34,6 +34,7 @@ from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import RecordError, iter_split
 from asymvae.data.sources import DataSourceError, open_source
 from asymvae.data.stream_plan import Plan
+from asymvae.errors import UserError
 from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints, write_marker
 from asymvae.training.presets import load_experiment
@@ -426,6 +427,16 @@ def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path):
     for name in ("a/b", "..", ""):
         with pytest.raises(ConfigError, match="is not a plain folder name"):
             load_experiment("demo", [f"name={name}"])
+
+
+def test_a_batch_larger_than_the_dataset_is_a_user_error_not_a_traceback(base_vae_dir, tmp_path):
+    cfg = tiny_config(base_vae_dir, tmp_path / "run", "data.max_samples=6", "train.batch_size=8")
+    with pytest.raises(UserError) as info:
+        train(cfg)
+    assert str(info.value) == (
+        "the data has 6 usable images, fewer than one global batch of 8 (8 per process x 1 processes). "
+        "Fix: add images, or lower train.batch_size to at most 6."
+    )
 
 
 def test_training_refuses_at_once_an_export_folder_asymvae_did_not_write(base_vae_dir, tmp_path):
