@@ -29,12 +29,14 @@ import torch
 from PIL import Image
 
 from asymvae.config import ConfigError, save_yaml
+from asymvae.data.images import decode_image
 from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import RecordError, iter_split
 from asymvae.data.sources import DataSourceError, open_source
 from asymvae.data.stream_plan import Plan
 from asymvae.errors import UserError
+from asymvae.inpaint.request import read_request
 from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints, write_marker
 from asymvae.training.presets import load_experiment
@@ -611,6 +613,21 @@ def test_a_temporary_folder_a_killed_export_left_is_removed_by_the_next_export(a
     run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(target))
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.tmp-1", "out"]
+
+
+def test_inpaint_reads_its_image_as_prepare_does_alpha_over_white_and_exif_turned(tmp_path):
+    rgba = np.zeros((32, 64, 4), dtype=np.uint8)
+    rgba[..., 1] = 200  # green everywhere, transparent on the left half
+    rgba[:, 32:, 3] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees: 32 wide, 64 high
+    Image.fromarray(rgba).save(tmp_path / "in.png", exif=exif)
+    Image.new("L", (32, 64), 255).save(tmp_path / "mask.png")  # drawn on the image as shown
+    request = read_request(tmp_path / "in.png", tmp_path / "mask.png", ["a cat"])
+    assert request.image.size == request.mask.size == (32, 64)
+    assert request.image.tobytes() == decode_image(tmp_path / "in.png").tobytes()
+    assert request.image.getpixel((16, 0)) == (255, 255, 255)  # the transparent half over white, as prepare
+    assert request.image.getpixel((16, 63)) == (0, 200, 0)
 
 
 def test_inpaint_never_writes_over_a_png_asymvae_did_not_write(tmp_path):

@@ -212,6 +212,23 @@ def decode_image(data: ImageInput, min_side: int = 0, max_side: int | None = Non
     img = _open(data)
     _check_size(img, min_side, max_side)
     _load(img)
+    return _to_rgb(_oriented(img))
+
+
+def decode_mask_image(data: ImageInput) -> Image.Image:
+    """Decodes a mask like `decode_image` (checked, EXIF orientation applied, so it lines up with its
+    image), but into 8-bit greyscale (`L`): a mask's values are its grey levels, and any alpha is ignored."""
+    img = _open(data)
+    _check_size(img, 0, None)
+    _load(img)
+    try:
+        return _oriented(img).convert("L")
+    except (ValueError, OSError) as e:
+        raise BadImageError(f"unsupported mask mode {img.mode!r} ({e})", "unsupported") from e
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation tag says (unchanged without one)."""
     try:
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # malformed EXIF must not cost us an otherwise good image
@@ -220,4 +237,4 @@ def decode_image(data: ImageInput, min_side: int = 0, max_side: int | None = Non
         # A broken orientation tag should not cost an otherwise good image: keep the stored orientation.
         with contextlib.suppress(Exception):
             img = ImageOps.exif_transpose(img)
-    return _to_rgb(img)
+    return img
