@@ -658,6 +658,19 @@ def test_eval_never_overwrites_a_report_file_asymvae_did_not_write(asym_export_d
 
 
 @pytest.mark.slow  # a training subprocess: ~40 s
+def test_an_output_path_through_a_file_is_one_line(base_vae_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    out = tmp_path / "notes.txt" / "out"
+    run = asymvae("prepare", DEMO, "--out", str(out), *SMALL)
+    line = one_line_error(run, "prepare")
+    assert line.endswith(
+        f"{out}: Not a directory (ENOTDIR). Fix: a part of that path is a file, not a folder: choose another location."
+    )
+    with pytest.raises(UserError, match="Not a directory"):
+        train(tiny_config(base_vae_dir, out))
+    assert (tmp_path / "notes.txt").read_text() == "a file"
+
+
 def test_training_onto_a_full_disk_stops_with_one_line_and_leaves_no_checkpoint(base_vae_dir, tmp_path):
     with small_disk(tmp_path / "small", 6 << 20) as disk:  # a checkpoint of the tiny run takes 11.5 MB
         cfg = tiny_config(base_vae_dir, disk.path / "run")
