@@ -19,8 +19,10 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +259,37 @@ def test_an_s3_endpoint_url_carrying_credentials_is_one_line_that_shows_no_secre
     line = one_line_error(run, "prepare")
     assert "the S3 endpoint (127.0.0.1:9) is given with credentials in its URL" in line and "Fix:" in line
     assert "top-secret-42" not in run.stderr and "AKIAUSER" not in run.stderr
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    """A web server, not S3: every request gets the same HTML page."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Welcome to our intranet</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_PUT = do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_endpoint_that_is_not_s3_is_one_line(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"127.0.0.1:{server.server_address[1]}"
+        env = {"S3_ENDPOINT": endpoint, "S3_USE_HTTPS": "0", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+        run = asymvae("prepare", DEMO, "--out", "s3://bucket/data", *SMALL, env=env)
+    finally:
+        server.shutdown()
+    line = one_line_error(run, "prepare")
+    assert f"the S3 endpoint http://{endpoint} gave an answer that is not S3's while trying to" in line
+    assert "Fix: point S3_ENDPOINT (or AWS_ENDPOINT_URL) at an S3 server" in line
 
 
 # ----------------------------------------------------------------------------------------------------------

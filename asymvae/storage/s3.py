@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit
+from xml.etree.ElementTree import ParseError
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error, ServerError
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from asymvae.storage.base import CHUNK, ObjectInfo, StorageError, Store
 
@@ -251,6 +252,12 @@ class S3Store(Store):
                     "S3 %s failed (%s), retry %d/%d in %.1f s", action, type(e).__name__, attempt + 1, s.retries, delay
                 )
                 time.sleep(delay)
+            except (InvalidResponseError, ParseError, ValueError) as e:  # minio could not parse the answer
+                raise StorageError(
+                    f"the S3 endpoint {s.endpoint_url} gave an answer that is not S3's while trying to {action} in "
+                    f"bucket {self.bucket!r} ({type(e).__name__}: {str(e)[:200]}). Fix: point S3_ENDPOINT (or "
+                    "AWS_ENDPOINT_URL) at an S3 server, not at a web page or a proxy's error page."
+                ) from None
         raise AssertionError("unreachable")
 
     def _name(self, key: str) -> str:
