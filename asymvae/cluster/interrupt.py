@@ -9,14 +9,26 @@ catches it, deletes the job and re-raises.
 from __future__ import annotations
 
 import signal
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from asymvae.cluster.errors import JobInterrupted
-from asymvae.data.termination import sigterm_raises
 
 
-def stop_on_sigterm() -> AbstractContextManager[None]:
+def _raise(signum: int, frame: Any) -> None:
+    raise JobInterrupted(f"received {signal.Signals(signum).name}: the step was told to stop")
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
     """Within the block, SIGTERM raises JobInterrupted (main thread only; elsewhere this does nothing)."""
-    return sigterm_raises(
-        lambda signum: JobInterrupted(f"received {signal.Signals(signum).name}: the step was told to stop")
-    )
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
