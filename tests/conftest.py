@@ -19,6 +19,11 @@ from asymvae.training.config import OptimConfig, TrainConfig
 from asymvae.training.experiment import ExperimentConfig
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The image tests last: the image they need builds in the background meanwhile (tests/test_image.py)."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_image.py"))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When the image tests are selected, start building the image now, in the background (tests/test_image.py)."""
     if any(item.nodeid.startswith("tests/test_image.py") for item in session.items):

@@ -70,13 +70,19 @@ def image_exists(engine: str, image: str) -> bool:
     return subprocess.run([engine, "image", "inspect", image], capture_output=True, timeout=60).returncode == 0
 
 
+LOW_PRIORITY = ["nice", "-n", "19"]
+"""Prefix of the build commands run in the background: the tests running meanwhile keep the CPU."""
+
+
 def base_image(engine: str) -> str:
     """TEST_BASE, built from Debian's archive with mmdebstrap unless `engine` has it already."""
     if not image_exists(engine, TEST_BASE):
         with tempfile.TemporaryDirectory(prefix="asymvae-base-") as tmp:
             tar = Path(tmp) / "base.tar"
             subprocess.run(
-                ["mmdebstrap", "--quiet", "--variant=minbase", "bookworm", str(tar)], check=True, timeout=900
+                [*LOW_PRIORITY, "mmdebstrap", "--quiet", "--variant=minbase", "bookworm", str(tar)],
+                check=True,
+                timeout=900,
             )
             subprocess.run([engine, "import", str(tar), TEST_BASE], check=True, capture_output=True, timeout=600)
     return TEST_BASE
@@ -133,7 +139,7 @@ def build_image(tag: str) -> Built:
     if engine is None:
         raise RuntimeError(HOW_TO_GET_ONE)
     base = base_image(engine)
-    cmd = [engine, "build", "--network", "host", "-f", "docker/Dockerfile", "-t", tag, "--build-arg",
+    cmd = [*LOW_PRIORITY, engine, "build", "--network", "host", "-f", "docker/Dockerfile", "-t", tag, "--build-arg",
            f"BASE_IMAGE={base}", "--build-arg", "LPIPS_WEIGHTS=none", *mirror_arguments(engine), "."]  # fmt: skip
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
     start = time.perf_counter()
@@ -149,7 +155,7 @@ def into_docker(built: Built) -> None:
     """Make `built` available to the Docker engine (podman's images live elsewhere: save | load)."""
     if built.engine == "docker" or image_exists("docker", built.tag):
         return
-    save = subprocess.Popen(["podman", "save", built.tag], stdout=subprocess.PIPE)
+    save = subprocess.Popen([*LOW_PRIORITY, "podman", "save", built.tag], stdout=subprocess.PIPE)
     load = subprocess.run(["docker", "load"], stdin=save.stdout, capture_output=True, text=True, timeout=1800)
     save.stdout.close()
     if save.wait(timeout=60) != 0 or load.returncode != 0:
