@@ -74,7 +74,7 @@ def child(model: str, inputs: str, output: str, tile: str) -> None:
     """Decode the saved inputs once (whole, or tiled with `tile` = "SIZE:OVERLAP:NORM_PASSES"); print memory and
     time as JSON."""
     vae = load_vae(model).float()
-    data = torch.load(inputs)
+    data = torch.load(inputs, weights_only=True)
     tiling = None if tile == "whole" else TileConfig(*map(int, tile.split(":")))
     before = _status("VmRSS")
     start = time.perf_counter()
@@ -133,7 +133,7 @@ def run_case(model: str, baseline_path: str, side: int, tile: int, overlap: int,
     memory = {"whole": _run_child(model, inputs, work / "whole.pt", "whole")}
     for name, passes in TILED.items():
         memory[name] = _run_child(model, inputs, work / f"{name}.pt", f"{tile}:{overlap}:{passes}")
-    whole = _unit(torch.load(work / "whole.pt"))
+    whole = _unit(torch.load(work / "whole.pt", weights_only=True))
     target, keep = _unit(image), (1 - mask).bool().expand_as(whole)
     factor = upsampling_factor(load_vae(model))
 
@@ -150,7 +150,7 @@ def run_case(model: str, baseline_path: str, side: int, tile: int, overlap: int,
         "pre_error": {"whole": pre_error(whole), "base_vae": pre_error(_unit(plain))},
     }
     for name, passes in TILED.items():
-        tiled = _unit(torch.load(work / f"{name}.pt"))
+        tiled = _unit(torch.load(work / f"{name}.pt", weights_only=True))
         diff = (tiled - whole).abs()
         result[name] = {
             "norm_passes": passes,

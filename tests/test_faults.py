@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -30,7 +31,8 @@ from asymvae.data.manifest import MANIFEST_NAME, Manifest, load_manifest
 from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import iter_split
 from asymvae.data.stream_plan import Plan
-from asymvae.training.checkpoint import complete_checkpoints
+from asymvae.storage.ownership import own_folder
+from asymvae.training.checkpoint import complete_checkpoints, write_marker
 from asymvae.training.run import train
 from tests.conftest import tiny_config
 from tests.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
@@ -121,6 +123,26 @@ def test_an_unreadable_source_folder_is_one_line(tmp_path):
     finally:
         root.chmod(0o755)
     assert "cannot list the folder (Permission denied)" in one_line_error(run, "prepare")
+
+
+def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_path):
+    out = tmp_path / "prepared"
+    with own_folder(out, "the first prepare"):
+        second = asymvae("prepare", DEMO, "--out", str(out), *SMALL)
+    line = one_line_error(second, "prepare")
+    assert f"{out} is in use by the first prepare (pid {os.getpid()} on " in line
+    assert not (out / MANIFEST_NAME).exists() and [p.name for p in out.iterdir()] == [".asymvae.lock"]
+
+
+def test_prepare_never_overwrites_a_manifest_asymvae_did_not_write(tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    theirs = '{"name": "my project", "version": 3}'
+    (out / MANIFEST_NAME).write_text(theirs)
+    run = asymvae("prepare", DEMO, "--out", str(out), *SMALL)
+    line = one_line_error(run, "prepare")
+    assert f"{out / MANIFEST_NAME} exists and was not written by asymvae (format None" in line and "Fix:" in line
+    assert (out / MANIFEST_NAME).read_text() == theirs
 
 
 def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
@@ -285,6 +307,92 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
 
 
+def test_training_refuses_at_once_an_export_folder_asymvae_did_not_write(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    (out / "step4").mkdir(parents=True)
+    (out / "step4" / "notes.txt").write_text("the user's own file")
+    save_yaml(tiny_config(base_vae_dir, out), tmp_path / "run.yaml")
+    run = asymvae("train", str(tmp_path / "run.yaml"))
+    line = one_line_error(run, "train")
+    assert f"{out / 'step4'} exists and was not written by asymvae" in line
+    assert not (out / "checkpoints").exists(), "it trained first, to be refused at the end"
+    assert os.listdir(out / "step4") == ["notes.txt"]
+
+
+def test_a_second_run_into_a_held_output_folder_is_one_line_naming_the_holder(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    save_yaml(tiny_config(base_vae_dir, out), tmp_path / "run.yaml")
+    with own_folder(out, "the first run"):  # held by this process, as a run in progress holds it
+        second = asymvae("train", str(tmp_path / "run.yaml"))
+    line = one_line_error(second, "train")
+    assert f"{out} is in use by the first run (pid {os.getpid()} on " in line and "--output" in line
+    assert not (out / "checkpoints").exists(), "the second run wrote into the held folder"
+
+
+class _Planted:
+    """Unpickling it creates a file: what a pickle from anywhere may do."""
+
+    def __init__(self, witness: Path) -> None:
+        self.witness = witness
+
+    def __reduce__(self):
+        return (Path.touch, (self.witness,))
+
+
+@pytest.mark.slow  # trains, then one CLI run: ~40 s
+def test_a_checkpoint_is_safetensors_and_json_and_a_pickled_one_is_never_loaded(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2", "train.ema=true")
+    train(cfg)
+    save_yaml(cfg, tmp_path / "run.yaml")
+    (written,) = complete_checkpoints(out)
+    assert {p.suffix for p in written.iterdir() if p.is_file()} <= {".json", ".safetensors", ".yaml", ""}
+
+    # A checkpoint in accelerate's pickle files, as an earlier asymvae wrote them, with a planted payload.
+    old = tmp_path / "old" / "step-00000002"
+    shutil.copytree(written, old)
+    for state in old.glob("*.json"):
+        state.unlink()
+    witness = tmp_path / "code-ran"
+    torch.save(_Planted(witness), old / "custom_checkpoint_0.pkl")
+    torch.save(_Planted(witness), old / "random_states_0.pkl")
+    write_marker(old, {"step": 2, "images": 4})  # intact by its checksums: only its format is refused
+    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(old), "--set", "train.max_steps=4")
+    line = one_line_error(run, "train")
+    assert f"checkpoint {old} was written by an earlier asymvae in pickle files" in line and "Fix:" in line
+    assert not witness.exists(), "a pickle from the checkpoint was loaded"
+
+
+@pytest.mark.slow  # trains, then three CLI runs: ~70 s
+def test_a_checkpoint_of_another_model_is_named_and_a_changed_resume_is_recorded(base_vae_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2")
+    train(cfg)
+    save_yaml(cfg, tmp_path / "run.yaml")
+    (written,) = complete_checkpoints(out)
+
+    other = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "model.decoder=x1.5")
+    line = one_line_error(other, "train")
+    assert f"checkpoint {written} was made for another model (model.decoder='base' there, 'x1.5' here)" in line
+
+    # Its config.yaml edited to claim the other model: the weights themselves are found not to fit.
+    lying = tmp_path / "lying" / written.name
+    shutil.copytree(written, lying)
+    (lying / "config.yaml").write_text((lying / "config.yaml").read_text().replace("decoder: base", "decoder: x1.5"))
+    write_marker(lying, {"step": 2, "images": 4})
+    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(lying), "--set", "model.decoder=x1.5")
+    line = one_line_error(run, "train")
+    assert f"checkpoint {lying} was made for another model: its weights do not fit this one" in line
+
+    changed = ["--set", "train.max_steps=4", "--set", "optim.lr=0.0005"]
+    resumed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", *changed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed with config changes since step-00000002 was written: optim.lr: 0.001 -> 0.0005" in resumed.stderr
+    (row,) = [json.loads(r) for r in (out / "logs" / "resumes.jsonl").read_text().splitlines()]
+    assert row["checkpoint"] == str(written) and row["step"] == 2
+    assert row["changes"] == {"optim.lr": [0.001, 0.0005], "train.max_steps": [2, 4]}
+
+
 @pytest.mark.slow  # a training process interrupted, then resumed: ~40 s
 def test_ctrl_c_in_training_is_one_line_and_resume_continues(base_vae_dir, tmp_path):
     import signal
@@ -343,6 +451,44 @@ def test_export_into_a_read_only_folder_and_onto_a_full_disk(asym_export_dir, tm
         line = one_line_error(run, "export")
         assert f"({disk.errno})" in line and str(disk.path) in line
         assert os.listdir(disk.path) == [], "a failed export leaves nothing behind"
+
+
+def test_export_force_never_replaces_a_folder_asymvae_did_not_write(asym_export_dir, tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("the user's own file")
+    run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(theirs), "--force")
+    line = one_line_error(run, "export")
+    assert f"{theirs} exists and was not written by asymvae" in line and "Fix:" in line
+    assert os.listdir(theirs) == ["notes.txt"] and (theirs / "notes.txt").read_text() == "the user's own file"
+    assert sorted(os.listdir(tmp_path)) == ["theirs"], "the refused export left something behind"
+
+
+def test_inpaint_never_writes_over_a_png_asymvae_did_not_write(tmp_path):
+    _png(tmp_path / "in.png", 1)
+    _png(tmp_path / "mask.png", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    _png(out / "prompt0_0.png", 3)  # the user's own picture, by chance named like an output
+    theirs = (out / "prompt0_0.png").read_bytes()
+    run = asymvae(
+        "inpaint", "--vae", str(tmp_path / "vae"), "--pipeline", str(tmp_path / "pipeline"),
+        "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--prompt", "a cat",
+        "--out", str(out),
+    )  # fmt: skip
+    line = one_line_error(run, "inpaint")
+    assert f"{out / 'prompt0_0.png'} exists and was not written by asymvae inpaint" in line and "Fix:" in line
+    assert (out / "prompt0_0.png").read_bytes() == theirs and os.listdir(out) == ["prompt0_0.png"]
+
+
+def test_eval_never_overwrites_a_report_file_asymvae_did_not_write(asym_export_dir, base_vae_dir, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"my": "own results"}')
+    run = asymvae("eval", str(asym_export_dir), "--baseline", str(base_vae_dir), "--data", DEMO, "--out", str(out))
+    line = one_line_error(run, "eval")
+    assert f"{out / 'metrics.json'} exists and was not written by asymvae" in line and "Fix:" in line
+    assert os.listdir(out) == ["metrics.json"] and (out / "metrics.json").read_text() == '{"my": "own results"}'
 
 
 @pytest.mark.slow  # a training subprocess: ~40 s

@@ -127,6 +127,10 @@ def test_inpaint_command_with_two_prompts_and_two_images_each(asym_vae, asym_exp
     made = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert made == ["prompt0_0.png", "prompt0_1.png", "prompt1_0.png", "prompt1_1.png"]
     assert Image.open(tmp_path / "out" / "prompt1_1.png").size == (32, 32)
+    assert Image.open(tmp_path / "out" / "prompt1_1.png").text["Software"] == "asymvae inpaint"
+    with pytest.raises(SystemExit) as exc:  # its own outputs asymvae replaces
+        main(args)
+    assert exc.value.code == 0, capsys.readouterr().err
 
     bad = [*args]
     bad[bad.index("--mask") + 1] = str(tmp_path / "missing.png")

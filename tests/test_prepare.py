@@ -15,6 +15,7 @@ from asymvae.data.prepare import PrepareConfig, PrepareError, prepare
 from asymvae.data.shards import iter_records, iter_split
 from asymvae.masks import make_mask
 from asymvae.storage import ChecksumError
+from asymvae.storage.ownership import LOCK_NAME
 
 
 def _photo(size=(96, 80), seed=0) -> Image.Image:
@@ -123,15 +124,20 @@ def test_shards_respect_the_size_bound(tmp_path):
     assert ordinals == list(range(result.manifest.samples("train")))
 
 
+def _dataset_mtimes(out):
+    """Modification times of the dataset's files (the lock names each run that held the folder: not data)."""
+    return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != LOCK_NAME}
+
+
 def test_rerun_does_no_work_and_resume_keeps_finished_shards(tmp_path):
     out = tmp_path / "out"
     cfg = _cfg(shard_max_bytes=65536, val_fraction=0.2)
     first = prepare("builtin:demo?count=40&size=64", str(out), cfg, progress=False)
     assert not first.up_to_date and first.processed == 40
-    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    mtimes = _dataset_mtimes(out)
     again = prepare("builtin:demo?count=40&size=64", str(out), cfg, progress=False)
     assert again.up_to_date and again.processed == 0
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes, "an up-to-date re-run wrote something"
+    assert _dataset_mtimes(out) == mtimes, "an up-to-date re-run wrote something"
 
     # An interruption: manifest never written, the last two train shards lost (one receipt, one tar).
     (out / MANIFEST_NAME).unlink()

@@ -4,12 +4,17 @@ protocol over the Triton export, each request run by onnxruntime), and the clien
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +143,73 @@ def test_the_docs_curl_example_runs_as_written(server, tmp_path: Path) -> None:
     assert '"inputs": [{"name": "latent"' in done.stdout  # the metadata request
     assert done.stdout.endswith("sample [1, 3, 64, 64]\n")  # the inference request's answer
     assert json.loads((tmp_path / "request.json").read_text())["inputs"][0]["name"] == "latent"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Records each request's path and Authorization header; answers as the server's `answer` says."""
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Authorization")))
+        self.server.answer(self)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def _http_server(answer):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.daemon_threads, server.seen, server.answer = True, [], answer
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _json(handler: BaseHTTPRequestHandler, payload: dict) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def test_the_token_comes_from_the_environment_and_never_follows_a_redirect(monkeypatch, capsys) -> None:
+    with _http_server(lambda h: _json(h, {"name": MODEL, "inputs": [], "outputs": []})) as (elsewhere, other):
+
+        def redirect(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(307)
+            handler.send_header("Location", f"{other}{handler.path}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        with _http_server(redirect) as (first, base):
+            monkeypatch.setenv("ASYMVAE_TOKEN", "s3cret")
+            with pytest.raises(SystemExit) as done:
+                main(["infer", base, "--model", MODEL, "--timeout", "30"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    assert f"a redirect to {other}/v2/models/{MODEL}, which is not followed" in err and "s3cret" not in err
+    assert first.seen == [(f"/v2/models/{MODEL}", "Bearer s3cret")], "the token from ASYMVAE_TOKEN was not sent"
+    assert elsewhere.seen == [], "the request followed the redirect to another server"
+
+
+def test_a_server_that_answers_a_byte_at_a_time_cannot_outlast_the_deadline(capsys) -> None:
+    def drip(handler: BaseHTTPRequestHandler) -> None:  # 200 bytes, one every 50 ms: 10 s in all
+        handler.send_response(200)
+        handler.send_header("Content-Length", "200")
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(200):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                time.sleep(0.05)
+
+    with _http_server(drip) as (_, base), pytest.raises(SystemExit) as done:
+        main(["infer", base, "--model", MODEL, "--timeout", "1"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    assert f"GET {base}/v2/models/{MODEL}: no complete answer within 1 s" in err

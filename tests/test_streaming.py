@@ -15,6 +15,7 @@ from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.sampler import PositionError
 from asymvae.data.streaming import ShardStream
 from asymvae.masks import MaskConfig
+from asymvae.training.state_files import STATE_NAME, read_state
 from asymvae.training.trainer import Trainer
 from tests.conftest import tiny_config
 from tests.test_train import weights
@@ -152,8 +153,7 @@ def test_two_ranks_stream_disjoint_samples_and_checkpoint_both_positions(base_va
     assert sorted(seen[0]) == sorted(seen[1]) == [0, 1, 2, 3]
     used = [i for rank in seen.values() for images in rank.values() for i in images]
     assert len(used) == len(set(used)) == 16, "a sample was used twice within the first epoch"
-    states = [torch.load(p, weights_only=False) for p in (out / "checkpoints" / "step-00000004").glob("custom_*.pkl")]
-    position = next(s["sampler"] for s in states if "sampler" in s)
+    position = read_state(out / "checkpoints" / "step-00000004", STATE_NAME)["sampler"]
     assert position["progress"] == {"0": [0, 8], "1": [0, 8]} and position["batches"] == {"0": 4, "1": 4}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +28,15 @@ class InferOptions:
     batch: int = 1
     """Images in the request."""
     header: list[str] = field(default_factory=list)
-    """An HTTP header NAME:VALUE, e.g. `Host:asymvae-decoder.team-a.example.com` behind an ingress, or
-    `Authorization:Bearer TOKEN`; repeatable."""
+    """An HTTP header NAME:VALUE, e.g. `Host:asymvae-decoder.team-a.example.com` behind an ingress;
+    repeatable. A token belongs in the environment (`--token-env`), not here, where `ps` shows it."""
+    token_env: str = "ASYMVAE_TOKEN"
+    """The environment variable whose value, when set, is sent as `Authorization: Bearer VALUE` (to the
+    URL's host only: redirects are not followed)."""
     save_request: str | None = None
     """Also write the request's JSON body to this file (for curl: `-d @FILE`)."""
     timeout: float = 120.0
-    """Seconds to wait for the answer."""
+    """Seconds each request may take in all (connecting, sending, waiting and reading)."""
 
 
 def parse_headers(items: list[str]) -> dict[str, str]:
@@ -46,12 +50,18 @@ def parse_headers(items: list[str]) -> dict[str, str]:
     return out
 
 
+def token_header(env_name: str) -> dict[str, str]:
+    """`Authorization: Bearer TOKEN` from environment variable `env_name`, or nothing when it is unset."""
+    token = os.environ.get(env_name, "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def run(args: argparse.Namespace) -> int:
     """Fetch the model's tensors, send one request, print what came back."""
     from asymvae.export.client import check_inference, decoder_inputs, fetch_model_io, infer_request
 
     o = from_args(InferOptions, args)
-    headers = parse_headers(o.header)
+    headers = {**token_header(o.token_env), **parse_headers(o.header)}
     io = fetch_model_io(o.url, o.model, headers, o.timeout)
     if o.save_request:
         body = infer_request(decoder_inputs(io, o.height, o.width, o.batch), io)

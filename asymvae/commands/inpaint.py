@@ -10,20 +10,19 @@ from asymvae.inpaint.options import InpaintOptions
 
 
 def run(args: argparse.Namespace) -> int:
-    """Inpaint with the trained VAE and save one PNG per generated image."""
+    """Inpaint with the trained VAE and save one PNG per generated image (never over a file asymvae did not
+    write)."""
     from asymvae.inpaint import inpaint, load_pipeline
+    from asymvae.inpaint.outputs import check_outputs, output_paths, save_outputs
 
     options = from_args(InpaintOptions, args)
     request = options.request()
+    paths = output_paths(Path(options.out), len(request.prompts), request.num_images_per_prompt)
+    check_outputs(paths)  # before the minutes of loading and generating
     pipe = load_pipeline(options.vae, options.pipeline, device=options.device, speed=options.decode_speed)
     pipe.set_progress_bar_config(disable=True)
-    images = inpaint(pipe, request)
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    n = request.num_images_per_prompt
-    for i, image in enumerate(images):
-        path = out / f"prompt{i // n}_{i % n}.png"
-        image.save(path)
+    save_outputs(inpaint(pipe, request), paths)
+    for path in paths:
         print(path)
     return 0
 

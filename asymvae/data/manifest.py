@@ -76,6 +76,11 @@ class Manifest:
             raise ManifestError(f"{where} is not a valid asymvae manifest ({e}). Fix: re-run `asymvae prepare`.") from e
 
 
+def written_by_asymvae(text: str) -> bool:
+    """Whether a manifest.json's text is asymvae's, valid or damaged: it names this manifest format."""
+    return f'"{FORMAT.split("/")[0]}/' in text
+
+
 def locate(uri: str) -> tuple[Store, str]:
     """The store holding a dataset and the manifest's key in it, from the manifest's URI or its folder."""
     uri = uri.strip().rstrip("/")

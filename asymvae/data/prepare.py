@@ -28,6 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -37,13 +38,22 @@ from PIL import Image
 from asymvae.config import apply_overrides
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
 from asymvae.data.images import as_bad_image, decode_image
-from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, read_manifest
+from asymvae.data.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    ShardInfo,
+    read_manifest,
+    written_by_asymvae,
+)
 from asymvae.data.scan import BAD_LIST_NAME, bad_image_lines, bad_image_table, check_images
 from asymvae.data.shard_sink import SPLITS, ShardSink, SplitState, verify_shards
 from asymvae.data.shards import ShardWriter, encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, open_source
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import Store, open_store
+from asymvae.storage.local import LocalStore
+from asymvae.storage.ownership import own_folder
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +208,16 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
 
 def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None, set[str]]:
     """The manifest already in `store` if it has this fingerprint and every shard it lists is whole (size
-    and sha256 as recorded), and the names of the shards found whole (reused by a resume)."""
+    and sha256 as recorded), and the names of the shards found whole (reused by a resume). A manifest.json
+    asymvae did not write raises a ManifestError: it is never overwritten."""
     try:
         manifest = read_manifest(store)
-    except ManifestError:  # not ours or damaged: prepare anew (store errors still propagate)
+    except ManifestError as e:  # ours but damaged: prepared anew; another tool's: never overwritten
+        if not written_by_asymvae(store.get(MANIFEST_NAME).decode(errors="replace")):
+            raise ManifestError(
+                f"{store.url(MANIFEST_NAME)} exists and was not written by asymvae ({e.__cause__}), so prepare does "
+                "not overwrite it. Fix: move it away, or prepare into another folder."
+            ) from None
         return None, set()
     if manifest is None or manifest.fingerprint != fingerprint:
         return None, set()
@@ -309,12 +325,18 @@ def prepare(
     at once (`up_to_date`); a missing or damaged shard is rebuilt, and after an interruption the finished
     shards are kept. Raises `PrepareError` when more than `max_bad_share` of the images are bad (all of them
     listed in `bad-images.tsv` beside the manifest), `DataSourceError` / `StorageError` when the source or
-    the output cannot be used.
+    the output cannot be used. A local output folder is held for the whole run (`storage.ownership`): a second
+    prepare into it stops with one line naming this one.
     """
     cfg = cfg or PrepareConfig()
-    started = time.perf_counter()
     store = open_store(out)
     store.check(create=create_bucket)
+    with own_folder(store.root, f"asymvae prepare {spec}") if isinstance(store, LocalStore) else nullcontext():
+        return _prepare(spec, store, cfg, progress)
+
+
+def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> PrepareResult:
+    started = time.perf_counter()
     source = open_source(spec, split=cfg.split, image_column=cfg.image_column, max_samples=cfg.max_samples)
     total = len(source)
     if total == 0:

@@ -12,9 +12,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from asymvae.storage.local import write_atomic
+from asymvae.storage.local import check_files_replaceable, mark_written, write_atomic
 
-__all__ = ["ERROR_SCALE", "GridSample", "grid_image", "markdown_table", "write_report"]
+__all__ = [
+    "ERROR_SCALE",
+    "REPORT_FILES",
+    "GridSample",
+    "check_report_target",
+    "grid_image",
+    "markdown_table",
+    "write_report",
+]
 
 ERROR_SCALE = 0.25
 """Absolute error (mean over channels, on [0, 1]) drawn at full heat in the grid; larger errors saturate."""
@@ -127,12 +135,23 @@ def grid_image(samples: list[GridSample]) -> Image.Image:
     return canvas
 
 
+REPORT_FILES = ["grid.png", "metrics.md", "metrics.json"]
+
+
+def check_report_target(out_dir: Path) -> None:
+    """Raise a StorageError when `out_dir` holds a report file asymvae did not write (call before the work)."""
+    check_files_replaceable(Path(out_dir), REPORT_FILES)
+
+
 def write_report(
     out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]], grid: list[GridSample]
 ) -> dict[str, Path]:
-    """Write grid.png, metrics.md and, last, metrics.json (each via a temporary name); return their paths."""
+    """Write grid.png, metrics.md and, last, metrics.json (each via a temporary name); return their paths.
+    Files of those names that asymvae did not write are never overwritten (`check_report_target`)."""
     out_dir = Path(out_dir)
+    check_report_target(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_written(out_dir)
     files: dict[str, Path] = {}
     if grid:
         import io

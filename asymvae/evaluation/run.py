@@ -37,7 +37,7 @@ from asymvae.data.sources import DataSourceError
 from asymvae.evaluation import metrics as M
 from asymvae.evaluation.config import EvalConfig
 from asymvae.evaluation.data import EvalItem, ShardItems, SourceItems, batches, eval_items
-from asymvae.evaluation.report import GridSample, write_report
+from asymvae.evaluation.report import GridSample, check_report_target, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import VAE, ModelSourceError
@@ -229,6 +229,7 @@ def _open_items(cfg: EvalConfig) -> SourceItems | ShardItems:
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """Run the evaluation described by `cfg` and write metrics.json, metrics.md and grid.png to `cfg.out_dir`."""
     start = time.perf_counter()
+    check_report_target(Path(cfg.out_dir))  # before the models load: the report must not replace a user's files
     device = _device(cfg.device)
     model = load_vae(cfg.model, require=AsymmetricAutoencoderKL).to(device)
     baseline = load_vae(cfg.baseline).to(device)

@@ -16,10 +16,13 @@ does all three and checks the decoded image's shape. Only the standard library a
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,17 +153,55 @@ def infer_request(inputs: dict[str, np.ndarray], io: ModelIO, outputs: tuple[str
 
 
 def _http(method: str, url: str, body: dict | None, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    """One request with a total deadline of `timeout_s` (connecting, sending, waiting and reading together: a
+    server that answers a byte at a time cannot hold it longer), sent to `url`'s host only: a redirect is
+    refused, never followed, so the headers (a token) never reach another URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ServingError(f"{url} is not an http:// or https:// URL. Fix: pass the server's base URL.")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname, parts.port, timeout=timeout_s)
+    expired = threading.Event()
+
+    def expire() -> None:  # at the deadline: unblock whatever the request waits on
+        expired.set()
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout_s, expire)
+    watchdog.start()
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json",
-                                                                             **headers})  # fmt: skip
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    failure: Exception | None = None
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")[:500]
-        raise ServingError(f"{method} {url} answered HTTP {e.code}: {detail}") from e
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise ServingError(f"{method} {url} failed: {e}. Is the server up and the URL right?") from e
+        conn.request(method, path or "/", body=data, headers={"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        payload = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        failure = e
+    finally:
+        watchdog.cancel()
+        conn.close()
+    if expired.is_set() or isinstance(failure, TimeoutError):  # a read cut at the deadline may look complete
+        raise ServingError(
+            f"{method} {url}: no complete answer within {timeout_s:g} s. Fix: check the server, or allow more "
+            "time (--timeout)."
+        )
+    if failure is not None:
+        raise ServingError(f"{method} {url} failed: {failure}. Is the server up and the URL right?")
+    if 300 <= response.status < 400:
+        raise ServingError(
+            f"{method} {url} answered HTTP {response.status}, a redirect to {response.getheader('Location')}, which "
+            "is not followed (it would carry the request's headers there). Fix: pass the URL it redirects to."
+        )
+    if response.status >= 400:
+        detail = payload.decode(errors="replace")[:500]
+        raise ServingError(f"{method} {url} answered HTTP {response.status}: {detail}")
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise ServingError(f"{method} {url} answered something that is not JSON: {payload[:200]!r}") from None
 
 
 def model_url(base_url: str, model: str) -> str:

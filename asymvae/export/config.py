@@ -44,7 +44,8 @@ class ExportConfig:
     max_batch_size: int = DEFAULT_MAX_BATCH
     """Triton's max_batch_size (dynamic batching merges requests up to it)."""
     force: bool = False
-    """Replace an existing target."""
+    """Replace an existing target that asymvae wrote (an earlier export); a folder it did not write is
+    never replaced."""
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

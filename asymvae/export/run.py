@@ -30,7 +30,7 @@ from asymvae.export.triton import triton_config, validate_triton_model
 from asymvae.model.build import VAE
 from asymvae.model.files import load_vae, read_run_config, save_vae
 from asymvae.storage.faults import writing
-from asymvae.storage.local import publish
+from asymvae.storage.local import check_replaceable, publish
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     target = cfg.target
     if target.exists() and not cfg.force:
         raise ExportError(f"{target} already exists; pass --force to replace it")
+    check_replaceable(target)  # --force replaces an earlier export, never a folder asymvae did not write
     eval_summary = _read_eval(cfg.eval)
     vae = load_vae(cfg.model).float()
     run_config = read_run_config(cfg.model)

@@ -65,16 +65,51 @@ def match_umask(folder: Path) -> None:
             path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
+WRITTEN_BY = ".asymvae-written"
+"""The marker `publish` puts in every folder it publishes: asymvae replaces a folder only when it has it."""
+
+
+def check_replaceable(final: Path) -> None:
+    """Raise a StorageError unless `final` is missing or a folder asymvae published (it holds `WRITTEN_BY`):
+    asymvae never replaces what it did not write."""
+    if final.exists() and not (final / WRITTEN_BY).is_file():
+        raise StorageError(
+            f"{final} exists and was not written by asymvae (it has no {WRITTEN_BY} marker), so it is not "
+            "replaced. Fix: move it away, or write somewhere else."
+        )
+
+
+def check_files_replaceable(folder: Path, names: list[str]) -> None:
+    """Raise a StorageError when one of the files `names` exists in `folder` and the folder does not hold
+    `WRITTEN_BY` (asymvae writes it beside the files it writes there: `mark_written`)."""
+    if (folder / WRITTEN_BY).is_file():
+        return
+    for name in names:
+        if (folder / name).exists():
+            raise StorageError(
+                f"{folder / name} exists and was not written by asymvae (its folder has no {WRITTEN_BY} "
+                "marker), so it is not overwritten. Fix: move it away, or write somewhere else."
+            )
+
+
+def mark_written(folder: Path) -> None:
+    """Mark `folder` as holding files asymvae wrote, which a later run may then replace."""
+    (folder / WRITTEN_BY).write_text("written by asymvae; it replaces or removes only folders holding this file\n")
+
+
 def publish(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder to its final name, replacing an older one without a gap. Its files
-    get the permissions of any file the user writes (`match_umask`)."""
+    """Move a finished temporary folder to its final name, marked as asymvae's (`WRITTEN_BY`), replacing an
+    older one that asymvae published without a gap; a folder asymvae did not write is refused
+    (`check_replaceable`). Its files get the permissions of any file the user writes (`match_umask`)."""
+    check_replaceable(final)
+    mark_written(tmp)
     match_umask(tmp)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         trash = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, trash)
         os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(trash)
     else:
         os.replace(tmp, final)
 

@@ -12,12 +12,19 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from asymvae.errors import UserError
 
 MARKER = "COMPLETE"
+RESUMES_NAME = "resumes.jsonl"
+"""`OUTPUT/logs/resumes.jsonl`: one row per resume, with every config key changed since the checkpoint."""
+# Model keys that change only how the same weights are trained, not which weights there are.
+_TRAINING_ONLY = {"model.sample_posterior", "model.gradient_checkpointing"}
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
@@ -103,3 +110,43 @@ def prune(output_dir: Path, keep: int) -> None:
     root = checkpoints_root(output_dir)
     for stale in root.glob(".step-*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def config_changes(folder: Path, config_yaml: str) -> dict[str, tuple[Any, Any]]:
+    """Every config key whose value differs between the checkpoint's `config.yaml` and `config_yaml`, as
+    (there, here); empty when the checkpoint has no config.yaml."""
+    try:
+        there = _flat(yaml.safe_load((folder / "config.yaml").read_text()))
+    except FileNotFoundError:
+        return {}
+    here = _flat(yaml.safe_load(config_yaml))
+    return {k: (there.get(k), here.get(k)) for k in sorted(there.keys() | here.keys()) if there.get(k) != here.get(k)}
+
+
+def refuse_another_model(folder: Path, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Raise a CheckpointError naming the checkpoint as made for another model when a `model.` key that
+    decides the weights changed."""
+    model = {k: v for k, v in changes.items() if k.startswith("model.") and k not in _TRAINING_ONLY}
+    if model:
+        shown = ", ".join(f"{k}={there!r} there, {here!r} here" for k, (there, here) in model.items())
+        raise CheckpointError(
+            f"checkpoint {folder} was made for another model ({shown}). Fix: resume with the model it was made "
+            "with (its config.yaml), or start a new run (another --output)."
+        )
+
+
+def record_resume(output_dir: Path, folder: Path, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Append to `OUTPUT/logs/resumes.jsonl` which checkpoint the run resumed from, at which step, with
+    which config keys changed since it was written (there, here)."""
+    row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": str(folder), "step": step,
+           "changes": {k: list(v) for k, v in changes.items()}}  # fmt: skip
+    path = Path(output_dir) / "logs" / RESUMES_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")

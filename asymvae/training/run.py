@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 
+from asymvae.storage.ownership import own_folder
 from asymvae.training import metrics as live_metrics
 from asymvae.training.experiment import ExperimentConfig
+from asymvae.training.launch import process_rank
 from asymvae.training.output import latest_export
 from asymvae.training.presets import get_preset
 from asymvae.training.trainer import Trainer, TrainResult
@@ -40,14 +43,17 @@ def train(cfg: ExperimentConfig, resume: bool | str = False) -> TrainResult:
     """Train `cfg` to the end; `resume=True` continues from the newest checkpoint, a string from that folder.
 
     The outcome (success or the error, steps, duration, final losses) is pushed once to the Pushgateway
-    when one is configured (`train.pushgateway` / PUSHGATEWAY_URL).
+    when one is configured (`train.pushgateway` / PUSHGATEWAY_URL). Rank 0 holds the output folder for the
+    whole run (`storage.ownership`): a second run into it stops with one line naming this one.
     """
     start, trainer = time.perf_counter(), None
     try:
-        trainer = Trainer(cfg, pretrained=resolve_pretrained(cfg.model.pretrained))
-        if resume:
-            trainer.resume(resume if isinstance(resume, str) else None)
-        result = trainer.fit()
+        pretrained = resolve_pretrained(cfg.model.pretrained)
+        with own_folder(cfg.output_dir, f"asymvae train {cfg.name}") if process_rank() == 0 else nullcontext():
+            trainer = Trainer(cfg, pretrained=pretrained)
+            if resume:
+                trainer.resume(resume if isinstance(resume, str) else None)
+            result = trainer.fit()
     except BaseException as e:
         steps = trainer.state.step if trainer is not None else 0
         live_metrics.push_outcome(cfg, False, steps, time.perf_counter() - start, error=e)

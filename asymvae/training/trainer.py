@@ -9,8 +9,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +32,13 @@ from asymvae.errors import UserError
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import build_vae
 from asymvae.storage.faults import writing
-from asymvae.storage.local import publish, staging_dir
+from asymvae.storage.local import check_replaceable, publish, staging_dir
 from asymvae.training import checkpoint as ckpt
 from asymvae.training import metrics as live_metrics
 from asymvae.training.config import TrainConfig
 from asymvae.training.experiment import ExperimentConfig
-from asymvae.training.output import write_export
+from asymvae.training.output import export_dir, write_export
+from asymvae.training.state_files import STATE_NAME, is_state_folder, load_state, save_state
 from asymvae.training.step import TrainStep
 
 log = logging.getLogger(__name__)
@@ -56,19 +55,6 @@ def ddp_settings(t: TrainConfig) -> DistributedDataParallelKwargs:
 
 class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving the bad weights."""
-
-
-@contextmanager
-def _accelerate_quiet() -> Iterator[None]:
-    """accelerate logs six INFO lines per checkpoint saved or loaded (each file it writes); the run's own
-    log says which checkpoint it wrote or resumed from, so only accelerate's warnings pass meanwhile."""
-    log_ = logging.getLogger("accelerate")
-    level = log_.level
-    log_.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        log_.setLevel(level)
 
 
 @dataclass
@@ -94,11 +80,11 @@ class TrainState:
     step: int = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """For accelerate's checkpointing."""
+        """For the checkpoint (`state_files`)."""
         return {"step": self.step, "batch_size": self.batch_size, "sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """For accelerate's checkpointing; raises PositionError for a checkpoint of another batch size."""
+        """For the checkpoint (`state_files`); raises PositionError for a checkpoint of another batch size."""
         saved = state.get("batch_size", self.batch_size)
         if saved != self.batch_size:
             raise PositionError(
@@ -116,6 +102,8 @@ class Trainer:
         self.cfg = cfg
         self.out = cfg.output_dir
         t = cfg.train
+        # The export this run will write: refused now, not after the training, when it is not asymvae's.
+        check_replaceable(export_dir(self.out, t.max_steps))
         # One process may train several configs in turn (a `preset:` base first): accelerate keeps its
         # settings in process-wide singletons, so clear them (the process group in PartialState stays).
         AcceleratorState._reset_state(reset_partial_state=False)
@@ -145,9 +133,6 @@ class Trainer:
         self.step_fn.prepare()
         log.info("speed settings: %s", self.step_fn.describe())
         self.ema = EMAModel(self.params, decay=t.ema_decay) if t.ema else None
-        acc.register_for_checkpointing(self.scheduler, self.state)
-        if self.ema is not None:
-            acc.register_for_checkpointing(self.ema)
 
     def _data(self) -> tuple[ResumableBatchSampler | StreamPosition, TrainImages | ShardStream]:
         cfg, acc = self.cfg, self.accelerator
@@ -191,7 +176,8 @@ class Trainer:
         Without `path`, a damaged checkpoint (see `checkpoint.damage`) or one that cannot be loaded is
         skipped, with a warning that says why, for the one before it. Raises CheckpointError when `path` is
         not an intact checkpoint or no checkpoint of the run is, PositionError when the data position
-        cannot be continued (another batch size, other data).
+        cannot be continued (another batch size, other data). A checkpoint made for another model (a changed
+        `model.` key) is refused; other config changes are logged and recorded in `logs/resumes.jsonl`.
         """
         if path is not None:
             folder = Path(path).expanduser()
@@ -208,9 +194,16 @@ class Trainer:
                 return 0
         skipped = []
         for folder in candidates:
+            changes = ckpt.config_changes(folder, self.config_yaml)
+            ckpt.refuse_another_model(folder, changes)
             problem = self._load(folder)
             if problem is None:
                 log.info("resumed from %s at step %d", folder, self.state.step)
+                if changes:
+                    shown = ", ".join(f"{k}: {there!r} -> {here!r}" for k, (there, here) in changes.items())
+                    log.warning("resumed with config changes since %s was written: %s", folder.name, shown)
+                if self.accelerator.is_main_process:
+                    ckpt.record_resume(self.out, folder, self.state.step, changes)
                 if skipped:
                     log.warning("resumed from %s, the newest intact checkpoint; skipped %s", folder, "; ".join(skipped))
                 return self.state.step
@@ -226,20 +219,41 @@ class Trainer:
             "anew without --resume (or with another --output)."
         )
 
+    def _stateful(self) -> tuple[list[torch.nn.Module], dict[str, Any]]:
+        """The models and the other objects a checkpoint keeps, by file name (see `state_files`)."""
+        acc, step_fn = self.accelerator, self.step_fn
+        models = [acc.unwrap_model(step_fn.model)]
+        objects: dict[str, Any] = {"optimizer": step_fn.optimizer, "scheduler": self.scheduler, STATE_NAME: self.state}
+        if step_fn.disc is not None:
+            models.append(acc.unwrap_model(step_fn.disc))
+            objects["optimizer_1"] = step_fn.disc_optimizer
+        if self.ema is not None:
+            objects["ema"] = self.ema
+        if acc.scaler is not None:
+            objects["scaler"] = acc.scaler
+        return models, objects
+
     def _load(self, folder: Path) -> str | None:
         """Load a checkpoint into the run; returns what is wrong with it instead when it is damaged (on any
         rank: the ranks agree, so that all load the same one)."""
         problem = ckpt.damage(folder)
+        if problem is None and not is_state_folder(folder):
+            raise ckpt.CheckpointError(
+                f"checkpoint {folder} was written by an earlier asymvae in pickle files (accelerate's .bin and "
+                ".pkl), which asymvae does not load: unpickling a file can run any code. Fix: start anew (another "
+                "--output), initialised from that run's last export with --set model.pretrained=OUTPUT/step<N>/vae."
+            )
         if problem is None:
             try:
-                with _accelerate_quiet():
-                    self.accelerator.load_state(str(folder))
+                load_state(folder, *self._stateful(), rank=self.accelerator.process_index)
             except PositionError as e:
                 raise PositionError(f"cannot resume from {folder}: {e}") from None
             except UserError:
                 raise
-            except Exception as e:  # a checkpoint from before checksums, damaged: the loader finds it
+            except Exception as e:  # damaged in a way its checksums cannot show (a checkpoint from before them)
                 problem = f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            if problem is None and self.ema is not None:
+                self.ema.to(self.accelerator.device)
         if self.accelerator.num_processes > 1:
             problem = next((p for p in gather_object([problem]) if p), None)
         return problem
@@ -254,8 +268,7 @@ class Trainer:
                 if acc.is_main_process:
                     tmp = staging_dir(final)
                 acc.wait_for_everyone()
-                with _accelerate_quiet():
-                    acc.save_state(str(tmp))
+                save_state(tmp, *self._stateful(), rank=acc.process_index, main=acc.is_main_process)
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     (tmp / "config.yaml").write_text(self.config_yaml)
