@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, train
+from asymvae.data.termination import Terminated
 from asymvae.errors import UserError
 from asymvae.storage.faults import environment_fault
 from asymvae.training.launch import process_rank
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         hint = " (`--resume` continues from the last checkpoint)" if args.command == "train" else ""
         print(f"asymvae {args.command}: interrupted{hint}", file=sys.stderr)
         sys.exit(130)
+    except Terminated as e:
+        print(f"asymvae {args.command}: {e}", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except OSError as e:
         # A full disk or a missing permission the library did not name more precisely is still the
         # environment's fault, not a bug: one line too. Any other OSError keeps its traceback.

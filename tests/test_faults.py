@@ -13,12 +13,16 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +30,18 @@ import pytest
 import torch
 from PIL import Image
 
-from asymvae.config import save_yaml
-from asymvae.data.manifest import MANIFEST_NAME, Manifest, load_manifest
+from asymvae.config import ConfigError, save_yaml
+from asymvae.data.images import decode_image
+from asymvae.data.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from asymvae.data.prepare import PrepareConfig, prepare
-from asymvae.data.shards import iter_split
+from asymvae.data.shards import RecordError, iter_split
+from asymvae.data.sources import DataSourceError, open_source
 from asymvae.data.stream_plan import Plan
+from asymvae.errors import UserError
+from asymvae.inpaint.request import read_request
 from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints, write_marker
+from asymvae.training.presets import load_experiment
 from asymvae.training.run import train
 from tests.conftest import tiny_config
 from tests.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
@@ -125,6 +134,19 @@ def test_an_unreadable_source_folder_is_one_line(tmp_path):
     assert "cannot list the folder (Permission denied)" in one_line_error(run, "prepare")
 
 
+def test_a_mistyped_local_folder_is_named_at_once_not_tried_as_a_hub_dataset(tmp_path, monkeypatch):
+    (tmp_path / "photos" / "trip").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    expected = {
+        "photos/trp": f"no such folder ({tmp_path / 'photos' / 'trp'}; {tmp_path / 'photos'} exists)",
+        "photoss/": f"no such folder ({tmp_path / 'photoss'})",
+    }
+    for spec, fragment in expected.items():
+        with pytest.raises(DataSourceError) as info:
+            open_source(spec)
+        assert f"data.source {spec!r}: {fragment}. Fix:" in str(info.value)
+
+
 def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_path):
     out = tmp_path / "prepared"
     with own_folder(out, "the first prepare"):
@@ -132,6 +154,23 @@ def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_p
     line = one_line_error(second, "prepare")
     assert f"{out} is in use by the first prepare (pid {os.getpid()} on " in line
     assert not (out / MANIFEST_NAME).exists() and [p.name for p in out.iterdir()] == [".asymvae.lock"]
+
+
+def test_a_sigterm_stops_prepare_and_its_workers_with_one_line(tmp_path):
+    source, out = "builtin:demo?count=400&size=256", tmp_path / "out"
+    command = [sys.executable, "-m", "asymvae", "prepare", source, "--out", str(out), "--set", "prepare.workers=2"]
+    command += ["--set", "prepare.image_format=png"]
+    run = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "preparing 400 images" not in seen and (line := run.stderr.readline()):
+        seen += line
+    time.sleep(0.5)  # the workers are converting images
+    run.send_signal(signal.SIGTERM)
+    rest = run.stderr.read()
+    assert run.wait() == 128 + signal.SIGTERM, rest
+    assert "Traceback" not in rest and "BrokenPipeError" not in rest, rest
+    assert rest.strip().splitlines()[-1] == "asymvae prepare: stopped by SIGTERM"
+    assert not (out / MANIFEST_NAME).exists()
 
 
 def test_prepare_never_overwrites_a_manifest_asymvae_did_not_write(tmp_path):
@@ -143,6 +182,21 @@ def test_prepare_never_overwrites_a_manifest_asymvae_did_not_write(tmp_path):
     line = one_line_error(run, "prepare")
     assert f"{out / MANIFEST_NAME} exists and was not written by asymvae (format None" in line and "Fix:" in line
     assert (out / MANIFEST_NAME).read_text() == theirs
+
+
+def test_an_extreme_aspect_ratio_is_skipped_as_too_narrow_not_trained_as_a_sliver(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        _png(root / f"img{i:02d}.png", i)
+    Image.new("RGB", (10000, 70), (200, 30, 30)).save(root / "panorama.png")
+    out = tmp_path / "out"
+    cfg = PrepareConfig(min_side=16, max_side=1024, max_bad_share=0.2, workers=1)
+    result = prepare(str(root), str(out), cfg, progress=False)
+    reasons = {item["name"]: item["reason"] for item in result.manifest.bad["files"]}
+    narrow = "too narrow: 10000x70 becomes 1024x7 with its long side shrunk to 1024, short side < 16"
+    assert reasons == {"panorama.png": narrow} and result.manifest.bad["kinds"] == {"too_small": 1}
+    assert result.manifest.samples("train") + result.manifest.samples("val") == 12
 
 
 def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
@@ -165,8 +219,101 @@ def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
     assert not (out / MANIFEST_NAME).exists()
 
 
+def test_re_preparing_replaces_the_whole_dataset_and_keeps_what_others_wrote(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        _png(root / f"img{i:02d}.png", i)
+    (root / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    cfg = PrepareConfig(min_side=16, max_side=48, max_bad_share=0.2, workers=1)
+    first = prepare(str(root), str(out), cfg, progress=False)
+    assert first.bad_list and (out / "bad-images.tsv").exists()
+    (out / "notes.txt").write_text("mine")
+    old_folder = out / first.manifest.shards[0].name.split("/")[0]
+    (old_folder / "mine.txt").write_text("mine too")
+    interrupted = out / "shards-0123456789abcdef"  # an interrupted prepare of yet another config
+    interrupted.mkdir()
+    shutil.copy(out / first.manifest.shards[0].name, interrupted / "train-000000.tar")
+    receipt = json.loads((out / first.manifest.shards[0].name.replace(".tar", ".json")).read_text())
+    receipt["name"] = f"{interrupted.name}/train-000000.tar"
+    (interrupted / "train-000000.json").write_text(json.dumps(receipt))
+
+    (root / "broken.png").unlink()
+    second = prepare(str(root), str(out), PrepareConfig(min_side=16, max_side=32, workers=1), progress=False)
+    assert second.bad_list is None and not (out / "bad-images.tsv").exists()
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == sorted({s.name.split("/")[0] for s in second.manifest.shards} | {old_folder.name})
+    assert [p.name for p in old_folder.iterdir()] == ["mine.txt"] and not interrupted.exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert load_manifest(str(out))[0].fingerprint == second.manifest.fingerprint
+
+
+def test_an_s3_endpoint_url_carrying_credentials_is_one_line_that_shows_no_secret(tmp_path):
+    env = {
+        "S3_ENDPOINT": "",
+        "AWS_ENDPOINT_URL_S3": "",
+        "AWS_ENDPOINT_URL": "http://AKIAUSER:top-secret-42@127.0.0.1:9",
+    }
+    run = asymvae("prepare", DEMO, "--out", "s3://bucket/data", *SMALL, env=env)
+    line = one_line_error(run, "prepare")
+    assert "the S3 endpoint (127.0.0.1:9) is given with credentials in its URL" in line and "Fix:" in line
+    assert "top-secret-42" not in run.stderr and "AKIAUSER" not in run.stderr
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    """A web server, not S3: every request gets the same HTML page."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Welcome to our intranet</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_PUT = do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_endpoint_that_is_not_s3_is_one_line(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"127.0.0.1:{server.server_address[1]}"
+        env = {"S3_ENDPOINT": endpoint, "S3_USE_HTTPS": "0", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+        run = asymvae("prepare", DEMO, "--out", "s3://bucket/data", *SMALL, env=env)
+    finally:
+        server.shutdown()
+    line = one_line_error(run, "prepare")
+    assert f"the S3 endpoint http://{endpoint} gave an answer that is not S3's while trying to" in line
+    assert "Fix: point S3_ENDPOINT (or AWS_ENDPOINT_URL) at an S3 server" in line
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A damaged dataset: named by the readers, rebuilt by prepare
+
+
+def test_a_manifest_whose_sample_counts_were_lowered_is_not_trusted(tmp_path):
+    out = tmp_path / "prepared"
+    _demo_dataset(out)
+    original = json.loads((out / MANIFEST_NAME).read_text())
+    lowered = json.loads(json.dumps(original))  # one val shard said to hold one sample less, totals to match
+    lowered["shards"][-1]["samples"] -= 1
+    lowered["splits"]["val"]["samples"] -= 1
+    assert lowered["shards"][-1]["split"] == "val"
+    (out / MANIFEST_NAME).write_text(json.dumps(lowered))
+    held = original["shards"][-1]["samples"]
+    shard = original["shards"][-1]["name"]
+    with pytest.raises(RecordError, match=f"{shard} holds {held} records, its manifest says {held - 1}"):
+        list(iter_split(str(out), "val"))
+    totals_only = json.loads(json.dumps(original))
+    totals_only["splits"]["train"]["samples"] -= 5
+    (out / MANIFEST_NAME).write_text(json.dumps(totals_only))
+    with pytest.raises(ManifestError, match="split 'train' records .* its shards hold"):
+        load_manifest(str(out))
 
 
 @pytest.mark.slow  # three CLI runs with a model: ~90 s on a busy 2-core machine
@@ -305,6 +452,26 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     changed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.batch_size=1")
     line = one_line_error(changed, "train")
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
+
+
+def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path):
+    run = asymvae("train", "demo", "--set", "name=../escape", "--set", "train.max_steps=1")
+    line = one_line_error(run, "train")
+    assert "name '../escape' is not a plain folder name" in line and "Fix:" in line
+    assert not (ROOT / "escape").exists()
+    for name in ("a/b", "..", ""):
+        with pytest.raises(ConfigError, match="is not a plain folder name"):
+            load_experiment("demo", [f"name={name}"])
+
+
+def test_a_batch_larger_than_the_dataset_is_a_user_error_not_a_traceback(base_vae_dir, tmp_path):
+    cfg = tiny_config(base_vae_dir, tmp_path / "run", "data.max_samples=6", "train.batch_size=8")
+    with pytest.raises(UserError) as info:
+        train(cfg)
+    assert str(info.value) == (
+        "the data has 6 usable images, fewer than one global batch of 8 (8 per process x 1 processes). "
+        "Fix: add images, or lower train.batch_size to at most 6."
+    )
 
 
 def test_training_refuses_at_once_an_export_folder_asymvae_did_not_write(base_vae_dir, tmp_path):
@@ -464,6 +631,38 @@ def test_export_force_never_replaces_a_folder_asymvae_did_not_write(asym_export_
     assert sorted(os.listdir(tmp_path)) == ["theirs"], "the refused export left something behind"
 
 
+def test_a_temporary_folder_a_killed_export_left_is_removed_by_the_next_export(asym_export_dir, tmp_path):
+    target = tmp_path / "out"
+    command = [sys.executable, "-m", "asymvae", "export", str(asym_export_dir), *DIFFUSERS, str(target)]
+    export = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prefix = f".out.tmp-{socket.gethostname()}-"
+    while not any(p.name.startswith(prefix) for p in tmp_path.iterdir()) and export.poll() is None:
+        time.sleep(0.05)
+    export.send_signal(signal.SIGTERM)
+    assert export.wait() == -signal.SIGTERM
+    (left,) = [p.name for p in tmp_path.iterdir()]
+    assert left == f"{prefix}{export.pid}"
+    (tmp_path / "mine.tmp-1").mkdir()  # not asymvae's: stays
+    run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(target))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.tmp-1", "out"]
+
+
+def test_inpaint_reads_its_image_as_prepare_does_alpha_over_white_and_exif_turned(tmp_path):
+    rgba = np.zeros((32, 64, 4), dtype=np.uint8)
+    rgba[..., 1] = 200  # green everywhere, transparent on the left half
+    rgba[:, 32:, 3] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees: 32 wide, 64 high
+    Image.fromarray(rgba).save(tmp_path / "in.png", exif=exif)
+    Image.new("L", (32, 64), 255).save(tmp_path / "mask.png")  # drawn on the image as shown
+    request = read_request(tmp_path / "in.png", tmp_path / "mask.png", ["a cat"])
+    assert request.image.size == request.mask.size == (32, 64)
+    assert request.image.tobytes() == decode_image(tmp_path / "in.png").tobytes()
+    assert request.image.getpixel((16, 0)) == (255, 255, 255)  # the transparent half over white, as prepare
+    assert request.image.getpixel((16, 63)) == (0, 200, 0)
+
+
 def test_inpaint_never_writes_over_a_png_asymvae_did_not_write(tmp_path):
     _png(tmp_path / "in.png", 1)
     _png(tmp_path / "mask.png", 2)
@@ -492,6 +691,19 @@ def test_eval_never_overwrites_a_report_file_asymvae_did_not_write(asym_export_d
 
 
 @pytest.mark.slow  # a training subprocess: ~40 s
+def test_an_output_path_through_a_file_is_one_line(base_vae_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    out = tmp_path / "notes.txt" / "out"
+    run = asymvae("prepare", DEMO, "--out", str(out), *SMALL)
+    line = one_line_error(run, "prepare")
+    assert line.endswith(
+        f"{out}: Not a directory (ENOTDIR). Fix: a part of that path is a file, not a folder: choose another location."
+    )
+    with pytest.raises(UserError, match="Not a directory"):
+        train(tiny_config(base_vae_dir, out))
+    assert (tmp_path / "notes.txt").read_text() == "a file"
+
+
 def test_training_onto_a_full_disk_stops_with_one_line_and_leaves_no_checkpoint(base_vae_dir, tmp_path):
     with small_disk(tmp_path / "small", 6 << 20) as disk:  # a checkpoint of the tiny run takes 11.5 MB
         cfg = tiny_config(base_vae_dir, disk.path / "run")

@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -139,3 +140,36 @@ def test_an_unreachable_pushgateway_is_a_warning_not_an_error(base_vae_dir, tmp_
         closed = s.getsockname()[1]
     cfg = tiny_config(base_vae_dir, tmp_path / "run", f"train.pushgateway=http://127.0.0.1:{closed}")
     assert live_metrics.push_outcome(cfg, True, 4, 1.0, {"loss": 0.1}) is False
+
+
+def test_a_gateway_that_answers_a_byte_at_a_time_cannot_hold_the_end_of_a_run(monkeypatch, caplog):
+    class Drip(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # 200 bytes, one every 50 ms: 10 s in all
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            try:
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.delenv(live_metrics.PUSHGATEWAY_ENV, raising=False)
+    monkeypatch.setattr(live_metrics, "PUSH_TIMEOUT_S", 1.0)
+    cfg = SimpleNamespace(name="tiny", train=SimpleNamespace(pushgateway=f"http://127.0.0.1:{httpd.server_address[1]}"))
+    try:
+        pushed = live_metrics.push_outcome(cfg, True, 3, 1.0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert pushed is False
+    assert "could not push the run's outcome" in caplog.text and "no complete answer within 1 s" in caplog.text

@@ -74,8 +74,9 @@ class RemoteOptions:
     namespace: str | None = None
     """Your profile namespace (required by a multi-user Kubeflow); the run, its experiment and pipeline live there."""
     token: str | None = None
-    """Bearer token for the KFP API, e.g. from `kubectl create token default-editor -n NAMESPACE --audience
-    pipelines.kubeflow.org`."""
+    """Bearer token for the KFP API. `ps` shows it to every user: prefer --token-file (e.g. the output of
+    `kubectl create token default-editor -n NAMESPACE --audience pipelines.kubeflow.org` in a file only you
+    can read)."""
     token_file: str | None = None
     """File holding a service-account token (default: $KF_PIPELINES_SA_TOKEN_PATH when set, as in a Kubeflow
     notebook); without a token or a file, kfp.Client's own credentials (its context, kubeconfig) are used."""

@@ -88,7 +88,16 @@ def _too_large(detail: object) -> BadImageError:
     )
 
 
-def _check_size(img: Image.Image, min_side: int) -> None:
+def shrunk_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Size of a `width`x`height` image shrunk (never enlarged) so that its longest side is at most `max_side`,
+    keeping its aspect ratio."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _check_size(img: Image.Image, min_side: int, max_side: int | None) -> None:
     w, h = img.size
     if w <= 0 or h <= 0:
         raise BadImageError(f"corrupt: invalid size {w}x{h}", "corrupt")
@@ -99,6 +108,12 @@ def _check_size(img: Image.Image, min_side: int) -> None:
         raise _too_large(f"{w}x{h} = {w * h} pixels")
     if min(w, h) < min_side:
         raise BadImageError(f"too small: {w}x{h}, short side < {min_side}", "too_small")
+    if max_side is not None and min(shrunk := shrunk_size(w, h, max_side)) < min_side:
+        raise BadImageError(
+            f"too narrow: {w}x{h} becomes {shrunk[0]}x{shrunk[1]} with its long side shrunk to {max_side}, "
+            f"short side < {min_side}",
+            "too_small",
+        )
 
 
 def _load(img: Image.Image) -> None:
@@ -116,7 +131,7 @@ def _load(img: Image.Image) -> None:
         raise BadImageError(f"truncated or corrupt ({type(e).__name__}: {e})", "corrupt") from e
 
 
-def check_image(data: ImageInput, min_side: int = 0) -> tuple[int, int]:
+def check_image(data: ImageInput, min_side: int = 0, max_side: int | None = None) -> tuple[int, int]:
     """Validates an image like `decode_image` but faster; returns its (width, height) before EXIF rotation.
 
     JPEGs are decoded at a reduced DCT scale (Pillow's draft mode): every byte is still entropy-decoded, so
@@ -124,7 +139,7 @@ def check_image(data: ImageInput, min_side: int = 0) -> tuple[int, int]:
     Raises `BadImageError`.
     """
     img = _open(data)
-    _check_size(img, min_side)
+    _check_size(img, min_side, max_side)
     size = img.size
     if img.format in ("JPEG", "MPO") and not isinstance(data, Image.Image):
         img.draft(None, (max(min_side, 1), max(min_side, 1)))
@@ -186,16 +201,34 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         raise BadImageError(f"unsupported image mode {mode!r} ({e})", "unsupported") from e
 
 
-def decode_image(data: ImageInput, min_side: int = 0) -> Image.Image:
+def decode_image(data: ImageInput, min_side: int = 0, max_side: int | None = None) -> Image.Image:
     """Decodes encoded bytes, a file path or a PIL image into a fully loaded RGB image.
 
     EXIF orientation is applied; every Pillow mode is converted to RGB (alpha over white, 16-bit scaled to
     8-bit). Raises `BadImageError` for empty data, non-images, truncated or corrupt data, images whose short
-    side is below `min_side`, and images over Pillow's decompression-bomb pixel limit.
+    side is below `min_side` (also once shrunk to a long side of `max_side`, when given: an extreme aspect
+    ratio), and images over Pillow's decompression-bomb pixel limit.
     """
     img = _open(data)
-    _check_size(img, min_side)
+    _check_size(img, min_side, max_side)
     _load(img)
+    return _to_rgb(_oriented(img))
+
+
+def decode_mask_image(data: ImageInput) -> Image.Image:
+    """Decodes a mask like `decode_image` (checked, EXIF orientation applied, so it lines up with its
+    image), but into 8-bit greyscale (`L`): a mask's values are its grey levels, and any alpha is ignored."""
+    img = _open(data)
+    _check_size(img, 0, None)
+    _load(img)
+    try:
+        return _oriented(img).convert("L")
+    except (ValueError, OSError) as e:
+        raise BadImageError(f"unsupported mask mode {img.mode!r} ({e})", "unsupported") from e
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation tag says (unchanged without one)."""
     try:
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # malformed EXIF must not cost us an otherwise good image
@@ -204,4 +237,4 @@ def decode_image(data: ImageInput, min_side: int = 0) -> Image.Image:
         # A broken orientation tag should not cost an otherwise good image: keep the stored orientation.
         with contextlib.suppress(Exception):
             img = ImageOps.exif_transpose(img)
-    return _to_rgb(img)
+    return img

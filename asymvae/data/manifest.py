@@ -59,6 +59,13 @@ class Manifest:
         """Number of samples in a split."""
         return sum(s.samples for s in self.shards_of(split))
 
+    def check_counts(self) -> None:
+        """Raise ValueError unless each split's recorded samples and shards are those of its shards."""
+        for split, recorded in self.splits.items():
+            found = {"samples": self.samples(split), "shards": len(self.shards_of(split))}
+            if {k: recorded.get(k) for k in found} != found:
+                raise ValueError(f"split {split!r} records {recorded}, its shards hold {found}")
+
     def to_json(self) -> str:
         """Serialised form."""
         return json.dumps(asdict(self), indent=1)
@@ -71,7 +78,9 @@ class Manifest:
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
             data["shards"] = [ShardInfo(**s) for s in data["shards"]]
-            return cls(**data)
+            manifest = cls(**data)
+            manifest.check_counts()
+            return manifest
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ManifestError(f"{where} is not a valid asymvae manifest ({e}). Fix: re-run `asymvae prepare`.") from e
 

@@ -9,7 +9,9 @@ Layout of the output (a local folder or `s3://bucket/prefix`):
     bad-images.tsv                     every unusable image with its reason (only when there are any)
 
 `<fingerprint>` hashes the source's fingerprint and the config, so shards of different inputs never
-mix and an older manifest stays valid (with its shards) until a new one replaces it. Shard contents are
+mix and an older manifest stays valid (with its shards) until a new one replaces it; then the old
+dataset's shard folder, the shard folders of interrupted runs of other inputs (in a local folder, held by
+this run) and an old bad-image list go (`superseded`: only what asymvae wrote there). Shard contents are
 a pure function of the inputs: images are processed in parallel but written in source order, so a
 re-run reproduces the same bytes, and an interrupted run keeps every shard whose receipt is present and
 whose object has the recorded size and sha256; a re-run checks every shard the same way and rebuilds a
@@ -37,7 +39,7 @@ from PIL import Image
 
 from asymvae.config import apply_overrides
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
-from asymvae.data.images import as_bad_image, decode_image
+from asymvae.data.images import as_bad_image, decode_image, shrunk_size
 from asymvae.data.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -50,6 +52,8 @@ from asymvae.data.scan import BAD_LIST_NAME, bad_image_lines, bad_image_table, c
 from asymvae.data.shard_sink import SPLITS, ShardSink, SplitState, verify_shards
 from asymvae.data.shards import ShardWriter, encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, open_source
+from asymvae.data.superseded import remove_superseded
+from asymvae.data.termination import default_sigterm, sigterm_stops
 from asymvae.masks import MaskConfig, eval_mask_config, make_mask
 from asymvae.storage import Store, open_store
 from asymvae.storage.local import LocalStore
@@ -75,7 +79,8 @@ class PrepareConfig:
     max_side: int = 1024
     """Longest side after resizing (images are only ever shrunk, keeping their aspect ratio)."""
     min_side: int = 64
-    """Images whose short side is below this are skipped as too small."""
+    """Images whose short side is below this are skipped as too small, before or after shrinking to
+    `max_side` (so an extreme aspect ratio, such as 10000x70 at max_side 1024, is skipped as too narrow)."""
     val_fraction: float = 0.05
     """Share of images put in the validation split, chosen by a hash of each image's name (stable when the
     source grows)."""
@@ -149,11 +154,9 @@ def prepare_config(overrides: list[str]) -> PrepareConfig:
 
 def resize_max_side(image: Image.Image, max_side: int) -> Image.Image:
     """Shrink so that the longest side is at most `max_side` (never enlarges)."""
-    w, h = image.size
-    if max(w, h) <= max_side:
+    size = shrunk_size(*image.size, max_side)
+    if size == image.size:
         return image
-    scale = max_side / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
@@ -169,7 +172,7 @@ def encode_image(image: Image.Image, cfg: PrepareConfig) -> tuple[str, bytes]:
 
 def convert(source: ImageSource, i: int, cfg: PrepareConfig) -> tuple[Image.Image, tuple[int, int]]:
     """Decode and validate image `i`, convert to RGB and resize; returns it and its original size."""
-    image = decode_image(source.load(i), cfg.min_side)
+    image = decode_image(source.load(i), cfg.min_side, cfg.max_side)
     return resize_max_side(image, cfg.max_side), image.size
 
 
@@ -182,6 +185,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(source: ImageSource, cfg: PrepareConfig) -> None:
+    default_sigterm()  # the pool ends its workers with SIGTERM: they stop at once, without a traceback
     _WORKER.update(source=source, cfg=cfg)
 
 
@@ -206,10 +210,11 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
 # The run
 
 
-def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None, set[str]]:
-    """The manifest already in `store` if it has this fingerprint and every shard it lists is whole (size
-    and sha256 as recorded), and the names of the shards found whole (reused by a resume). A manifest.json
-    asymvae did not write raises a ManifestError: it is never overwritten."""
+def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None, Manifest | None, set[str]]:
+    """The manifest already in `store` (None when there is none or it is damaged); the same if it has this
+    fingerprint and every shard it lists is whole (size and sha256 as recorded), else None; and the names of
+    the shards found whole (reused by a resume). A manifest.json asymvae did not write raises a
+    ManifestError: it is never overwritten."""
     try:
         manifest = read_manifest(store)
     except ManifestError as e:  # ours but damaged: prepared anew; another tool's: never overwritten
@@ -218,12 +223,12 @@ def _existing_manifest(store: Store, fingerprint: str) -> tuple[Manifest | None,
                 f"{store.url(MANIFEST_NAME)} exists and was not written by asymvae ({e.__cause__}), so prepare does "
                 "not overwrite it. Fix: move it away, or prepare into another folder."
             ) from None
-        return None, set()
+        return None, None, set()
     if manifest is None or manifest.fingerprint != fingerprint:
-        return None, set()
+        return manifest, None, set()
     problems = verify_shards(store, [(s.name, s.sha256, s.bytes) for s in manifest.shards])
     whole = {s.name for s, why in zip(manifest.shards, problems, strict=True) if why is None}
-    return (manifest if len(whole) == len(manifest.shards) else None), whole
+    return manifest, (manifest if len(whole) == len(manifest.shards) else None), whole
 
 
 def _results(
@@ -236,7 +241,7 @@ def _results(
         return
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     chunk = max(1, min(32, len(tasks) // (workers * 8)))
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(source, cfg)) as pool:
+    with sigterm_stops(), ctx.Pool(workers, initializer=_init_worker, initargs=(source, cfg)) as pool:
         yield from pool.imap(_process, tasks, chunksize=chunk)
 
 
@@ -312,7 +317,7 @@ def _check_rest(
     """[name, reason, kind] of the bad images among `tasks`, found by checking them without converting."""
     log.info("too many unusable images: checking the other %d without converting them, to list them all", len(tasks))
     name_of = {i: name for i, name, _ in tasks}
-    checked = check_images(source, list(name_of), cfg.min_side, progress)
+    checked = check_images(source, list(name_of), cfg.min_side, progress, max_side=cfg.max_side)
     return [[name_of[i], error.reason, error.kind] for i, error in checked if error is not None]
 
 
@@ -345,7 +350,7 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
     src_fp = source_fingerprint(source, spec, names)
     fingerprint = run_fingerprint(src_fp, cfg.output_settings())
     manifest_uri = store.url(MANIFEST_NAME)
-    existing, whole = _existing_manifest(store, fingerprint)
+    previous, existing, whole = _existing_manifest(store, fingerprint)
     if existing is not None:
         log.info("%s is up to date (fingerprint %s, %d shards verified)", manifest_uri, fingerprint[:16], len(whole))
         listed = store.url(BAD_LIST_NAME) if existing.bad.get("count") else None
@@ -400,6 +405,7 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
     if manifest.samples("train") == 0:
         raise PrepareError(f"no usable training image in {source.description}.\n{bad_summary(report, listed_in)}")
     store.put(MANIFEST_NAME, manifest.to_json().encode())  # last: only now is the dataset visible
+    remove_superseded(store, sink.folder, previous, abandoned=isinstance(store, LocalStore), bad_list=bool(bad))
     log.info(
         "wrote %s: %d train / %d val samples in %d shards",
         manifest_uri,

@@ -22,6 +22,10 @@ class PositionError(UserError, ValueError):
     """A checkpoint's data position this run cannot continue from (other data, another batch size)."""
 
 
+class TooFewImagesError(UserError, ValueError):
+    """The data holds fewer images than one global batch."""
+
+
 class ResumableBatchSampler:
     """Yields per-rank batches of (epoch, index) keys, forever; `advance()` records consumption."""
 
@@ -33,9 +37,10 @@ class ResumableBatchSampler:
         self.seed = seed
         self.global_batch = batch_size * num_replicas
         if size < self.global_batch:
-            raise ValueError(
+            raise TooFewImagesError(
                 f"the data has {size} usable images, fewer than one global batch of {self.global_batch} "
-                f"({batch_size} per process x {num_replicas} processes): add images or lower train.batch_size"
+                f"({batch_size} per process x {num_replicas} processes). Fix: add images, or lower "
+                f"train.batch_size to at most {size // num_replicas}."
             )
         self.cursor = 0
         """Samples of the endless sequence consumed by training, all ranks together."""

@@ -45,9 +45,9 @@ def bad_image_table(bad: Sequence[BadImage]) -> bytes:
     return "".join("\t".join(row) + "\n" for row in [["name", "kind", "reason"], *clean]).encode()
 
 
-def _check_one(source: ImageSource, i: int, min_side: int) -> tuple[int, BadImageError | None]:
+def _check_one(source: ImageSource, i: int, min_side: int, max_side: int | None) -> tuple[int, BadImageError | None]:
     try:
-        check_image(source.load(i), min_side)
+        check_image(source.load(i), min_side, max_side)
     except Exception as e:
         return i, as_bad_image(e)
     return i, None
@@ -59,8 +59,10 @@ def check_images(
     min_side: int,
     progress: bool = False,
     num_threads: int | None = None,
+    max_side: int | None = None,
 ) -> Iterator[tuple[int, BadImageError | None]]:
-    """(i, None) for each usable image of `indices`, (i, why) for each bad one, in order.
+    """(i, None) for each usable image of `indices`, (i, why) for each bad one, in order (`check_image`'s
+    rules: `max_side` is the long side images will be shrunk to, when they will be).
 
     Decoding runs on `num_threads` threads (default: up to 8); Pillow releases the GIL while decoding, so
     this scales on large sources. `progress` shows a bar on a terminal.
@@ -77,7 +79,7 @@ def check_images(
             block = 256 * threads
             for start in range(0, len(indices), block):
                 chunk = indices[start : start + block]
-                yield from pool.map(lambda i: _check_one(source, i, min_side), chunk)
+                yield from pool.map(lambda i: _check_one(source, i, min_side, max_side), chunk)
                 if bar is not None:
                     bar.update(len(chunk))
     finally:

@@ -109,6 +109,20 @@ def iter_records(data: bytes | BinaryIO, where: str = "shard") -> Iterator[tuple
         yield key, files
 
 
+def iter_counted(data: bytes | BinaryIO, where: str, samples: int) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """`iter_records`, then a RecordError when the shard held another number of records than `samples`
+    (its manifest's count): a manifest whose counts were edited, its checksums left as they were, is caught."""
+    count = 0
+    for record in iter_records(data, where):
+        count += 1
+        yield record
+    if count != samples:
+        raise RecordError(
+            f"{where} holds {count} records, its manifest says {samples}. Fix: the manifest was changed after "
+            "`asymvae prepare` wrote it: prepare the source again into a new --out."
+        )
+
+
 def record_image(files: dict[str, bytes], where: str = "record") -> Image.Image:
     """A record's image member, decoded to RGB; `where` names the record in errors."""
     for ext in ("jpg", "png", "jpeg", "webp"):
@@ -169,7 +183,7 @@ def iter_split(manifest_uri: str, split: str = "val") -> Iterator[Sample]:
         raise DataSourceError(f"{manifest_uri} has no split {split!r}; splits: {sorted(manifest.splits)}")
     for shard in manifest.shards_of(split):
         data = store.get_verified(shard.name, shard.sha256, shard.bytes)
-        for key, files in iter_records(data, store.url(shard.name)):
+        for key, files in iter_counted(data, store.url(shard.name), shard.samples):
             where = f"{store.url(shard.name)}, record {key}"
             mask = decode_mask(files["mask.png"]) if "mask.png" in files else None
             yield Sample(key, record_image(files, where), mask, record_meta(files, where))

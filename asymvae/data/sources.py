@@ -15,7 +15,9 @@
     corrupt ones be reported instead of breaking the load. If the folder has split subfolders (`train/`
     next to `test/`, `validation/`, `valid/`, `val/` or `dev/`), only the `split` subfolder is used.
 * a single `.parquet` file;
-* anything else that is not an existing path: a Hugging Face hub dataset id (`datasets.load_dataset`).
+* anything else that is not an existing path: a Hugging Face hub dataset id (`datasets.load_dataset`),
+  unless it looks like a path (starts with `/`, `./`, `../` or `~`, ends with `/`, has two `/`, or is
+  `folder/name` below an existing local folder): then it is a missing folder, said at once.
 
 Sources return raw, undecoded images (`load(i)`); `asymvae.data.images.decode_image` validates and converts
 them. `asymvae.data.scan.scan_source` does that once up front for every image and keeps the usable indices.
@@ -79,8 +81,10 @@ def open_source(
             source = _open_file(path, split, image_column)
         elif _looks_like_path(spec) or path.exists():
             raise DataSourceError(
-                f"data.source {spec!r}: no such folder ({path.resolve()}). Fix: point data.source at an "
-                "existing folder of images or a save_to_disk / parquet folder, or use a hub dataset id."
+                f"data.source {spec!r}: no such folder ({path.resolve()}"
+                + (f"; {path.parent.resolve()} exists" if "/" in spec.rstrip("/") and path.parent.is_dir() else "")
+                + "). Fix: point data.source at an existing folder of images or a save_to_disk / parquet folder, "
+                "or use a hub dataset id (owner/name, from a folder without an `owner` folder in it)."
             )
         else:
             source = _open_hub(spec, split, image_column)
@@ -90,10 +94,11 @@ def open_source(
 
 
 def _looks_like_path(spec: str) -> bool:
-    # Hub ids are `name` or `owner/name`; anything else that is not on disk is a mistyped path.
-    if spec.startswith(("/", "./", "../", "~", "\\")) or spec in (".", ".."):
+    # Hub ids are `name` or `owner/name`; anything else that is not on disk is a mistyped path, and so is
+    # `folder/name` below an existing local folder (a hub id would be tried, and retried, for nothing).
+    if spec.startswith(("/", "./", "../", "~", "\\")) or spec in (".", "..") or spec.endswith("/"):
         return True
-    if "\\" in spec or spec.count("/") > 1:
+    if "\\" in spec or spec.count("/") > 1 or (spec.count("/") == 1 and Path(spec.split("/")[0]).is_dir()):
         return True
     return len(spec) >= 2 and spec[1] == ":" and spec[0].isalpha()  # C:\... on Windows
 

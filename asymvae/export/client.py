@@ -16,13 +16,8 @@ does all three and checks the decoded image's shape. Only the standard library a
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
-import socket
-import threading
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from asymvae.errors import UserError
+from asymvae.storage.http import HTTPFault, request
 
 DECODER_INPUTS = ("latent", "image", "mask")
 DECODER_OUTPUT = "sample"
@@ -153,55 +149,19 @@ def infer_request(inputs: dict[str, np.ndarray], io: ModelIO, outputs: tuple[str
 
 
 def _http(method: str, url: str, body: dict | None, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
-    """One request with a total deadline of `timeout_s` (connecting, sending, waiting and reading together: a
-    server that answers a byte at a time cannot hold it longer), sent to `url`'s host only: a redirect is
-    refused, never followed, so the headers (a token) never reach another URL."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ServingError(f"{url} is not an http:// or https:// URL. Fix: pass the server's base URL.")
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = kind(parts.hostname, parts.port, timeout=timeout_s)
-    expired = threading.Event()
-
-    def expire() -> None:  # at the deadline: unblock whatever the request waits on
-        expired.set()
-        if conn.sock is not None:
-            with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_RDWR)
-
-    watchdog = threading.Timer(timeout_s, expire)
-    watchdog.start()
+    """One JSON request with a total deadline, to `url`'s host only (`storage.http.request`)."""
     data = json.dumps(body).encode() if body is not None else None
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    failure: Exception | None = None
     try:
-        conn.request(method, path or "/", body=data, headers={"Content-Type": "application/json", **headers})
-        response = conn.getresponse()
-        payload = response.read()
-    except (OSError, http.client.HTTPException) as e:
-        failure = e
-    finally:
-        watchdog.cancel()
-        conn.close()
-    if expired.is_set() or isinstance(failure, TimeoutError):  # a read cut at the deadline may look complete
-        raise ServingError(
-            f"{method} {url}: no complete answer within {timeout_s:g} s. Fix: check the server, or allow more "
-            "time (--timeout)."
-        )
-    if failure is not None:
-        raise ServingError(f"{method} {url} failed: {failure}. Is the server up and the URL right?")
-    if 300 <= response.status < 400:
-        raise ServingError(
-            f"{method} {url} answered HTTP {response.status}, a redirect to {response.getheader('Location')}, which "
-            "is not followed (it would carry the request's headers there). Fix: pass the URL it redirects to."
-        )
-    if response.status >= 400:
-        detail = payload.decode(errors="replace")[:500]
-        raise ServingError(f"{method} {url} answered HTTP {response.status}: {detail}")
+        answer = request(method, url, data, {"Content-Type": "application/json", **headers}, timeout_s)
+    except HTTPFault as e:
+        raise ServingError(str(e)) from None
+    if answer.status >= 400:
+        detail = answer.body.decode(errors="replace")[:500]
+        raise ServingError(f"{method} {url} answered HTTP {answer.status}: {detail}")
     try:
-        return json.loads(payload)
+        return json.loads(answer.body)
     except ValueError:
-        raise ServingError(f"{method} {url} answered something that is not JSON: {payload[:200]!r}") from None
+        raise ServingError(f"{method} {url} answered something that is not JSON: {answer.body[:200]!r}") from None
 
 
 def model_url(base_url: str, model: str) -> str:

@@ -2,7 +2,8 @@
 
 Everything is written into a hidden temporary folder beside the target, checked (ONNX parity, Triton
 config), given its model card last, and only then renamed to the target. Any failure removes the
-temporary folder, so a target that exists is always complete.
+temporary folder, so a target that exists is always complete; one that a killed export (SIGTERM, SIGKILL)
+left is removed by the next export to the same target on the same host.
 
 Targets: `--format diffusers` and `onnx` write `OUT/` itself; `--format triton` writes the model folder
 `OUT/<name>/` inside the repository root `OUT/` (other models already there are left alone).
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from asymvae.export.triton import triton_config, validate_triton_model
 from asymvae.model.build import VAE
 from asymvae.model.files import load_vae, read_run_config, save_vae
 from asymvae.storage.faults import writing
-from asymvae.storage.local import check_replaceable, publish
+from asymvae.storage.local import check_replaceable, private_staging_dir, publish
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +110,18 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     eval_summary = _read_eval(cfg.eval)
     vae = load_vae(cfg.model).float()
     run_config = read_run_config(cfg.model)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp: Path | None = None
     try:
         with writing("the export", target):  # a full disk or a folder it may not write to: one line, nothing left
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
+            tmp = private_staging_dir(target)  # also removes what a killed export left here
             files, checks = _fill(cfg, vae, tmp, run_config)
             files.append("README.md")
             info = CardInfo(cfg.name, cfg.format, str(cfg.model), run_config, eval_summary, checks, files)
             write_card(tmp, vae, info)  # last: a folder with its card is complete
             publish(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("exported %s as %s to %s", cfg.model, cfg.format, target)
     return ExportResult(target, info.files, checks)

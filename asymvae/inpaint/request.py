@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from asymvae.data.images import BadImageError, decode_image, decode_mask_image
 from asymvae.errors import UserError
 from asymvae.model.decode import TileConfig
 
@@ -46,23 +48,24 @@ class InpaintRequest:
     """Decode in overlapping tiles, each conditioned on its crop of image and mask (large images); None: whole."""
 
 
-def _open(path: str | Path, mode: str, what: str) -> Image.Image:
+def _open(path: str | Path, decode: Callable[[Path], Image.Image], what: str) -> Image.Image:
+    """The file decoded as `prepare` decodes images (`asymvae.data.images`: EXIF orientation applied, alpha
+    over white for an image)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise InpaintInputError(f"--{what} {p}: no such file")
     try:
-        with Image.open(p) as img:
-            return img.convert(mode)
-    except Exception as e:
-        raise InpaintInputError(f"--{what} {p}: not a readable image ({e})") from e
+        return decode(p)
+    except BadImageError as e:
+        raise InpaintInputError(f"--{what} {p}: not a readable image ({e.reason})") from e
 
 
 def read_request(
     image: str | Path, mask: str | Path, prompts: list[str], **options: int | float | TileConfig | None
 ) -> InpaintRequest:
     """An `InpaintRequest` from image files; `options` are its other fields (None: the field's default)."""
-    img = _open(image, "RGB", "image")
-    msk = _open(mask, "L", "mask")
+    img = _open(image, decode_image, "image")
+    msk = _open(mask, decode_mask_image, "mask")
     if img.size != msk.size:
         raise InpaintInputError(f"--image is {img.size[0]}x{img.size[1]} but --mask is {msk.size[0]}x{msk.size[1]}")
     if not prompts:

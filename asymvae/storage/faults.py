@@ -1,4 +1,5 @@
-"""Faults of the machine, not of asymvae: a full disk, a missing permission, a read-only file system.
+"""Faults of the machine, not of asymvae: a full disk, a missing permission, a read-only file system, a
+path through a file.
 
 `writing(what, path)` turns such a fault, whichever library raised it (the OS, `torch.save`,
 safetensors), into a `StorageError` that names the file, the cause and the fix; any other error passes
@@ -24,6 +25,8 @@ _FIXES: dict[int, str] = {
     errno.EROFS: "that file system is mounted read-only: write somewhere else",
     errno.EACCES: _ACCESS,
     errno.EPERM: _ACCESS,
+    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another location",
+    errno.EISDIR: "that is a folder, not a file: choose another location",
     errno.EFBIG: "the file is larger than this process may write (`ulimit -f`, or the file system's limit): "
     "raise the limit, or write somewhere else",
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import BinaryIO
 
 from asymvae.storage.base import CHUNK, ObjectInfo, StorageError, Store
 from asymvae.storage.faults import environment_fault, writing
+
+log = logging.getLogger(__name__)
 
 
 def umask() -> int:
@@ -114,6 +118,34 @@ def publish(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+def private_staging_dir(final: Path) -> Path:
+    """An empty hidden folder beside `final` for this process alone (`.NAME.tmp-HOST-PID`), to write into
+    before `publish`. Such folders that processes of this host left behind when they were killed (the pid
+    runs no more) are removed first; no other folder is touched."""
+    prefix = f".{final.name}.tmp-{socket.gethostname()}-"
+    if final.parent.is_dir():
+        for left in final.parent.iterdir():
+            pid = left.name.removeprefix(prefix)
+            if left.name.startswith(prefix) and pid.isdigit() and left.is_dir() and not _running(int(pid)):
+                log.info("removing %s, left by an export that was stopped", left)
+                shutil.rmtree(left, ignore_errors=True)
+    tmp = final.with_name(f"{prefix}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def staging_dir(final: Path) -> Path:
     """An empty hidden folder beside `final` to write into before `publish`."""
     tmp = final.with_name(f".{final.name}.tmp")
@@ -176,8 +208,14 @@ class LocalStore(Store):
         return sorted(found, key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
-        """Remove the file if present."""
-        self._path(key).unlink(missing_ok=True)
+        """Remove the file if present, then each folder above it (below the root) that this left empty, as
+        an object store has no folders to leave behind."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root) or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
     def check(self, create: bool = False) -> None:
         """The root must be a folder (or creatable) and writable."""

@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit
+from xml.etree.ElementTree import ParseError
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error, ServerError
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from asymvae.storage.base import CHUNK, ObjectInfo, StorageError, Store
 
@@ -103,6 +104,12 @@ class S3Settings:
             parts = urlsplit(endpoint)
             secure = parts.scheme == "https"
             endpoint = parts.netloc
+        if "@" in endpoint:  # user:password@host: the message shows only the host
+            raise StorageError(
+                f"the S3 endpoint ({endpoint.rpartition('@')[2]}) is given with credentials in its URL "
+                "(user:password@); asymvae takes none from a URL and shows none. Fix: set the endpoint as "
+                "http(s)://host:port and the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+            )
         use_https = _env("S3_USE_HTTPS")
         if use_https is not None:
             secure = _flag(use_https)
@@ -252,6 +259,12 @@ class S3Store(Store):
                     "S3 %s failed (%s), retry %d/%d in %.1f s", action, type(e).__name__, attempt + 1, s.retries, delay
                 )
                 time.sleep(delay)
+            except (InvalidResponseError, ParseError, ValueError) as e:  # minio could not parse the answer
+                raise StorageError(
+                    f"the S3 endpoint {s.endpoint_url} gave an answer that is not S3's while trying to {action} in "
+                    f"bucket {self.bucket!r} ({type(e).__name__}: {str(e)[:200]}). Fix: point S3_ENDPOINT (or "
+                    "AWS_ENDPOINT_URL) at an S3 server, not at a web page or a proxy's error page."
+                ) from None
         raise AssertionError("unreachable")
 
     def _name(self, key: str) -> str:

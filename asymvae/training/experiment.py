@@ -31,6 +31,13 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Steps, batch, precision, checkpoints, logging (`asymvae/training/config.py`)."""
 
+    def __post_init__(self) -> None:
+        if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(
+                f"name {self.name!r} is not a plain folder name (it names the output folder work_dirs/<name>, "
+                "so it may not hold '/' or be '..'). Fix: name the run like my_run; write elsewhere with --output."
+            )
+
     @property
     def output_dir(self) -> Path:
         """Where checkpoints, logs and exports go."""

@@ -15,15 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server
 
+from asymvae.storage.http import request
 from asymvae.training.launch import METRICS_ADDR_ENV, METRICS_PORT_ENV, PUSHGATEWAY_ENV, process_rank
 
 log = logging.getLogger(__name__)
 
 PUSH_JOB = "asymvae_train"
+PUSH_TIMEOUT_S = 10.0
+"""Seconds the outcome's push may take in all (connecting, sending, reading the answer)."""
 # Row keys that are not loss terms, and the gauge each one feeds.
 _NOT_LOSS = {"step", "lr", "img_per_s", "data_wait_pct", "grad_norm"}
 
@@ -166,6 +170,20 @@ def outcome_registry(
     return r
 
 
+def _bounded_handler(
+    url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+) -> Callable[[], None]:
+    """prometheus_client's push handler over `storage.http.request`: the whole push within `timeout` seconds,
+    to the gateway's host only (a redirect is refused, not followed)."""
+
+    def handle() -> None:
+        answer = request(method, url, data, dict(headers), timeout or PUSH_TIMEOUT_S)
+        if answer.status >= 400:
+            raise OSError(f"the Pushgateway answered HTTP {answer.status}: {answer.body[:200]!r}")
+
+    return handle
+
+
 def push_outcome(
     cfg: Any,
     succeeded: bool,
@@ -180,7 +198,10 @@ def push_outcome(
         return False
     registry = outcome_registry(succeeded, steps, seconds, losses or {}, type(error).__name__ if error else "")
     try:
-        push_to_gateway(url, job=PUSH_JOB, grouping_key={"run": cfg.name}, registry=registry, timeout=10)
+        push_to_gateway(
+            url, job=PUSH_JOB, grouping_key={"run": cfg.name}, registry=registry, timeout=PUSH_TIMEOUT_S,
+            handler=_bounded_handler,
+        )  # fmt: skip
     except Exception as e:  # an unreachable Pushgateway must not turn a finished run into a failed one
         log.warning("could not push the run's outcome to the Pushgateway at %s: %s", url, e)
         return False
