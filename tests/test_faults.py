@@ -292,6 +292,45 @@ def test_an_endpoint_that_is_not_s3_is_one_line(tmp_path):
     assert "Fix: point S3_ENDPOINT (or AWS_ENDPOINT_URL) at an S3 server" in line
 
 
+def test_copies_of_a_train_image_are_kept_out_of_val_and_listed(tmp_path):
+    """Identical images under other names would leak train images into the held-out split: each val copy of a
+    train image is left out (kind `duplicate`, not counted as unusable), wherever it comes in the source's order,
+    also when the run resumes after its train shards were written."""
+    from asymvae.data.identity import split_of
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = [f"img{i:03d}.png" for i in range(40)]
+    val = [n for n in names if split_of(n, 0.3) == "val"]
+    train = [n for n in names if split_of(n, 0.3) == "train"]
+    assert val[0] < train[-1] and train[0] < val[-1]  # copies come before and after their originals
+    for n in train:
+        _png(folder / n, names.index(n))
+    copies = {val[0]: train[-1], val[-1]: train[0]}  # val name -> the train image it copies
+    for i, n in enumerate(val):
+        shutil.copyfile(folder / copies[n], folder / n) if n in copies else _png(folder / n, 1000 + i)
+    cfg = PrepareConfig(min_side=16, max_side=48, val_fraction=0.3, max_bad_share=0.0, workers=1)
+    out = tmp_path / "data"
+    manifest = prepare(str(folder), str(out), cfg, progress=False).manifest
+    train_sources = {s.meta["source"] for s in iter_split(str(out), "train")}
+    val_sources = {s.meta["source"] for s in iter_split(str(out), "val")}
+    assert train_sources == set(train) and val_sources == set(val) - set(copies)
+    listed = {f["name"]: f["reason"] for f in manifest.bad["files"]}
+    assert listed == {n: f"same pixels as train image {t}: kept out of val" for n, t in copies.items()}
+    assert manifest.bad["kinds"] == {"duplicate": 2} and manifest.bad["unusable"] == 0
+
+    # Resumed after the train shards: the train images' digests come from their receipts.
+    again = tmp_path / "again"
+    first = prepare(str(folder), str(again), cfg, progress=False).manifest
+    for shard in first.shards_of("val"):
+        (again / shard.name).unlink()
+        (again / shard.name).with_suffix(".json").unlink()
+    (again / MANIFEST_NAME).unlink()
+    resumed = prepare(str(folder), str(again), cfg, progress=False)
+    assert resumed.reused_shards == len(first.shards_of("train"))
+    assert {s.meta["source"] for s in iter_split(str(again), "val")} == val_sources
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A damaged dataset: named by the readers, rebuilt by prepare
 

@@ -21,6 +21,7 @@ listing all of them (`bad-images.tsv` beside the manifest); it is written whenev
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -199,7 +200,8 @@ def _process(task: tuple[int, str, str]) -> tuple[int, dict[str, Any]]:
         bad = as_bad_image(e)
         return i, {"bad": bad.reason, "kind": bad.kind}
     ext, data = encode_image(image, cfg)
-    out: dict[str, Any] = {"ext": ext, "data": data, "size": image.size, "original": original}
+    pixels = hashlib.sha256(f"{image.mode} {image.size}\n".encode() + image.tobytes()).hexdigest()[:32]
+    out: dict[str, Any] = {"ext": ext, "data": data, "size": image.size, "original": original, "pixels": pixels}
     if split == "val":
         w, h = image.size
         out["mask"] = encode_mask(make_mask(cfg.eval_masks, h, w, cfg.mask_seed, mask_index(name)))
@@ -284,7 +286,8 @@ def _rebuild_damaged(
     for i, result in _results(source, cfg, tasks):
         split, k = owner[i]
         rebuild = rebuilds[split.name, k]
-        if "bad" not in result:  # a bad image is already in the receipt's list
+        skipped = {name for name, _, _ in split.receipts[k]["bad"]}  # bad images and duplicates, listed already
+        if "bad" not in result and names[i] not in skipped:
             rebuild.writer.add(*_sample_files(names[i], split.name, rebuild.first + rebuild.writer.samples, result))
         rebuild.left -= 1
         if rebuild.left == 0:
@@ -292,10 +295,20 @@ def _rebuild_damaged(
     return len(rebuilds)
 
 
+DUPLICATE = "duplicate"
+"""The kind of a skipped image that is a val copy of a train image (not a fault: not counted as unusable)."""
+
+
+def _unusable(bad: list[list[str]]) -> int:
+    """How many of the skipped images `bad` ([name, reason, kind]) are unusable, i.e. not duplicates."""
+    return sum(kind != DUPLICATE for _, _, kind in bad)
+
+
 def _bad_report(bad: list[list[str]], total: int) -> dict[str, Any]:
     kinds = Counter(kind for _, _, kind in bad)
     return {
         "count": len(bad),
+        "unusable": _unusable(bad),
         "total": total,
         "kinds": dict(sorted(kinds.items())),
         "files": [{"name": n, "reason": r} for n, r, _ in bad],
@@ -304,7 +317,7 @@ def _bad_report(bad: list[list[str]], total: int) -> dict[str, Any]:
 
 def bad_summary(report: dict[str, Any], listed_in: str = "the manifest") -> str:
     """Readable bad-image report: counts by reason and up to 20 names with reasons."""
-    lines = [f"{report['count']} of {report['total']} images unusable"]
+    lines = [f"{report['count']} of {report['total']} images skipped"]
     if report["kinds"]:
         lines[0] += " (" + ", ".join(f"{k} {n}" for k, n in report["kinds"].items()) + ")"
     listed = [(item["name"], item["reason"]) for item in report["files"]]
@@ -361,7 +374,8 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
     sink = ShardSink(store, f"shards-{fingerprint[:16]}", cfg.shard_max_bytes)
     reused = sink.resume(whole)
     splits = [split_of(n, cfg.val_fraction) for n in names]
-    tasks = [(i, names[i], s) for i, s in enumerate(splits) if i >= sink.splits[s].done_end]
+    # Train first, then val: each val image is checked against every train image (a copy is kept out of val).
+    tasks = [(i, names[i], s) for s in SPLITS for i in range(total) if splits[i] == s and i >= sink.splits[s].done_end]
     if reused or sink.damaged:
         log.info("resuming: %d finished shards kept, %d of %d images left", reused, len(tasks), total)
     allowed_bad = int(cfg.max_bad_share * total)
@@ -370,7 +384,8 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
         rebuilt = _rebuild_damaged(source, cfg, names, splits, sink) if sink.damaged else 0
         log.info("preparing %d images of %s into %s", len(tasks), source.description, store.uri)
         bar = _Progress(len(tasks), progress)
-        n_bad = len(sink.bad_images())
+        n_bad = _unusable(sink.bad_images())
+        train_pixels = sink.splits["train"].names_by_digest()
         results = _results(source, cfg, tasks)
         try:
             for done, (i, result) in enumerate(results, 1):
@@ -382,8 +397,14 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
                         results.close()
                         unchecked = _check_rest(source, cfg, tasks[done:], progress)
                         break
+                elif split.name == "val" and result["pixels"] in train_pixels:
+                    twin = train_pixels[result["pixels"]]
+                    split.bad.append([names[i], f"same pixels as train image {twin}: kept out of val", DUPLICATE])
                 else:
-                    sink.add(split, i, *_sample_files(names[i], split.name, split.ordinal, result))
+                    files = _sample_files(names[i], split.name, split.ordinal, result)
+                    sink.add(split, i, *files, digest=(result["pixels"], names[i]))
+                    if split.name == "train":
+                        train_pixels[result["pixels"]] = names[i]
                 bar.update(done)
             else:
                 for split in sink.splits.values():
@@ -399,7 +420,7 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
         store.put(BAD_LIST_NAME, bad_image_table(bad))
         listed_in = store.url(BAD_LIST_NAME)
         log.warning("%s", bad_summary(report, listed_in))
-    if report["count"] > allowed_bad:
+    if report["unusable"] > allowed_bad:
         _fail_bad(report, cfg, listed_in)
     manifest = _manifest(spec, source, (src_fp, fingerprint), cfg, sink, report)
     if manifest.samples("train") == 0:
@@ -426,7 +447,7 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
 
 def _fail_bad(report: dict[str, Any], cfg: PrepareConfig, listed_in: str) -> None:
     raise PrepareError(
-        f"too many unusable images: {report['count']} of {report['total']} > prepare.max_bad_share="
+        f"too many unusable images: {report['unusable']} of {report['total']} > prepare.max_bad_share="
         f"{cfg.max_bad_share} (no manifest written).\n{bad_summary(report, listed_in)}\nFix: repair or remove "
         f"these files, or accept them with --set prepare.max_bad_share=<share>; keep small images with "
         f"--set prepare.min_side=<px> (now {cfg.min_side})."

@@ -30,12 +30,20 @@ def verify_shards(store: Store, shards: Sequence[tuple[str, str, int]]) -> list[
 
 @dataclass
 class SplitState:
-    """Writer state of one split: finished shard receipts, the open shard, bad images since the last shard."""
+    """Writer state of one split: finished shard receipts, the open shard, bad images and the pixel digests of
+    the samples since the last shard."""
 
     name: str
     receipts: list[dict[str, Any]] = field(default_factory=list)
     writer: ShardWriter | None = None
     bad: list[list[str]] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+    """Pixel digest -> name of each sample in the open shard (receipts keep those of finished shards)."""
+
+    def names_by_digest(self) -> dict[str, str]:
+        """Pixel digest -> name of every sample of this split so far, finished shards and the open one."""
+        known = {d: n for r in self.receipts for d, n in r.get("digests", {}).items()}
+        return known | self.digests
 
     @property
     def done_end(self) -> int:
@@ -109,19 +117,21 @@ class ShardSink:
         recorded = [b for s in self.splits.values() for r in s.receipts for b in r["bad"]]
         return recorded + [b for s in self.splits.values() for b in s.bad]
 
-    def add(self, split: SplitState, i: int, key: str, files: dict[str, bytes]) -> None:
-        """Append a sample, first closing the open shard when the sample would push it over the size bound."""
+    def add(self, split: SplitState, i: int, key: str, files: dict[str, bytes], digest: tuple[str, str]) -> None:
+        """Append a sample, first closing the open shard when the sample would push it over the size bound;
+        `digest` is (pixel digest, name), kept in the shard's receipt."""
         if split.writer is not None and split.writer.samples and split.writer.size_with(files) > self.max_bytes:
             self.close(split, end=i)
         if split.writer is None:
             split.writer = ShardWriter()
         split.writer.add(key, files)
+        split.digests[digest[0]] = digest[1]
 
     def close(self, split: SplitState, end: int) -> None:
         """Upload the open shard (if any sample) and its receipt, covering source indices up to `end`."""
         index = len(split.receipts)
         receipt: dict[str, Any] = {"name": None, "split": split.name, "index": index, "samples": 0, "bytes": 0}
-        receipt.update(sha256=None, end=end, bad=split.bad)
+        receipt.update(sha256=None, end=end, bad=split.bad, digests=split.digests)
         upload = None
         if split.writer is not None and split.writer.samples:
             name = f"{self.folder}/{split.name}-{index:06d}.tar"
@@ -133,7 +143,7 @@ class ShardSink:
         self.wait()  # at most one upload in flight: memory stays bounded, errors surface early
         self._pending = self._uploader.submit(self._upload, upload, receipt)
         split.receipts.append(receipt)
-        split.writer, split.bad = None, []
+        split.writer, split.bad, split.digests = None, [], {}
 
     def _upload(self, upload: tuple[str, BinaryIO, int, str] | None, receipt: dict[str, Any]) -> None:
         """The shard, a check of its stored size, then its receipt (so a receipt always means a whole shard)."""

@@ -8,6 +8,7 @@ Loading reads JSON and safetensors only, so a checkpoint from anywhere cannot ru
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -42,6 +43,8 @@ def _encode(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
         return {"__tensor__": path}
     if isinstance(value, np.ndarray):
         return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, bytes):
+        return {"__bytes__": base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value):
             return {k: _encode(v, tensors, f"{path}.{k}") for k, v in value.items()}
@@ -64,6 +67,8 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return tensors[value["__tensor__"]]
     if "__ndarray__" in value:
         return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+    if "__bytes__" in value:
+        return base64.b64decode(value["__bytes__"])
     if "__tuple__" in value:
         return tuple(_decode(v, tensors) for v in value["__tuple__"])
     if "__keys__" in value:
