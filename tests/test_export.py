@@ -206,3 +206,21 @@ def test_exports_of_a_16_channel_family_apply_its_latent_transform_and_say_how_t
     assert ("diffusers#13611" in card) == (family == "sd3")
     loaded = AsymmetricAutoencoderKL.from_pretrained(tmp_path / "hf", subfolder="vae")
     assert (loaded.config.shift_factor, loaded.config.force_upcast) == (fam.shift_factor, True)
+
+
+def test_an_export_onto_the_folder_it_runs_in_is_one_line(asym_export_dir, tmp_path, monkeypatch, capsys):
+    """`--out .` (or a folder above) cannot be replaced as a whole: one line naming the fix, even when the folder
+    is an earlier export (it holds asymvae's marker), and nothing is written."""
+    from asymvae.storage.local import WRITTEN_BY
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / WRITTEN_BY).write_text("")
+    monkeypatch.chdir(earlier)
+    for out, why in ((".", "the folder you are in, or above it"), ("..", "was not written by asymvae")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["export", str(asym_export_dir), "--format", "diffusers", "--out", out, "--force"])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0] and "Fix:" in err[0]
+    assert sorted(p.name for p in earlier.iterdir()) == [WRITTEN_BY]

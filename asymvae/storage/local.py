@@ -101,10 +101,24 @@ def mark_written(folder: Path) -> None:
     (folder / WRITTEN_BY).write_text("written by asymvae; it replaces or removes only folders holding this file\n")
 
 
+def _own_folder_path(final: Path) -> Path:
+    """`final` as an absolute path; a StorageError when it is the folder the user is in, one above it, or the
+    root: asymvae publishes a folder by renaming a finished one into its place, which needs a name of its own."""
+    full = Path(os.path.abspath(final))
+    if full == Path(full.anchor) or Path.cwd().is_relative_to(full):
+        raise StorageError(
+            f"{final} is {'the root folder' if full == Path(full.anchor) else 'the folder you are in, or above it'}; "
+            f"asymvae writes this output as a folder of its own and replaces it as a whole. Fix: name a new folder, "
+            f"e.g. {final / 'out'}."
+        )
+    return full
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Move a finished temporary folder to its final name, marked as asymvae's (`WRITTEN_BY`), replacing an
     older one that asymvae published without a gap; a folder asymvae did not write is refused
     (`check_replaceable`). Its files get the permissions of any file the user writes (`match_umask`)."""
+    final = _own_folder_path(final)
     check_replaceable(final)
     mark_written(tmp)
     match_umask(tmp)
@@ -122,6 +136,7 @@ def private_staging_dir(final: Path) -> Path:
     """An empty hidden folder beside `final` for this process alone (`.NAME.tmp-HOST-PID`), to write into
     before `publish`. Such folders that processes of this host left behind when they were killed (the pid
     runs no more) are removed first; no other folder is touched."""
+    final = _own_folder_path(final)
     prefix = f".{final.name}.tmp-{socket.gethostname()}-"
     if final.parent.is_dir():
         for left in final.parent.iterdir():
@@ -148,6 +163,7 @@ def _running(pid: int) -> bool:
 
 def staging_dir(final: Path) -> Path:
     """An empty hidden folder beside `final` to write into before `publish`."""
+    final = _own_folder_path(final)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
