@@ -8,6 +8,7 @@ repaired by running the command again. docs/faults.md tabulates these tests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -292,6 +293,59 @@ def test_an_endpoint_that_is_not_s3_is_one_line(tmp_path):
     assert "Fix: point S3_ENDPOINT (or AWS_ENDPOINT_URL) at an S3 server" in line
 
 
+class _Trickle(BaseHTTPRequestHandler):
+    """A server that never finishes an answer: a byte every 0.2 s, of the status line for a bucket check and of
+    the body for an object download (its headers come at once)."""
+
+    def _trickle(self, data: bytes) -> None:
+        for byte in data:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(0.2)
+
+    def do_HEAD(self) -> None:
+        with contextlib.suppress(OSError):
+            self._trickle(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: 1\r\n" * 1000)
+
+    def do_GET(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            self._trickle(b"x" * (1 << 20))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_trickles_its_answer_is_cut_at_the_deadline(tmp_path, monkeypatch):
+    """urllib3's read timeout restarts with every byte; the total deadline does not: a bucket check (in a real
+    prepare run) and an object download from a server that sends a byte every 0.2 s end at the deadline, each
+    attempt, then as one line naming the setting that allows more time."""
+    from asymvae.storage.s3 import S3Settings, S3Store
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        env = {"S3_ENDPOINT": endpoint, "S3_USE_HTTPS": "0", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
+               "ASYMVAE_S3_DEADLINE": "1", "ASYMVAE_S3_RETRIES": "1"}  # fmt: skip
+        run = asymvae("prepare", DEMO, "--out", "s3://bucket/data", *SMALL, env=env, timeout=120)
+        line = one_line_error(run, "prepare")
+        assert f"the S3 endpoint http://{endpoint} gave no complete answer within 1 s while trying to" in line
+        assert "2 times" in line and "ASYMVAE_S3_DEADLINE=<seconds>" in line
+
+        settings = S3Settings(endpoint=endpoint, secure=False, access_key="a", secret_key="b", retries=1, deadline=1)
+        store = S3Store("bucket", "data", settings)
+        started = time.monotonic()
+        with pytest.raises(UserError, match="no complete answer within 2 s while trying to download data/shard.tar"):
+            b"".join(store.iter_chunks("shard.tar"))  # 1 s + 1 s for the MiB each chunk may take
+        assert time.monotonic() - started < 30
+    finally:
+        server.shutdown()
+
+
 def test_copies_of_a_train_image_are_kept_out_of_val_and_listed(tmp_path):
     """Identical images under other names would leak train images into the held-out split: each val copy of a
     train image is left out (kind `duplicate`, not counted as unusable), wherever it comes in the source's order,
@@ -535,6 +589,20 @@ def test_a_second_run_into_a_held_output_folder_is_one_line_naming_the_holder(ba
     assert not (out / "checkpoints").exists(), "the second run wrote into the held folder"
 
 
+def test_a_second_export_into_a_held_target_is_one_line_naming_the_holder(asym_export_dir, tmp_path):
+    from asymvae.storage.ownership import own_target
+
+    target = tmp_path / "exports" / "vae"
+    with own_target(target, "the first export"):  # held by this process, as an export in progress holds it
+        second = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(target))
+    line = one_line_error(second, "export")
+    assert f"{target} is in use by the first export (pid {os.getpid()} on " in line
+    assert os.listdir(target.parent) == [], "the second export wrote, or the lock file stayed"
+    done = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(target))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert os.listdir(target.parent) == ["vae"]
+
+
 class _Planted:
     """Unpickling it creates a file: what a pickle from anywhere may do."""
 
@@ -679,8 +747,8 @@ def test_a_temporary_folder_a_killed_export_left_is_removed_by_the_next_export(a
         time.sleep(0.05)
     export.send_signal(signal.SIGTERM)
     assert export.wait() == -signal.SIGTERM
-    (left,) = [p.name for p in tmp_path.iterdir()]
-    assert left == f"{prefix}{export.pid}"
+    left = sorted(p.name for p in tmp_path.iterdir())  # its lock file holds no lock: the kernel dropped it
+    assert left == sorted([f"{prefix}{export.pid}", ".out.asymvae.lock"])
     (tmp_path / "mine.tmp-1").mkdir()  # not asymvae's: stays
     run = asymvae("export", str(asym_export_dir), *DIFFUSERS, str(target))
     assert run.returncode == 0, run.stderr[-3000:]

@@ -31,6 +31,7 @@ from asymvae.model.build import VAE
 from asymvae.model.files import load_vae, read_run_config, save_vae
 from asymvae.storage.faults import writing
 from asymvae.storage.local import check_replaceable, private_staging_dir, publish
+from asymvae.storage.ownership import own_target
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     if target.exists() and not cfg.force:
         raise ExportError(f"{target} already exists; pass --force to replace it")
     check_replaceable(target)  # --force replaces an earlier export, never a folder asymvae did not write
+    with own_target(target, f"asymvae export {cfg.model}"):  # one export at a time into a target
+        return _export(cfg, target)
+
+
+def _export(cfg: ExportConfig, target: Path) -> ExportResult:
     eval_summary = _read_eval(cfg.eval)
     vae = load_vae(cfg.model).float()
     run_config = read_run_config(cfg.model)

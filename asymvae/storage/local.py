@@ -101,7 +101,7 @@ def mark_written(folder: Path) -> None:
     (folder / WRITTEN_BY).write_text("written by asymvae; it replaces or removes only folders holding this file\n")
 
 
-def _own_folder_path(final: Path) -> Path:
+def output_folder_path(final: Path) -> Path:
     """`final` as an absolute path; a StorageError when it is the folder the user is in, one above it, or the
     root: asymvae publishes a folder by renaming a finished one into its place, which needs a name of its own."""
     full = Path(os.path.abspath(final))
@@ -118,7 +118,7 @@ def publish(tmp: Path, final: Path) -> None:
     """Move a finished temporary folder to its final name, marked as asymvae's (`WRITTEN_BY`), replacing an
     older one that asymvae published without a gap; a folder asymvae did not write is refused
     (`check_replaceable`). Its files get the permissions of any file the user writes (`match_umask`)."""
-    final = _own_folder_path(final)
+    final = output_folder_path(final)
     check_replaceable(final)
     mark_written(tmp)
     match_umask(tmp)
@@ -136,7 +136,7 @@ def private_staging_dir(final: Path) -> Path:
     """An empty hidden folder beside `final` for this process alone (`.NAME.tmp-HOST-PID`), to write into
     before `publish`. Such folders that processes of this host left behind when they were killed (the pid
     runs no more) are removed first; no other folder is touched."""
-    final = _own_folder_path(final)
+    final = output_folder_path(final)
     prefix = f".{final.name}.tmp-{socket.gethostname()}-"
     if final.parent.is_dir():
         for left in final.parent.iterdir():
@@ -163,7 +163,7 @@ def _running(pid: int) -> bool:
 
 def staging_dir(final: Path) -> Path:
     """An empty hidden folder beside `final` to write into before `publish`."""
-    final = _own_folder_path(final)
+    final = output_folder_path(final)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

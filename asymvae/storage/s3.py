@@ -9,7 +9,9 @@ The environment variable names are those KFP and KServe use, so the same Secret 
 - keys: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (or `MINIO_ACCESS_KEY` / `MINIO_SECRET_KEY`),
   optional `AWS_SESSION_TOKEN`; none set = anonymous;
 - region: `AWS_REGION` or `AWS_DEFAULT_REGION`, default `us-east-1`;
-- `ASYMVAE_S3_RETRIES`: retries after a transient failure (default 5), exponential backoff from 0.5 s.
+- `ASYMVAE_S3_RETRIES`: retries after a transient failure (default 5), exponential backoff from 0.5 s;
+- `ASYMVAE_S3_DEADLINE`: seconds each request may take in all, its answer included (default 300), plus one
+  second per MiB it carries; a server that trickles its answer is cut there (and retried).
 
 Transient failures (connection errors, timeouts, 5xx, SlowDown) are retried with exponential backoff and
 jitter; a broken download resumes at the byte it reached. Objects larger than 16 MiB are uploaded in
@@ -34,6 +36,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from asymvae.storage.base import CHUNK, ObjectInfo, StorageError, Store
+from asymvae.storage.deadline import Deadline, DeadlineExceeded, guarded_pool_manager, within
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,15 @@ T = TypeVar("T")
 ENV_NAMES = (
     "S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MINIO_ENDPOINT", "S3_USE_HTTPS", "S3_VERIFY_SSL",
     "AWS_CA_BUNDLE", "AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY",
-    "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "ASYMVAE_S3_RETRIES",
+    "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "ASYMVAE_S3_RETRIES", "ASYMVAE_S3_DEADLINE",
 )  # fmt: skip
 """Every environment variable `S3Settings.from_env` reads (for passing the store's settings into a container)."""
 
 PART_SIZE = 16 << 20
 """Multipart part size: objects above it are uploaded in parts."""
+
+SECONDS_PER_MIB = 1.0
+"""What a request's deadline grows by for each MiB it carries (a floor of 1 MiB/s on any transfer)."""
 
 _AUTH_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
@@ -91,6 +97,12 @@ class S3Settings:
     """Extra attempts after a transient failure."""
     backoff: float = 0.5
     """First retry delay in seconds; doubles on each further retry."""
+    deadline: float = 300.0
+    """Seconds one request may take in all, its answer included, plus `SECONDS_PER_MIB` per MiB it carries."""
+
+    def deadline_for(self, nbytes: int = 0) -> float:
+        """The total deadline of one request carrying `nbytes`."""
+        return self.deadline + SECONDS_PER_MIB * nbytes / (1 << 20)
 
     @classmethod
     def from_env(cls) -> S3Settings:
@@ -115,6 +127,7 @@ class S3Settings:
             secure = _flag(use_https)
         verify = _env("S3_VERIFY_SSL")
         retries = _env("ASYMVAE_S3_RETRIES")
+        deadline = _env("ASYMVAE_S3_DEADLINE")
         return cls(
             endpoint=endpoint.rstrip("/"),
             secure=secure,
@@ -125,6 +138,7 @@ class S3Settings:
             session_token=_env("AWS_SESSION_TOKEN"),
             region=_env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
             retries=int(retries) if retries is not None else 5,
+            deadline=float(deadline) if deadline is not None else 300.0,
         )
 
     @property
@@ -149,7 +163,7 @@ class S3Settings:
             session_token=self.session_token,
             secure=self.secure,
             region=self.region,
-            http_client=urllib3.PoolManager(**kwargs),
+            http_client=guarded_pool_manager(**kwargs),
             cert_check=self.verify,
         )
 
@@ -235,6 +249,12 @@ class S3Store(Store):
             if error.status_code in (401, 403):
                 return StorageError(f"S3 refused access (HTTP {error.status_code}) to {where}. {_FIX_CREDENTIALS}")
             return StorageError(f"S3 server error (HTTP {error.status_code}) while trying to {action} in {where}")
+        if isinstance(error, DeadlineExceeded):
+            return StorageError(
+                f"the S3 endpoint {self.settings.endpoint_url} gave {error} while trying to {action} in bucket "
+                f"{self.bucket!r}, {self.settings.retries + 1} times. Fix: check that the server and the network "
+                "to it are healthy, or allow more time with ASYMVAE_S3_DEADLINE=<seconds>."
+            )
         reason = type(error).__name__
         inner = getattr(error, "reason", None)
         if inner is not None:
@@ -245,12 +265,14 @@ class S3Store(Store):
             "AWS_ENDPOINT_URL), S3_USE_HTTPS and that the server is up and reachable from here."
         )
 
-    def _call(self, action: str, fn: Callable[[], T]) -> T:
-        """`fn()` with retries and backoff on transient errors; other errors become a StorageError at once."""
+    def _call(self, action: str, fn: Callable[[], T], nbytes: int = 0) -> T:
+        """`fn()` with retries and backoff on transient errors, each attempt within its total deadline (for a
+        request carrying `nbytes`); other errors become a StorageError at once."""
         s = self.settings
         for attempt in range(s.retries + 1):
             try:
-                return fn()
+                with within(s.deadline_for(nbytes)):
+                    return fn()
             except (S3Error, ServerError, urllib3.exceptions.HTTPError, OSError) as e:
                 if not _is_transient(e) or attempt == s.retries:
                     raise self._error(e, action) from None
@@ -294,10 +316,12 @@ class S3Store(Store):
         self._call(
             f"upload {name}",
             lambda: self._client.put_object(self.bucket, name, opener(), length, part_size=PART_SIZE),
+            nbytes=length,
         )
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
-        """Stream the object; a connection broken mid-way is retried from the byte reached."""
+        """Stream the object; a connection broken mid-way is retried from the byte reached. Each chunk must
+        arrive within its own deadline (the time the caller spends between chunks is not the server's)."""
         name = self._name(key)
         offset, failures = 0, 0
         while True:
@@ -305,10 +329,15 @@ class S3Store(Store):
                 f"download {name}", lambda at=offset: self._client.get_object(self.bucket, name, offset=at)
             )
             try:
-                for chunk in response.stream(CHUNK):
+                chunks = response.stream(CHUNK)
+                while True:
+                    with Deadline(self.settings.deadline_for(CHUNK)) as deadline:
+                        deadline.guard(response.connection)
+                        chunk = next(chunks, None)
+                    if chunk is None:
+                        return
                     offset += len(chunk)
                     yield chunk
-                return
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 failures += 1
                 if failures > self.settings.retries:
