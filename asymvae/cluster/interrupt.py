@@ -9,26 +9,14 @@ catches it, deletes the job and re-raises.
 from __future__ import annotations
 
 import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager
 
 from asymvae.cluster.errors import JobInterrupted
+from asymvae.data.termination import sigterm_raises
 
 
-def _raise(signum: int, frame: Any) -> None:
-    raise JobInterrupted(f"received {signal.Signals(signum).name}: the step was told to stop")
-
-
-@contextmanager
-def stop_on_sigterm() -> Iterator[None]:
+def stop_on_sigterm() -> AbstractContextManager[None]:
     """Within the block, SIGTERM raises JobInterrupted (main thread only; elsewhere this does nothing)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return sigterm_raises(
+        lambda signum: JobInterrupted(f"received {signal.Signals(signum).name}: the step was told to stop")
+    )

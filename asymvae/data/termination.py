@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 
 
@@ -19,21 +19,26 @@ class Terminated(BaseException):
     """The process received SIGTERM while `sigterm_stops` was in force."""
 
 
-def _raise(signum: int, frame: FrameType | None) -> None:
-    raise Terminated("stopped by SIGTERM")
-
-
 @contextmanager
-def sigterm_stops() -> Iterator[None]:
-    """SIGTERM raises `Terminated` while the block runs (in the main thread; elsewhere it changes nothing)."""
+def sigterm_raises(error: Callable[[int], BaseException]) -> Iterator[None]:
+    """While the block runs, SIGTERM raises `error(signum)` in the main thread (elsewhere this changes nothing)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise error(signum)
+
     previous = signal.signal(signal.SIGTERM, _raise)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def sigterm_stops() -> AbstractContextManager[None]:
+    """SIGTERM raises `Terminated` while the block runs (in the main thread; elsewhere it changes nothing)."""
+    return sigterm_raises(lambda signum: Terminated("stopped by SIGTERM"))
 
 
 def default_sigterm() -> None:
