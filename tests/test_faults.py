@@ -534,12 +534,18 @@ def test_resume_skips_a_truncated_checkpoint_for_the_newest_intact_one(base_vae_
         assert torch.equal(got[key], value), key
 
 
-@pytest.mark.slow  # trains, then two CLI runs: ~50 s
-def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
+def _trained_run(base_vae_dir: Path, tmp_path: Path, *overrides: str) -> Path:
+    """A finished 2-step run in `tmp_path/run`, its config saved as `tmp_path/run.yaml`; returns the run folder."""
     out = tmp_path / "run"
-    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2")
+    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2", *overrides)
     train(cfg)
     save_yaml(cfg, tmp_path / "run.yaml")
+    return out
+
+
+@pytest.mark.slow  # trains, then two CLI runs: ~50 s
+def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
+    _trained_run(base_vae_dir, tmp_path)
     missing = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(tmp_path / "nope"))
     assert "does not exist" in one_line_error(missing, "train") and "step-00000002" in missing.stderr
     changed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.batch_size=1")
@@ -615,10 +621,7 @@ class _Planted:
 
 @pytest.mark.slow  # trains, then one CLI run: ~40 s
 def test_a_checkpoint_is_safetensors_and_json_and_a_pickled_one_is_never_loaded(base_vae_dir, tmp_path):
-    out = tmp_path / "run"
-    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2", "train.ema=true")
-    train(cfg)
-    save_yaml(cfg, tmp_path / "run.yaml")
+    out = _trained_run(base_vae_dir, tmp_path, "train.ema=true")
     (written,) = complete_checkpoints(out)
     assert {p.suffix for p in written.iterdir() if p.is_file()} <= {".json", ".safetensors", ".yaml", ""}
 
@@ -639,10 +642,7 @@ def test_a_checkpoint_is_safetensors_and_json_and_a_pickled_one_is_never_loaded(
 
 @pytest.mark.slow  # trains, then three CLI runs: ~70 s
 def test_a_checkpoint_of_another_model_is_named_and_a_changed_resume_is_recorded(base_vae_dir, tmp_path):
-    out = tmp_path / "run"
-    cfg = tiny_config(base_vae_dir, out, "train.max_steps=2")
-    train(cfg)
-    save_yaml(cfg, tmp_path / "run.yaml")
+    out = _trained_run(base_vae_dir, tmp_path)
     (written,) = complete_checkpoints(out)
 
     other = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "model.decoder=x1.5")

@@ -122,6 +122,10 @@ def _custom(api_client: Any) -> Any:
     return k8s.CustomObjectsApi(api_client)
 
 
+REQUEST_TIMEOUT_S = 30.0
+"""Timeout of each Kubernetes API request (connect and each read), as the training job runner's."""
+
+
 def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
     """Create the InferenceService, or replace the spec of an existing one of that name; returns
     `created` or `updated`. Raises asymvae.cluster.errors.KubernetesAPIError when the API server refuses."""
@@ -133,7 +137,7 @@ def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
     custom = _custom(api_client)
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
     try:
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj, _request_timeout=REQUEST_TIMEOUT_S)
         log.info("created InferenceService %s/%s", ns, name)
         return "created"
     except ApiException as e:
@@ -142,9 +146,13 @@ def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
                 f"could not create InferenceService {ns}/{name}: HTTP {e.status} {e.reason}. {api_message(e)}"
             ) from e
     try:
-        existing = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        existing = custom.get_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S
+        )
         body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}}
-        custom.replace_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body)
+        custom.replace_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT_S
+        )
     except ApiException as e:
         raise KubernetesAPIError(
             f"could not update InferenceService {ns}/{name}: HTTP {e.status} {e.reason}. {api_message(e)}"
@@ -191,7 +199,9 @@ def wait_ready(
     isvc: dict[str, Any] = {}
     while True:
         try:
-            isvc = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            isvc = custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S
+            )
         except ApiException as e:
             if e.status in (401, 403, 404):
                 raise DeploymentError(f"could not read InferenceService {namespace}/{name}: {api_message(e)}") from e
