@@ -3,8 +3,9 @@
 Made for a multi-user Kubeflow with its defaults: everything it creates (training job, InferenceService) goes
 to the run's own namespace, which each step reads from its pod (downward API); no pipeline root is compiled
 in, so the namespace's own artifact root applies; the object-store endpoint and TLS are parameters
-defaulting to current KFP's SeaweedFS. Training runs as a PyTorchJob (`launcher=kubeflow`), a Trainer v2
-TrainJob (`launcher=trainjob`) or in the train step itself (`launcher=local`). Object-store credentials come
+defaulting to current KFP's SeaweedFS. Training runs as a Kubeflow Trainer v2 TrainJob (`launcher=trainjob`,
+the default), a training-operator v1 PyTorchJob (`launcher=pytorchjob`) or in the train step itself
+(`launcher=local`). Object-store credentials come
 from KFP's Secret `mlpipeline-minio-artifact` as environment variables: the compiled YAML names the Secret
 and its keys, never a value. Every step has CPU and memory requests and limits and a timeout; the steps
 that are safe to repeat are retried. Compile with `asymvae pipeline compile`.
@@ -75,7 +76,7 @@ def _pipeline(
     source: str = "builtin:demo",
     prepare_target: str = "",
     prepare_overrides: list = [],  # noqa: B006
-    launcher: str = "kubeflow",
+    launcher: str = "trainjob",
     nodes: int = 1,
     gpus_per_node: int = 1,
     node_cpu: str = "8",
@@ -108,7 +109,7 @@ def _pipeline(
         source: Data source for prepare (hub id, folder, parquet, `builtin:demo`).
         prepare_target: `s3://bucket/prefix` for the shards (reused across runs); empty: the pipeline's artifacts.
         prepare_overrides: `prepare.FIELD=VALUE` settings.
-        launcher: `kubeflow` (training-operator PyTorchJob), `trainjob` (Kubeflow Trainer v2 TrainJob) or `local`
+        launcher: `trainjob` (Kubeflow Trainer v2 TrainJob), `pytorchjob` (training-operator v1 PyTorchJob) or `local`
             (in the train step).
         nodes: Pods of the training job, one per node.
         gpus_per_node: GPUs per training pod (= training processes per node; with launcher=local the

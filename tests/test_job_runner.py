@@ -166,8 +166,8 @@ def test_run_training_dispatches_to_the_cluster_for_both_launchers(fake):
     assert post.body == build_trainjob(spec())
 
     fake.script("run1", [status("Succeeded", reason="PyTorchJobSucceeded")])
-    out = run_training(spec(), "kubeflow", WaitPolicy(poll_s=0.01), fake.client)
-    assert out["launcher"] == "kubeflow" and out["reason"] == "PyTorchJobSucceeded"
+    out = run_training(spec(), "pytorchjob", WaitPolicy(poll_s=0.01), fake.client)
+    assert out["launcher"] == "pytorchjob" and out["reason"] == "PyTorchJobSucceeded"
 
 
 # -- restarts: an OOM loop ends -------------------------------------------------------------------------

@@ -42,9 +42,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_parse_params() -> None:
-    assert parse_params(["nodes=2", "launcher=kubeflow", 'overrides=["train.max_steps=5"]', "deploy_model=true"]) == {
+    assert parse_params(["nodes=2", "launcher=pytorchjob", 'overrides=["train.max_steps=5"]', "deploy_model=true"]) == {
         "nodes": 2,
-        "launcher": "kubeflow",
+        "launcher": "pytorchjob",
         "overrides": ["train.max_steps=5"],
         "deploy_model": True,
     }
@@ -55,7 +55,7 @@ def test_parse_params() -> None:
 def test_submit_registers_the_pipeline_and_runs_its_version(kfp_api, capsys) -> None:
     state, url = kfp_api
     code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--experiment", "retrain",
-                       "--param", "nodes=2", "--param", "launcher=kubeflow",
+                       "--param", "nodes=2", "--param", "launcher=pytorchjob",
                        "--pipeline-root", "s3://asymvae/pipeline-root")  # fmt: skip
     assert code == 0
     (pipeline,) = state.pipelines.values()
@@ -72,7 +72,7 @@ def test_submit_registers_the_pipeline_and_runs_its_version(kfp_api, capsys) -> 
     assert body["experiment_id"] == "exp-1" and "pipeline_spec" not in body
     assert body["pipeline_version_reference"] == {"pipeline_id": pipeline["pipeline_id"],
                                                   "pipeline_version_id": version["pipeline_version_id"]}  # fmt: skip
-    assert body["runtime_config"]["parameters"] == {"nodes": 2, "launcher": "kubeflow"}
+    assert body["runtime_config"]["parameters"] == {"nodes": 2, "launcher": "pytorchjob"}
     assert body["runtime_config"]["pipeline_root"] == "s3://asymvae/pipeline-root"
     assert "Started run run-1 of pipeline asymvae" in out
     # every step and the training job's default image are the one named with --image

@@ -24,7 +24,7 @@ from tests.k8s_rbac import run_role_rules
 
 SHARDS = "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
 NS = "kubeflow-user-example-com"
-PLURALS = {"kubeflow": "pytorchjobs", "trainjob": "trainjobs"}
+PLURALS = {"pytorchjob": "pytorchjobs", "trainjob": "trainjobs"}
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def _fields(runs: Path, base: Path, **changes) -> dict:
     fields = dict(
         config="demo",
         overrides=[f"model.pretrained={base / 'vae'}", "train.max_steps=2"],
-        launcher="kubeflow",
+        launcher="pytorchjob",
         image="reg.example/asymvae:1",
         nodes=2,
         gpus_per_node=4,
@@ -60,14 +60,14 @@ def _server() -> FakeKubeServer:
     return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=run_role_rules())
 
 
-@pytest.mark.parametrize("launcher", ["kubeflow", "trainjob"])
+@pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])
 def test_submits_the_job_in_its_own_namespace_and_copies_the_export_from_the_pvc(
     tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path, in_pod: None, launcher: str
 ) -> None:
     runs, job = tmp_path / "runs", "asymvae-train-abc"
     # What the job's pods leave on the shared volume when they finish.
     shutil.copytree(asym_export_dir, runs / job / "step2")
-    done = "Succeeded" if launcher == "kubeflow" else "Complete"
+    done = "Succeeded" if launcher == "pytorchjob" else "Complete"
     server = _server()
     with server as fake:
         fake.script(job, [status("Created", "Running", done)], log="trained\n")
@@ -79,7 +79,7 @@ def test_submits_the_job_in_its_own_namespace_and_copies_the_export_from_the_pvc
     assert obj["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Pod", "name": "asymvae-train-pod", "uid": "6f1c"}
     ]
-    if launcher == "kubeflow":
+    if launcher == "pytorchjob":
         assert set(obj["spec"]["pytorchReplicaSpecs"]) == {"Master", "Worker"} and obj["spec"]["nprocPerNode"] == "4"
         pod = obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
         (container,) = pod["containers"]

@@ -9,14 +9,14 @@ from asymvae.cluster.local import run_local
 from asymvae.cluster.pytorchjob import build_pytorchjob
 from asymvae.cluster.trainjob import build_trainjob
 
-BUILDERS = {"kubeflow": build_pytorchjob, "trainjob": build_trainjob}
-"""Cluster launchers: `kubeflow` = training-operator v1 PyTorchJob, `trainjob` = Kubeflow Trainer v2 TrainJob."""
+BUILDERS = {"trainjob": build_trainjob, "pytorchjob": build_pytorchjob}
+"""Cluster launchers: `trainjob` = Kubeflow Trainer v2 TrainJob, `pytorchjob` = training-operator v1 PyTorchJob."""
 LAUNCHERS = (*BUILDERS, "local")
 
 
 def run_training(
     spec: TrainingJobSpec,
-    launcher: str = "kubeflow",
+    launcher: str = "trainjob",
     policy: Any = None,
     api_client: Any = None,
 ) -> dict[str, Any]:

@@ -31,11 +31,11 @@ class TrainStepConfig:
     """What the train step runs and where."""
 
     config: str = "demo"
-    """Preset name or YAML path (inside the image for launcher=kubeflow)."""
+    """Preset name or YAML path (inside the image for the cluster launchers)."""
     overrides: list[str] = field(default_factory=list)
     """`section.field=value` config overrides."""
     launcher: str = "local"
-    """`kubeflow`: a PyTorchJob (training operator v1); `trainjob`: a Kubeflow Trainer v2 TrainJob;
+    """`trainjob`: a Kubeflow Trainer v2 TrainJob; `pytorchjob`: a PyTorchJob (training operator v1);
     `local`: torchrun in the step's own container / process."""
     image: str = ""
     """The asymvae image the job's pods run (cluster launchers)."""
@@ -76,7 +76,7 @@ class TrainStepConfig:
         if self.launcher in BUILDERS and not self.image:
             raise ValueError(f"launcher={self.launcher} needs image: the asymvae image the job's pods run")
         if self.nodes > 1 and self.launcher == "local":
-            raise ValueError("launcher=local runs on one node; use launcher=kubeflow or trainjob for nodes > 1")
+            raise ValueError("launcher=local runs on one node; use launcher=trainjob or pytorchjob for nodes > 1")
 
 
 def resolve_base(pretrained: str | None, runs_dir: str) -> str | None:

@@ -39,7 +39,7 @@ def train(
         model: The trained model (a diffusers export).
         config: Preset name or YAML path (`asymvae configs`).
         overrides: `section.field=value` overrides, e.g. `train.max_steps=1000`.
-        launcher: `kubeflow` (a training-operator PyTorchJob: Master + nodes-1 Workers), `trainjob` (a Kubeflow
+        launcher: `pytorchjob` (a training-operator PyTorchJob: Master + nodes-1 Workers), `trainjob` (a Kubeflow
             Trainer v2 TrainJob on the `torch-distributed` runtime) or `local` (torchrun in this step).
         nodes: Pods of the job, one per node.
         gpus_per_node: GPUs per pod (= training processes per node; at least 1 process).

@@ -41,7 +41,7 @@ def test_trains_in_place_and_fills_the_model_artifact(tmp_path: Path, base_vae_d
 def test_shards_location() -> None:
     art = "minio://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset"
     # the PyTorchJob pods read the artifact from the store, the step from its local copy
-    assert shards_location("kubeflow", "/minio/x/manifest.json", art, "/minio/x") == (
+    assert shards_location("pytorchjob", "/minio/x/manifest.json", art, "/minio/x") == (
         "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
     )
     assert shards_location("local", "/minio/x/manifest.json", art, "/minio/x") == "/minio/x/manifest.json"
@@ -57,6 +57,6 @@ def test_job_name_is_stable_per_artifact_and_a_dns_label() -> None:
 
 def test_step_config_checks() -> None:
     with pytest.raises(ValueError, match="needs image"):
-        TrainStepConfig(launcher="kubeflow")
+        TrainStepConfig(launcher="pytorchjob")
     with pytest.raises(ValueError, match="one node"):
         TrainStepConfig(launcher="local", nodes=2)
