@@ -5,26 +5,27 @@ to the run's own namespace, which each step reads from its pod (downward API); n
 in, so the namespace's own artifact root applies; the object-store endpoint and TLS are parameters
 defaulting to current KFP's SeaweedFS. Training runs as a Kubeflow Trainer v2 TrainJob (`launcher=trainjob`,
 the default), a training-operator v1 PyTorchJob (`launcher=pytorchjob`) or in the train step itself
-(`launcher=local`). Object-store credentials come
-from KFP's Secret `mlpipeline-minio-artifact` as environment variables: the compiled YAML names the Secret
-and its keys, never a value. Every step has CPU and memory requests and limits and a timeout; the steps
-that are safe to repeat are retried. Compile with `asymvae pipeline compile`.
+(`launcher=local`). Object-store credentials come from KFP's Secret `mlpipeline-minio-artifact` as
+environment variables: the compiled YAML names the Secret and its keys, never a value. Every step has CPU and
+memory requests and limits and a timeout; the steps that are safe to repeat are retried. Each parameter is
+declared once (asymvae_pipelines.parameters). Compile with `asymvae pipeline compile`.
 """
 
 import functools
-import inspect
 from typing import Any
 
 from kfp import dsl, kubernetes
 
 from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
 from asymvae.config import ConfigError
+from asymvae.steps.train import IMAGE_ENV, RUNS_MOUNT
 from asymvae_components._image import IMAGE
 from asymvae_components.deploy.component import deploy
 from asymvae_components.evaluate.component import evaluate
 from asymvae_components.export.component import export
 from asymvae_components.prepare.component import prepare
 from asymvae_components.train.component import train
+from asymvae_pipelines.parameters import From, Own, Param, docstring, signature
 
 PIPELINE_NAME = "asymvae"
 DESCRIPTION = __doc__.splitlines()[0]
@@ -32,7 +33,6 @@ CREDENTIALS_SECRET = "mlpipeline-minio-artifact"
 CREDENTIALS_ENV = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 S3_ENDPOINT = "seaweedfs.kubeflow:9000"
 """Current KFP's object store (SeaweedFS); KFP <= 2.15 serves it as `minio-service.kubeflow:9000`."""
-RUNS_MOUNT = "/mnt/runs"
 HOUR = 3600
 STEP_RESOURCES = {
     # step: (CPU request = limit, memory request = limit, timeout in seconds)
@@ -70,136 +70,146 @@ def _step(task: dsl.PipelineTask, step: str, retry: bool) -> dsl.PipelineTask:
     return task
 
 
-def _pipeline(
-    config: str = "demo",
-    overrides: list = [],  # noqa: B006 - a pipeline parameter's default, compiled into the YAML
-    source: str = "builtin:demo",
-    prepare_target: str = "",
-    prepare_overrides: list = [],  # noqa: B006
-    launcher: str = "trainjob",
-    nodes: int = 1,
-    gpus_per_node: int = 1,
-    node_cpu: str = "8",
-    node_memory: str = "64Gi",
-    gpu_node_selector: dict = {},  # noqa: B006
-    gpu_tolerations: list = [],  # noqa: B006
-    max_restarts: int = 3,
-    step_gpus: int = 0,
-    step_cpu: str = "4",
-    step_memory: str = "16Gi",
-    step_node_selector: dict = {},  # noqa: B006
-    runs_dir: str = RUNS_MOUNT,
-    image: str = IMAGE,
-    namespace: str = "",
-    output_pvc: str = "asymvae-runs",
-    s3_endpoint: str = S3_ENDPOINT,
-    s3_use_https: bool = False,
-    eval_data: str = "builtin:demo?seed=1",
-    eval_resolution: int = 64,
-    eval_max_images: int = 0,
-    deploy_model: bool = False,
-    deploy_name: str = "asymvae-decoder",
-    deploy_gpus: int = 1,
-):
-    """Train an asymmetric decoder from `source` and evaluate, export and (optionally) deploy it.
+PARAMETERS: list[Param] = [
+    From("config", train, "config"),
+    From("overrides", train, "overrides"),
+    From("source", prepare, "source"),
+    From("prepare_target", prepare, "target"),
+    From("prepare_overrides", prepare, "overrides"),
+    From("launcher", train, "launcher"),
+    From("nodes", train, "nodes"),
+    From("gpus_per_node", train, "gpus_per_node"),
+    From("node_cpu", train, "node_cpu"),
+    From("node_memory", train, "node_memory"),
+    Own("gpu_node_selector", dict, {}, "Node labels every GPU pod (training pods, serving replicas) must match."),
+    Own(
+        "gpu_tolerations",
+        list,
+        [],
+        "Taints every GPU pod (training pods, the train step, serving replicas) tolerates besides "
+        "`nvidia.com/gpu` (NoSchedule), which they always tolerate.",
+    ),
+    From("max_restarts", train, "max_restarts"),
+    Own(
+        "step_gpus",
+        str,
+        "0",
+        "GPUs of the train step's own pod (for launcher=local on a cluster). A string: KFP's driver reads a "
+        "resource placeholder as a string and drops any other type, so an integer would give no GPU.",
+    ),
+    Own("step_cpu", str, "4", "CPU request and limit of the train step's own pod."),
+    Own("step_memory", str, "16Gi", "Memory request and limit of the train step's own pod."),
+    Own(
+        "step_node_selector",
+        dict,
+        {},
+        "Node labels the train step's own pod must match (e.g. GPU nodes with step_gpus).",
+    ),
+    From("runs_dir", train, "runs_dir"),
+    From("image", train, "image"),
+    Own("namespace", str, "", "Namespace of the training job and the InferenceService; empty: the run's own."),
+    Own(
+        "output_pvc",
+        str,
+        "asymvae-runs",
+        "ReadWriteMany PVC in the run's namespace for run folders, mounted at /mnt/runs in the train step and "
+        "the training job's pods.",
+    ),
+    Own("s3_endpoint", str, S3_ENDPOINT, "Object-store endpoint (host:port) of the steps and the training pods."),
+    Own("s3_use_https", bool, False, "TLS to the object store."),
+    From("eval_data", evaluate, "data"),
+    From("eval_resolution", evaluate, "resolution"),
+    From("eval_max_images", evaluate, "max_images"),
+    Own("deploy_model", bool, False, "Serve the Triton export with KServe (and check one inference)."),
+    From("deploy_name", deploy, "name"),
+    From("deploy_gpus", deploy, "gpus"),
+]
+"""Every pipeline parameter, in the order the UI lists them (see asymvae_pipelines.parameters)."""
+SIGNATURE = signature(PARAMETERS)
 
-    Args:
-        config: Training preset or YAML path in the image (`asymvae configs`).
-        overrides: `section.field=value` training overrides.
-        source: Data source for prepare (hub id, folder, parquet, `builtin:demo`).
-        prepare_target: `s3://bucket/prefix` for the shards (reused across runs); empty: the pipeline's artifacts.
-        prepare_overrides: `prepare.FIELD=VALUE` settings.
-        launcher: `trainjob` (Kubeflow Trainer v2 TrainJob), `pytorchjob` (training-operator v1 PyTorchJob) or `local`
-            (in the train step).
-        nodes: Pods of the training job, one per node.
-        gpus_per_node: GPUs per training pod (= training processes per node; with launcher=local the
-            processes the train step starts).
-        node_cpu: CPU request and limit of each training pod.
-        node_memory: Memory request and limit of each training pod.
-        gpu_node_selector: Node labels every GPU pod (training pods, serving replicas) must match.
-        gpu_tolerations: Taints every GPU pod (training pods, the train step, serving replicas) tolerates
-            besides `nvidia.com/gpu` (NoSchedule), which they always tolerate.
-        max_restarts: Restarts of the training pods (e.g. OOM kills) after which the job is deleted and the
-            run fails.
-        step_gpus: GPUs of the train step's own pod (for launcher=local on a cluster).
-        step_cpu: CPU request and limit of the train step's own pod.
-        step_memory: Memory request and limit of the train step's own pod.
-        step_node_selector: Node labels the train step's own pod must match (e.g. GPU nodes with step_gpus).
-        runs_dir: Run folders (checkpoints) of the train step: the PVC's mount point on a cluster.
-        image: Image of the training job's pods.
-        namespace: Namespace of the training job and the InferenceService; empty: the run's own.
-        output_pvc: ReadWriteMany PVC in the run's namespace for run folders, mounted at /mnt/runs.
-        s3_endpoint: Object-store endpoint (host:port) of the steps and the training pods.
-        s3_use_https: TLS to the object store.
-        eval_data: Held-out images for evaluate.
-        eval_resolution: Evaluation crop side (the demo trains at 64).
-        eval_max_images: Evaluate only the first N images (0: all).
-        deploy_model: Serve the Triton export with KServe (and check one inference).
-        deploy_name: InferenceService name.
-        deploy_gpus: GPUs per serving replica.
-    """
-    store = {"s3_endpoint": s3_endpoint, "s3_use_https": s3_use_https}
-    prepared = _with_store(prepare(source=source, target=prepare_target, overrides=prepare_overrides, **store))
+
+def _pipeline(*args: Any, **kwargs: Any) -> None:
+    bound = SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    p = bound.arguments
+    store = {"s3_endpoint": p["s3_endpoint"], "s3_use_https": p["s3_use_https"]}
+    prepared = _with_store(
+        prepare(source=p["source"], target=p["prepare_target"], overrides=p["prepare_overrides"], **store)
+    )
     _step(prepared, "prepare", retry=True).set_caching_options(False)
 
     # One train task for all launchers (kfp.local cannot merge artifacts of dsl.If/Else branches with
     # dsl.OneOf): the PVC is mounted either way, and `step_gpus` GPUs go to this task's own pod.
     trained = _with_store(
         train(
-            dataset=prepared.outputs["dataset"],
-            config=config,
-            overrides=overrides,
-            launcher=launcher,
-            nodes=nodes,
-            gpus_per_node=gpus_per_node,
-            image=image,
-            runs_dir=runs_dir,
-            namespace=namespace,
-            output_pvc=output_pvc,
+            shards=prepared.outputs["shards"],
+            config=p["config"],
+            overrides=p["overrides"],
+            launcher=p["launcher"],
+            nodes=p["nodes"],
+            gpus_per_node=p["gpus_per_node"],
+            image=p["image"],
+            runs_dir=p["runs_dir"],
+            namespace=p["namespace"],
+            output_pvc=p["output_pvc"],
             credentials_secret=CREDENTIALS_SECRET,
-            node_cpu=node_cpu,
-            node_memory=node_memory,
-            node_selector=gpu_node_selector,
-            tolerations=gpu_tolerations,
-            max_restarts=max_restarts,
+            node_cpu=p["node_cpu"],
+            node_memory=p["node_memory"],
+            node_selector=p["gpu_node_selector"],
+            tolerations=p["gpu_tolerations"],
+            max_restarts=p["max_restarts"],
             timeout_s=float(TRAIN_TIMEOUT_S),
             **store,
         )
     )
-    kubernetes.mount_pvc(trained, pvc_name=output_pvc, mount_path=RUNS_MOUNT)
+    kubernetes.mount_pvc(trained, pvc_name=p["output_pvc"], mount_path=RUNS_MOUNT)
     kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi")
     # The pod's own identity: the job goes to its namespace and is owned by (deleted with) the pod.
     for env, path in ((NAMESPACE_ENV, "metadata.namespace"), (POD_NAME_ENV, "metadata.name"),
                       (POD_UID_ENV, "metadata.uid")):  # fmt: skip
         kubernetes.use_field_path_as_env(trained, env, path)
+    # The step's own image (compiled in, replaced by `--image`): the job's pods run it unless `image` is set.
+    trained.set_env_variable(IMAGE_ENV, IMAGE)
     kubernetes.add_toleration(trained, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-    kubernetes.add_toleration_json(trained, gpu_tolerations)
-    kubernetes.add_node_selector_json(trained, step_node_selector)
-    trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(step_gpus)
-    _limits(trained, step_cpu, step_memory, TRAIN_TIMEOUT_S + HOUR)
+    kubernetes.add_toleration_json(trained, p["gpu_tolerations"])
+    kubernetes.add_node_selector_json(trained, p["step_node_selector"])
+    trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(p["step_gpus"])
+    _limits(trained, p["step_cpu"], p["step_memory"], TRAIN_TIMEOUT_S + HOUR)
     trained.set_retry(num_retries=RETRIES, backoff_duration="60s", backoff_factor=2.0)
     trained.set_caching_options(False)
     model = trained.outputs["model"]
 
     scored = _with_store(
-        evaluate(model=model, data=eval_data, resolution=eval_resolution, max_images=eval_max_images, **store)
+        evaluate(
+            model=model,
+            data=p["eval_data"],
+            resolution=p["eval_resolution"],
+            max_images=p["eval_max_images"],
+            **store,
+        )
     )
     _step(scored, "evaluate", retry=True)
     exports = {}
     for fmt in ("diffusers", "triton"):
         exports[fmt] = export(model=model, results=scored.outputs["results"], format=fmt)
         _step(exports[fmt].set_display_name(f"export {fmt}"), "export", retry=True)
-    with dsl.If(deploy_model == True, name="deploy"):  # noqa: E712 - a pipeline condition, not a Python bool
+    with dsl.If(p["deploy_model"] == True, name="deploy"):  # noqa: E712 - a pipeline condition, not a Python bool
         served = deploy(
             exported=exports["triton"].outputs["exported"],
-            name=deploy_name,
-            namespace=namespace,
-            gpus=deploy_gpus,
-            node_selector=gpu_node_selector,
-            tolerations=gpu_tolerations,
+            name=p["deploy_name"],
+            namespace=p["namespace"],
+            gpus=p["deploy_gpus"],
+            node_selector=p["gpu_node_selector"],
+            tolerations=p["gpu_tolerations"],
         )
         kubernetes.use_field_path_as_env(served, NAMESPACE_ENV, "metadata.namespace")
         _step(served, "deploy", retry=False).set_caching_options(False)  # it changes the cluster: never cached
+
+
+_pipeline.__signature__ = SIGNATURE  # type: ignore[attr-defined]
+_pipeline.__doc__ = docstring(
+    "Train an asymmetric decoder from `source` and evaluate, export and (optionally) deploy it.", PARAMETERS
+)
 
 
 def build_pipeline(pipeline_root: str | None = None) -> Any:
@@ -218,7 +228,7 @@ asymvae_pipeline = build_pipeline()
 
 def check_params(params: dict[str, Any]) -> None:
     """Refuse arguments the pipeline has no parameter for (a typo would otherwise be dropped silently)."""
-    known = inspect.signature(_pipeline).parameters
+    known = SIGNATURE.parameters
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ConfigError(f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")

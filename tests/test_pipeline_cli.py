@@ -75,10 +75,12 @@ def test_submit_registers_the_pipeline_and_runs_its_version(kfp_api, capsys) -> 
     assert body["runtime_config"]["parameters"] == {"nodes": 2, "launcher": "pytorchjob"}
     assert body["runtime_config"]["pipeline_root"] == "s3://asymvae/pipeline-root"
     assert "Started run run-1 of pipeline asymvae" in out
-    # every step and the training job's default image are the one named with --image
+    # every step, and through the train step's own image the training job, run the one named with --image
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {IMAGE}
-    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == IMAGE
+    assert spec["deploymentSpec"]["executors"]["exec-train"]["container"]["env"] == [
+        {"name": "ASYMVAE_IMAGE", "value": IMAGE}
+    ]
 
 
 def test_submit_and_schedule_need_the_image_the_cluster_pulls(kfp_api, capsys) -> None:

@@ -88,6 +88,7 @@ def test_dag_and_artifacts() -> None:
     outputs = {name: c.get("outputDefinitions", {}).get("artifacts", {}) for name, c in comps.items()}
     types = {n: {k: v["artifactType"]["schemaTitle"] for k, v in o.items()} for n, o in outputs.items()}
     assert types["comp-prepare"] == {"dataset": "system.Dataset"}
+    assert comps["comp-prepare"]["outputDefinitions"]["parameters"] == {"shards": {"parameterType": "STRING"}}
     assert types["comp-train"] == {"model": "system.Model"}
     assert types["comp-evaluate"] == {
         "metrics": "system.Metrics",
@@ -167,8 +168,10 @@ def test_train_step_gpu_image_and_an_explicit_root(tmp_path: Path) -> None:
     assert spec["defaultPipelineRoot"] == "s3://bucket/root"
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
     assert train["image"] == "reg.example/asymvae:1"
-    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == "reg.example/asymvae:1"
+    # the job's pods run the step's own image unless the `image` parameter names another
+    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == ""
+    assert train["env"] == [{"name": "ASYMVAE_IMAGE", "value": "reg.example/asymvae:1"}]
     assert "ghcr.io/asymvae" not in out.read_text()
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     # the endpoint is a parameter, not a constant in the container's environment
-    assert "env" not in train and "minio-service" not in out.read_text()
+    assert "minio-service" not in out.read_text()

@@ -46,8 +46,8 @@ def _fields(runs: Path, base: Path, **changes) -> dict:
         runs_dir=str(runs),
         output_pvc="asymvae-runs",
         s3_endpoint="seaweedfs.kubeflow:9000",
-        cpu="8",
-        memory="64Gi",
+        node_cpu="8",
+        node_memory="64Gi",
         node_selector={"nvidia.com/gpu.product": "NVIDIA-H200"},
         timeout_s=5.0,
     )

@@ -5,6 +5,7 @@ when the step is told to stop (SIGTERM)."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,57 +27,86 @@ BASELINE_DIR = "baseline"
 """Inside the Model artifact: the base VAE the decoder was trained on, when it is a local folder (`<dir>/vae`)."""
 
 
+IMAGE_ENV = "ASYMVAE_IMAGE"
+"""The image the step itself runs, which the pipeline sets on the train step: the job's default image."""
+RUNS_MOUNT = "/mnt/runs"
+"""Where the cluster launchers' runs volume is mounted (the step's and the job's pods)."""
+LOCAL_RUNS = "work_dirs/pipeline"
+"""The run folders of `launcher=local` by default (relative to the step's working folder)."""
+
+
 @dataclass
 class TrainStepConfig:
-    """What the train step runs and where."""
+    """What the train step runs and where: the one source of the train component's (and through it the
+    pipeline's) parameters, their types, defaults and documentation (see asymvae_components._params)."""
 
     config: str = "demo"
-    """Preset name or YAML path (inside the image for the cluster launchers)."""
+    """Training preset or YAML path (in the image for the cluster launchers; `asymvae configs` lists presets)."""
     overrides: list[str] = field(default_factory=list)
-    """`section.field=value` config overrides."""
-    launcher: str = "local"
-    """`trainjob`: a Kubeflow Trainer v2 TrainJob; `pytorchjob`: a PyTorchJob (training operator v1);
-    `local`: torchrun in the step's own container / process."""
+    """`section.field=value` training overrides, e.g. `train.max_steps=1000`."""
+    launcher: str = "trainjob"
+    """`trainjob`: a Kubeflow Trainer v2 TrainJob on the `torch-distributed` runtime (what the Kubeflow
+    platform installs); `pytorchjob`: a training-operator v1 PyTorchJob (Master + nodes-1 Workers); `local`:
+    torchrun in the train step's own container."""
     image: str = ""
-    """The asymvae image the job's pods run (cluster launchers)."""
+    """Image of the training job's pods; empty: the train step's own image."""
     nodes: int = 1
-    """Pods of the job, one per node (cluster launchers)."""
-    gpus_per_node: int = 0
-    """GPUs per pod; also the number of training processes per node (at least 1)."""
-    runs_dir: str = "work_dirs/pipeline"
-    """Folder holding run folders (checkpoints) and a `preset:` base; for kubeflow the shared PVC's mount point."""
+    """Pods of the training job, one per node."""
+    gpus_per_node: int = 1
+    """GPUs per training pod (= training processes per node, at least 1); with launcher=local the processes
+    the train step starts."""
+    runs_dir: str = ""
+    """Run folders (checkpoints, the export); empty: /mnt/runs (the runs volume) for the cluster launchers,
+    work_dirs/pipeline for launcher=local."""
     namespace: str = ""
-    """Namespace of the job; empty: the step's own (its pod's, from the downward API)."""
+    """Namespace of the training job; empty: the train step's own (its pod's)."""
     output_pvc: str = ""
-    """PVC mounted at `runs_dir` in the job's pods (cluster launchers; multi-node checkpoints need it). It is
-    the same volume as the step's only when both live in one namespace."""
+    """PVC mounted at `runs_dir` in the job's pods (cluster launchers; a multi-node run's checkpoints need it
+    or an object-store mirror). It is the same volume as the step's only when both live in one namespace."""
     credentials_secret: str = "mlpipeline-minio-artifact"
-    """Secret with the object-store keys (accesskey/secretkey) for the job's pods."""
+    """Secret with the object-store keys (`accesskey`, `secretkey`) for the job's pods."""
     s3_endpoint: str = ""
-    """Object-store endpoint for the job's pods (e.g. `seaweedfs.kubeflow:9000`)."""
+    """Object-store endpoint (host:port) of the step and the job's pods; empty: the step's S3_ENDPOINT."""
     s3_use_https: bool = False
-    """TLS to the object store (S3_USE_HTTPS)."""
-    cpu: str = ""
-    """CPU request and limit of each job pod (empty: unset)."""
-    memory: str = ""
-    """Memory request and limit of each job pod (empty: unset)."""
+    """TLS to the object store."""
+    node_cpu: str = "8"
+    """CPU request and limit of each training pod (empty: unset)."""
+    node_memory: str = "64Gi"
+    """Memory request and limit of each training pod (empty: unset)."""
     node_selector: dict[str, str] = field(default_factory=dict)
-    """Node labels the job's pods must match (e.g. a GPU product)."""
+    """Node labels the training pods must match (e.g. a GPU product)."""
     tolerations: list[dict[str, Any]] = field(default_factory=list)
-    """Taints the job's pods tolerate besides the `nvidia.com/gpu` NoSchedule taint (tolerated by every GPU
-    pod), in Kubernetes' form."""
+    """Taints the training pods tolerate (Kubernetes' form) besides `nvidia.com/gpu` (NoSchedule), which GPU
+    pods always tolerate."""
     max_restarts: int = 3
-    """Restarts of the job's pods after which the job is deleted and the step fails (ends an OOM loop)."""
+    """Restarts of the training pods (e.g. OOM kills) after which the job is deleted and the step fails."""
     timeout_s: float = 48 * 3600.0
-    """Deadline for the job."""
+    """Deadline of the training job, in seconds."""
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
-        if self.launcher in BUILDERS and not self.image:
-            raise ValueError(f"launcher={self.launcher} needs image: the asymvae image the job's pods run")
         if self.nodes > 1 and self.launcher == "local":
             raise ValueError("launcher=local runs on one node; use launcher=trainjob or pytorchjob for nodes > 1")
+
+    @property
+    def cluster(self) -> bool:
+        """True for the launchers that create a training job (trainjob, pytorchjob)."""
+        return self.launcher in BUILDERS
+
+    def job_image(self) -> str:
+        """The job's image: `image`, else the step's own (ASYMVAE_IMAGE); ValueError when neither is known."""
+        found = self.image or os.environ.get(IMAGE_ENV, "")
+        if self.cluster and not found:
+            raise ValueError(
+                f"launcher={self.launcher} needs the image the job's pods run: set `image` (or {IMAGE_ENV}, which "
+                "the pipeline sets to the step's own image)"
+            )
+        return found or "local"
+
+    def runs_folder(self) -> str:
+        """`runs_dir`, or its default for the launcher."""
+        return self.runs_dir or (RUNS_MOUNT if self.cluster else LOCAL_RUNS)
 
 
 def resolve_base(pretrained: str | None, runs_dir: str) -> str | None:
@@ -115,15 +145,17 @@ def train_step(
     `api_client` (a kubernetes ApiClient, cluster launchers) defaults to the pod's service account or kubeconfig.
     """
     exp = load_experiment(cfg.config, cfg.overrides)  # a bad config fails here, before any job starts
+    image = cfg.job_image()
+    runs_dir = cfg.runs_folder()
     overrides = list(cfg.overrides)
-    base = resolve_base(exp.model.pretrained, cfg.runs_dir)
+    base = resolve_base(exp.model.pretrained, runs_dir)
     if base != exp.model.pretrained:
         overrides.append(f"model.pretrained={base}")
-    output = str(Path(cfg.runs_dir) / job_name)
-    cluster = cfg.launcher in BUILDERS
+    output = str(Path(runs_dir) / job_name)
+    cluster = cfg.cluster
     spec = TrainingJobSpec(
         name=job_name,
-        image=cfg.image or "local",
+        image=image,
         config=cfg.config,
         overrides=overrides,
         namespace=_job_namespace(cfg) if cluster else (cfg.namespace or "default"),
@@ -132,12 +164,12 @@ def train_step(
         shards_uri=shards_uri,
         output_uri=output,
         output_pvc=(cfg.output_pvc or None) if cluster else None,
-        output_mount=cfg.runs_dir,
+        output_mount=runs_dir,
         credentials_secret=(cfg.credentials_secret or None) if cluster else None,
-        s3_endpoint=cfg.s3_endpoint or None,
+        s3_endpoint=cfg.s3_endpoint or os.environ.get("S3_ENDPOINT") or None,
         s3_use_https=cfg.s3_use_https,
-        cpu=cfg.cpu or None,
-        memory=cfg.memory or None,
+        cpu=cfg.node_cpu or None,
+        memory=cfg.node_memory or None,
         node_selector=dict(cfg.node_selector),
         tolerations=(gpu_tolerations() if cfg.gpus_per_node else []) + [Toleration(**t) for t in cfg.tolerations],
         owner=own_pod() if cluster else None,

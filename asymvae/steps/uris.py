@@ -29,18 +29,16 @@ def job_name(prefix: str, artifact_uri: str) -> str:
     return f"{prefix}-{hashlib.sha256(artifact_uri.encode()).hexdigest()[:10]}"
 
 
-def shards_location(launcher: str, manifest_uri: str, artifact_uri: str, artifact_path: str) -> str:
-    """Where the train step's training reads the prepared dataset's manifest.
+def shards_uri(manifest_uri: str, artifact_uri: str) -> str:
+    """Where every later reader (the train step, a cluster job's pods) finds a prepared dataset's manifest.
 
-    An object-store manifest (prepare with a `target`) is read there by everyone. A dataset written into the
-    artifact is read from the step's local copy (`artifact_path`) when training runs in the step, and from
-    the artifact store (`artifact_uri` as `s3://`) when it runs in a cluster job's pods, which have no copy.
+    An object-store manifest (prepare with a `target`) is read there. A dataset written into the prepare
+    step's artifact is read where KFP stores that artifact (`minio://` on a cluster, read as `s3://`; a local
+    folder in kfp.local runs), so the train step passes a string on and never downloads the shards itself.
     """
     if is_s3_uri(manifest_uri):
         return store_uri(manifest_uri)
-    if launcher != "local":
-        return store_uri(artifact_uri).rstrip("/") + "/manifest.json"
-    return artifact_path.rstrip("/") + "/manifest.json"
+    return store_uri(artifact_uri).rstrip("/") + "/manifest.json"
 
 
 def use_store_endpoint(endpoint: str, use_https: bool = False) -> None:

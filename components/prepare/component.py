@@ -11,6 +11,7 @@ from asymvae_components._image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def prepare(
     dataset: Output[Dataset],
+    shards: dsl.OutputPath(str),
     source: str = "builtin:demo",
     target: str = "",
     overrides: Optional[list] = None,  # noqa: UP045 - KFP reads the annotation; it predates X | None
@@ -22,15 +23,20 @@ def prepare(
     Args:
         dataset: The prepared dataset: shards + manifest.json in the artifact's folder, or, with `target`,
             only metadata whose `manifest_uri` points at the object store.
+        shards: Where the manifest is read by the steps after this one (an `s3://` URI on a cluster; a path
+            in local runs): the train component's `shards`.
         source: What to prepare (`asymvae prepare SOURCE`).
         target: `s3://bucket/prefix` to prepare into instead of the artifact (shared, reused when unchanged).
         overrides: `prepare.FIELD=VALUE` settings, e.g. `prepare.max_side=512`.
         s3_endpoint: Object-store endpoint (host:port) for `s3://` sources and targets; empty: the environment's.
         s3_use_https: TLS to the object store.
     """
+    from pathlib import Path
+
     from asymvae.steps.prepare import prepare_step
-    from asymvae.steps.uris import use_store_endpoint
+    from asymvae.steps.uris import shards_uri, use_store_endpoint
 
     use_store_endpoint(s3_endpoint, s3_use_https)
     found = prepare_step(source, dataset.path, target=target, overrides=overrides)
     dataset.metadata.update(found.metadata())
+    Path(shards).write_text(shards_uri(found.manifest_uri, dataset.uri))

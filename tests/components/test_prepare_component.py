@@ -14,9 +14,14 @@ from asymvae_components.prepare.component import prepare
 
 def test_prepares_into_the_artifact(tmp_path: Path) -> None:
     dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
+    shards = tmp_path / "shards"
     prepare.python_func(
-        dataset=dataset, source="builtin:demo", overrides=["prepare.max_samples=12", "prepare.max_side=128"]
+        dataset=dataset,
+        shards=str(shards),
+        source="builtin:demo",
+        overrides=["prepare.max_samples=12", "prepare.max_side=128"],
     )
+    assert shards.read_text() == str(tmp_path / "dataset" / "manifest.json")
     manifest = json.loads((tmp_path / "dataset" / "manifest.json").read_text())
     assert sum(s["samples"] for s in manifest["shards"]) == 12
     assert dataset.metadata["manifest_uri"] == str(tmp_path / "dataset" / "manifest.json")
@@ -27,5 +32,7 @@ def test_prepares_into_the_artifact(tmp_path: Path) -> None:
 def test_bad_override_fails_before_writing(tmp_path: Path) -> None:
     dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
     with pytest.raises(ConfigError, match="unknown config key"):
-        prepare.python_func(dataset=dataset, source="builtin:demo", overrides=["prepare.max_sidez=1"])
+        prepare.python_func(
+            dataset=dataset, shards=str(tmp_path / "shards"), source="builtin:demo", overrides=["prepare.max_sidez=1"]
+        )
     assert not (tmp_path / "dataset" / "manifest.json").exists()

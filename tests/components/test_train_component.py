@@ -8,17 +8,21 @@ import pytest
 from kfp.dsl import Dataset, Model
 
 from asymvae.steps.train import TrainStepConfig
-from asymvae.steps.uris import job_name, shards_location, store_uri
+from asymvae.steps.uris import job_name, shards_uri, store_uri
 from asymvae_components.prepare.component import prepare
 from asymvae_components.train.component import train
 
 
 def test_trains_in_place_and_fills_the_model_artifact(tmp_path: Path, base_vae_dir: Path) -> None:
     dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
-    prepare.python_func(dataset=dataset, source="builtin:demo", overrides=["prepare.max_samples=16"])
+    shards = tmp_path / "shards.txt"
+    prepare.python_func(
+        dataset=dataset, shards=str(shards), source="builtin:demo", overrides=["prepare.max_samples=16"]
+    )
+    assert shards.read_text() == str(tmp_path / "dataset" / "manifest.json")
     model = Model(name="model", uri=str(tmp_path / "model"))
     train.python_func(
-        dataset=dataset,
+        shards=shards.read_text(),
         model=model,
         config="demo",
         overrides=[
@@ -38,14 +42,14 @@ def test_trains_in_place_and_fills_the_model_artifact(tmp_path: Path, base_vae_d
     assert model.metadata["job"] == job_name("asymvae-train", str(tmp_path / "model"))
 
 
-def test_shards_location() -> None:
+def test_shards_uri() -> None:
     art = "minio://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset"
-    # the PyTorchJob pods read the artifact from the store, the step from its local copy
-    assert shards_location("pytorchjob", "/minio/x/manifest.json", art, "/minio/x") == (
+    # a dataset in prepare's artifact is read from the artifact store by everyone after prepare
+    assert shards_uri("/minio/x/manifest.json", art) == (
         "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
     )
-    assert shards_location("local", "/minio/x/manifest.json", art, "/minio/x") == "/minio/x/manifest.json"
-    assert shards_location("local", "s3://data/demo/manifest.json", art, "/x") == "s3://data/demo/manifest.json"
+    assert shards_uri("s3://data/demo/manifest.json", art) == "s3://data/demo/manifest.json"
+    assert shards_uri("/runs/x/manifest.json", "/runs/x") == "/runs/x/manifest.json"  # kfp.local
     assert store_uri("/local/path") == "/local/path"
 
 
@@ -56,7 +60,8 @@ def test_job_name_is_stable_per_artifact_and_a_dns_label() -> None:
 
 
 def test_step_config_checks() -> None:
-    with pytest.raises(ValueError, match="needs image"):
-        TrainStepConfig(launcher="pytorchjob")
+    with pytest.raises(ValueError, match="needs the image"):
+        TrainStepConfig(launcher="pytorchjob").job_image()
+    assert TrainStepConfig(launcher="local").job_image() == "local"
     with pytest.raises(ValueError, match="one node"):
         TrainStepConfig(launcher="local", nodes=2)
