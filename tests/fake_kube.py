@@ -5,13 +5,17 @@ step call, speaking the REST paths the real `kubernetes` client uses, so tests d
   POST, GET, PUT, PATCH (merge patch), DELETE. Every created or replaced object is validated against its
   real CRD (closed objects; HTTP 422 as from the API server). TrainJobs also go through the rules of
   Trainer v2.3's admission webhook that the CRD does not carry (pkg/runtime/framework/plugins/jobset and
-  torch). An InferenceService is accepted as the API server would, and KServe's runtime merge
-  (tests/kserve_runtime.py) decides its status: Ready, or not Ready with the pod's validation error.
+  torch). An InferenceService is accepted as the API server would, and its status follows what KServe
+  and Knative make of it (`FakeKnativeService`); KServe's runtime merge (tests/kserve_runtime.py) decides
+  whether its revisions become ready, or fail with the pod's validation error.
 - `/api/v1/namespaces/NS/pods` (label selector) and `/pods/POD/log`: the pods the operator would have made
   for each job (PyTorchJob: `<job>-master-0`, TrainJob: `<job>-node-0-0`), labelled as upstream labels them,
   with scripted container states (restarts, termination reasons).
 
-Each GET of an object returns the next status of a scripted sequence (the last one repeats). With a
+Each GET of an object returns the next status of a scripted sequence (the last one repeats); an
+InferenceService without a script moves one controller step per GET. As the API server does for a custom
+resource (k8s.io/apiextensions-apiserver pkg/registry/customresource/strategy.go, `PrepareForUpdate`), an
+update raises `metadata.generation` only when something besides the metadata changed. With a
 `service_account`, every request must carry its token and stay in its namespace: anything else is refused
 (401, 403) as the API server refuses a service account acting elsewhere; with `rbac_rules` (a Role's rules)
 a request those rules do not allow is refused too.
@@ -85,12 +89,49 @@ class PodState:
 
 
 @dataclass
+class FakeKnativeService:
+    """The Knative Service `<name>-predictor` that KServe keeps for a serverless InferenceService, reduced to
+    what the InferenceService's status shows of it. Modelled on kserve v0.16.0:
+    pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go (KServe rewrites the
+    Service's template when the InferenceService's spec, annotations or labels change, and returns the
+    Service's status from before that write), pkg/apis/serving/v1beta1/inference_service_status.go
+    (`PropagateStatus` copies that status into the InferenceService's: conditions, revisions, traffic, and
+    the Service's own `observedGeneration`; Ready needs PredictorReady and IngressReady), and on knative/serving
+    (a revision per template, named `<configuration>-<5-digit generation>` by
+    pkg/reconciler/configuration/resources/revision.go)."""
+
+    generation: int = 1
+    """The Knative Service's own metadata.generation: one more at each template KServe writes."""
+    observed: int = 0
+    """Its status.observedGeneration (what Knative has seen)."""
+    created: int = 0
+    """Its latest created revision (0: none yet)."""
+    ready: int = 0
+    """Its latest ready revision (0: none yet)."""
+    template: str = ""
+    """What KServe built its template from."""
+    pending: bool = True
+    """A template Knative has not made a revision of yet."""
+    steps: int = 0
+    """InferenceService reads since the last template."""
+    last: dict[str, Any] = field(default_factory=dict)
+    """The InferenceService status KServe wrote last."""
+
+    @classmethod
+    def rolled_out(cls, isvc: dict[str, Any], generation: int) -> FakeKnativeService:
+        """A Service whose `generation` templates were all rolled out, the last one from `isvc`."""
+        return cls(generation, generation, generation, generation, _template(isvc), pending=False, steps=10**6)
+
+
+@dataclass
 class FakeObject:
     obj: dict[str, Any]
     statuses: list[dict[str, Any]]
     log: str = ""
     pods: list[PodState] = field(default_factory=list)
     reads: int = 0
+    ksvc: FakeKnativeService | None = None
+    """An InferenceService's Knative Service."""
 
 
 @dataclass
@@ -109,6 +150,9 @@ class FakeKube:
     """Why each 401/403 was answered."""
     isvc_url: str = "http://asymvae-decoder.example.svc.cluster.local"
     """`status.address.url` of a Ready InferenceService."""
+    rollout_reads: int = 2
+    """InferenceService reads a rollout takes: the first shows the status from before the change (as KServe
+    writes it), the next ones the new revision not yet ready; 0: rolled out by the first read."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
 
@@ -122,6 +166,14 @@ class FakeKube:
         plural = _plural(obj)
         key = (plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
         self.objects[key] = FakeObject(json.loads(json.dumps(obj)), statuses, log)
+
+    def add_existing_inferenceservice(self, obj: dict[str, Any], generation: int, ksvc_generation: int) -> None:
+        """An InferenceService rolled out before the test, at `generation`, whose Knative Service is at
+        `ksvc_generation`: a counter of its own (KServe rewrites the Service when a ServingRuntime changes;
+        a Service made again starts at 1)."""
+        stored = _stored(json.loads(json.dumps(obj)), generation)
+        key = (_plural(obj), obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self.objects[key] = FakeObject(stored, [{}], ksvc=FakeKnativeService.rolled_out(stored, ksvc_generation))
 
     @property
     def jobs(self) -> dict[tuple[str, str], FakeObject]:
@@ -186,13 +238,14 @@ class FakeKube:
                 return 409, _status(409, "AlreadyExists", f'{plural} "{key[2]}" already exists')
             statuses, log, pods = self.scripts.get(key[2], ([{}], "", []))
             obj = _stored(req.body, generation=1)
-            self.objects[key] = FakeObject(obj, statuses, log, pods)
+            ksvc = FakeKnativeService(template=_template(obj)) if plural == "inferenceservices" else None
+            self.objects[key] = FakeObject(obj, statuses, log, pods, ksvc=ksvc)
             return 201, obj
         found = self.objects.get((plural, ns, name or ""))
         if found is None:
             return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
         if req.method == "GET":
-            return 200, {**found.obj, "status": self._next_status(plural, found)}
+            return 200, {**found.obj, "status": self._next_status(found)}
         if req.method == "DELETE":
             del self.objects[(plural, ns, name)]
             return 200, _status(200, "Success", "")
@@ -206,7 +259,13 @@ class FakeKube:
             version = req.body.get("metadata", {}).get("resourceVersion")
             if version != found.obj["metadata"]["resourceVersion"]:
                 return 409, _status(409, "Conflict", f"the object has been modified (resourceVersion {version})")
-            found.obj, found.reads = _stored(req.body, found.obj["metadata"]["generation"] + 1), 0
+            generation = found.obj["metadata"]["generation"]
+            if _non_metadata(req.body) != _non_metadata(found.obj):
+                generation += 1
+            found.obj, found.reads = _stored(req.body, generation), 0
+            if found.ksvc and _template(found.obj) != found.ksvc.template:
+                found.ksvc.generation += 1
+                found.ksvc.template, found.ksvc.pending, found.ksvc.steps = _template(found.obj), True, 0
             return 200, found.obj
         return 405, _status(405, "MethodNotAllowed", req.method)
 
@@ -218,21 +277,51 @@ class FakeKube:
             self.invalid_bodies.append(errors)
         return errors
 
-    def _next_status(self, plural: str, found: FakeObject) -> dict[str, Any]:
+    def _next_status(self, found: FakeObject) -> dict[str, Any]:
         current = found.statuses[min(found.reads, len(found.statuses) - 1)]
         found.reads += 1
-        if plural != "inferenceservices" or current:
+        if found.ksvc is None or current:
             return current
-        problems = merged_pod_errors(found.obj)
+        return self._isvc_status(found.obj, found.ksvc)
+
+    def _isvc_status(self, isvc: dict[str, Any], ksvc: FakeKnativeService) -> dict[str, Any]:
+        """One controller step of KServe and Knative, and the InferenceService status KServe then writes."""
+        step, ksvc.steps = ksvc.steps, ksvc.steps + 1
+        if step == 0 and self.rollout_reads > 0:
+            return ksvc.last  # KServe has written the new template and copied the Service's old status
+        if ksvc.pending:  # Knative has seen the template and made its revision
+            ksvc.observed, ksvc.created, ksvc.pending = ksvc.generation, ksvc.created + 1, False
+        name = isvc["metadata"]["name"]
+
+        def revision(number: int) -> str:
+            return f"{name}-predictor-{number:05d}"
+
+        problems = merged_pod_errors(isvc) if step >= self.rollout_reads else []
+        if step >= self.rollout_reads and not problems:
+            ksvc.ready = ksvc.created
         if problems:
-            msg = "; ".join(problems)
-            return {"conditions": [condition("Ready", "RevisionFailed", f"predictor pod is invalid: {msg}", "False")]}
-        return {
-            "conditions": [condition("Ready", "Ready")],
-            "observedGeneration": found.obj["metadata"]["generation"],
-            "address": {"url": self.isvc_url},
-            "url": self.isvc_url,
+            message = f'Revision "{revision(ksvc.created)}" failed: predictor pod is invalid: {"; ".join(problems)}'
+            predictor = _isvc_condition("PredictorReady", "False", "RevisionFailed", message)
+        else:
+            predictor = _isvc_condition("PredictorReady", "True" if ksvc.ready == ksvc.created else "Unknown")
+        ingress = _isvc_condition("IngressReady", "True" if ksvc.ready else "Unknown")
+        both = {predictor["status"], ingress["status"]}
+        ready = "False" if "False" in both else "True" if both == {"True"} else "Unknown"
+        blocking = predictor if predictor["status"] != "True" else ingress
+        conditions = [ingress, predictor, {**blocking, "type": "Ready", "status": ready}]
+        component: dict[str, Any] = {"latestCreatedRevision": revision(ksvc.created)}
+        status: dict[str, Any] = {
+            "deploymentMode": "Serverless",
+            "observedGeneration": ksvc.observed,
+            "conditions": conditions,
+            "components": {"predictor": component},
         }
+        if ksvc.ready:
+            component["latestReadyRevision"] = revision(ksvc.ready)
+            component["traffic"] = [{"revisionName": revision(ksvc.ready), "percent": 100, "latestRevision": True}]
+            status.update(address={"url": self.isvc_url}, url=self.isvc_url)
+        ksvc.last = status
+        return status
 
     def _pods(self, req: Request, m: re.Match) -> tuple[int, Any]:
         ns = m.group("ns")
@@ -265,6 +354,27 @@ def _stored(obj: dict[str, Any], generation: int) -> dict[str, Any]:
     meta = {**obj["metadata"], "resourceVersion": str(next(_VERSIONS)), "generation": generation}
     meta.setdefault("uid", f"uid-{meta['name']}-{generation}")
     return {**obj, "metadata": meta}
+
+
+def _isvc_condition(kind: str, status: str, reason: str = "", message: str = "") -> dict[str, Any]:
+    """A condition as KServe writes it (knative.dev/pkg apis.Condition: reason and message only when set)."""
+    return {
+        "type": kind,
+        "status": status,
+        **({"reason": reason} if reason else {}),
+        **({"message": message} if message else {}),
+    }
+
+
+def _non_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """What an update of a custom resource compares to decide on a new generation (status is ignored too)."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _template(isvc: dict[str, Any]) -> str:
+    """What KServe builds the predictor's Knative template from: the spec, the annotations and the labels."""
+    meta = isvc["metadata"]
+    return json.dumps([isvc["spec"], meta.get("annotations"), meta.get("labels")], sort_keys=True)
 
 
 def _plural(obj: dict[str, Any]) -> str:

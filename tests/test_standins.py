@@ -48,15 +48,64 @@ def test_a_replace_with_a_stale_resource_version_conflicts(cluster) -> None:
     assert conflict.value.status == 409
 
 
+def _ready_condition(api: k8s.CustomObjectsApi) -> dict:
+    conditions = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")["status"]["conditions"]
+    return next(c for c in conditions if c["type"] == "Ready")
+
+
 def test_an_inferenceservice_broken_by_the_runtime_merge_never_becomes_ready(cluster) -> None:
-    server, _ = cluster
+    server, state = cluster
+    state.rollout_reads = 0  # each read shows the rollout finished
     api = k8s.CustomObjectsApi(server.api_client())
     broken = _isvc()
     del broken["spec"]["predictor"]["model"]["resources"]["limits"]["cpu"]  # CPU request 2, runtime limit 1
     api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, broken)
-    (ready,) = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")["status"]["conditions"]
+    ready = _ready_condition(api)
     assert ready["status"] == "False" and "must be less than or equal to the cpu limit of 1" in ready["message"]
     api.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")
     api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, _isvc())
-    (ready,) = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")["status"]["conditions"]
-    assert ready["status"] == "True"
+    assert _ready_condition(api)["status"] == "True"
+
+
+def _rollout(api: k8s.CustomObjectsApi) -> tuple:
+    """(generation, Ready, observedGeneration, latest created revision, latest ready revision) at one read."""
+    isvc = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")
+    status, ready = isvc["status"], {}
+    if status:
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    predictor = status.get("components", {}).get("predictor", {})
+    return (
+        isvc["metadata"]["generation"],
+        ready.get("status"),
+        status.get("observedGeneration"),
+        predictor.get("latestCreatedRevision", "")[-5:],
+        predictor.get("latestReadyRevision", "")[-5:],
+    )
+
+
+def test_an_inferenceservice_rolls_out_as_kserve_and_knative_report_it(cluster) -> None:
+    """Each read is one step of the controllers: KServe's write of the Knative Service (the status it then
+    copies is the Service's from before), Knative's new revision, that revision ready. The same spec again
+    keeps the generation and starts nothing; another spec raises it and rolls out a new revision."""
+    server, _ = cluster
+    api = k8s.CustomObjectsApi(server.api_client())
+    created = api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, _isvc())
+    assert [_rollout(api) for _ in range(3)] == [
+        (1, None, None, "", ""),
+        (1, "Unknown", 1, "00001", ""),
+        (1, "True", 1, "00001", "00001"),
+    ]
+    current = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")
+    again = {**created, "metadata": {**created["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
+    api.replace_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d", again)
+    assert _rollout(api) == (1, "True", 1, "00001", "00001")
+    changed = _isvc(gpus=0)
+    changed["metadata"]["resourceVersion"] = api.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d")[
+        "metadata"
+    ]["resourceVersion"]
+    api.replace_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d", changed)
+    assert [_rollout(api) for _ in range(3)] == [
+        (2, "True", 1, "00001", "00001"),  # Ready, but the old revision: what KServe writes after its update
+        (2, "Unknown", 2, "00002", "00001"),
+        (2, "True", 2, "00002", "00002"),
+    ]

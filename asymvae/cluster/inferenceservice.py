@@ -1,5 +1,5 @@
-"""The KServe InferenceService that serves the Triton export: a pure builder, create-or-update, and a wait for
-Ready.
+"""The KServe InferenceService that serves the Triton export: a pure builder, create-or-update, a wait until
+this spec is rolled out, and the credentials of a request to it.
 
 `predictor.model`: `modelFormat: onnx`, `runtime: kserve-tritonserver`, `storageUri` = the Triton
 repository root (`<root>/<model>/config.pbtxt`, `<root>/<model>/1/model.onnx`). KServe's storage
@@ -7,7 +7,18 @@ initializer reads the S3 credentials from the Secrets listed by the predictor's 
 (k8s/serving-access). KServe merges the ServingRuntime's container into the predictor key by key (the
 `kserve-tritonserver` runtime limits CPU to 1 and memory to 2Gi), so the builder sets both the request and
 the limit of CPU and memory: a request above a limit inherited from the runtime would make an invalid pod.
+`predictor.annotations` carries Knative's progress deadline (see `PROGRESS_DEADLINE`).
 Validate the manifest offline with asymvae.cluster.crd.
+
+When is a spec rolled out? In KServe's serverless mode (Kubeflow's default) the InferenceService has no
+observed generation of its own: KServe copies the Knative Service's (kserve v0.16.0
+pkg/apis/serving/v1beta1/inference_service_status.go, `PropagateStatus`), a counter of that Service's own
+writes, which KServe also makes when a ServingRuntime changes and restarts at 1 when the Service is made
+again. Right after an update KServe even copies the Knative Service's status from before the update
+(reconcilers/knative/ksvc_reconciler.go returns the updated object's old status): Ready, on the old
+revision. So `wait_ready` asks the predictor's revisions instead: Ready, the latest created revision is
+the latest ready one and takes all the traffic, and, when the update changed the spec, it is not the
+revision the update replaced (`Applied.replaces`).
 """
 
 from __future__ import annotations
@@ -15,11 +26,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asymvae.cluster.jobspec import NO_ISTIO
+from asymvae.cluster.pod import SERVICE_ACCOUNT_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +41,22 @@ API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
+"""Knative's per-revision progress deadline (knative/serving pkg/apis/serving/register.go): how long the
+revision's pods may take to become ready (image pull, model download, Triton's start) before Knative fails
+the revision. Without it the `progressDeadline` of Knative's config-deployment ConfigMap applies: 600 s on
+Kubeflow (kubeflow/manifests common/knative/knative-serving/base/patches/config-deployment.yaml), which a
+cold pull of the Triton image can outlast. KServe copies `spec.predictor.annotations` onto the Knative
+revision template (pkg/controller/v1beta1/inferenceservice/components/predictor.go)."""
+PROGRESS_DEADLINE_S = 1800
+"""The deadline set by default: half an hour, for a cold pull of the Triton image (several GB) on a slow link."""
+READY_TIMEOUT_S = 2400.0
+"""How long the deploy step waits by default for the rollout: longer than `PROGRESS_DEADLINE_S`, so that
+Knative's own verdict (the revision failed, and why) comes before the step gives up."""
+SERVICE_ACCOUNT_TOKEN = SERVICE_ACCOUNT_NAMESPACE.parent / "token"
+"""Where Kubernetes mounts the pod's service-account token (a projected token, which the kubelet rotates)."""
+SERVERLESS_MODES = ("Serverless", "Knative")
+"""KServe's names of its serverless deployment mode in `status.deploymentMode` (legacy and current)."""
 
 
 @dataclass
@@ -59,6 +89,9 @@ class InferenceServiceSpec:
     """Replicas kept running (0 lets Knative scale to zero)."""
     max_replicas: int = 1
     """Most replicas under load."""
+    progress_deadline_s: int = PROGRESS_DEADLINE_S
+    """Seconds Knative gives the predictor's pods to become ready before it fails the revision (`PROGRESS_DEADLINE`;
+    Kubeflow's default, 600 s, can be shorter than a cold pull of the Triton image)."""
 
     def __post_init__(self) -> None:
         if not _DNS_LABEL.match(self.name) or len(self.name) > 45:
@@ -69,6 +102,8 @@ class InferenceServiceSpec:
             )
         if self.gpus < 0 or self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
             raise ValueError("gpus and min_replicas must be >= 0 and max_replicas >= max(1, min_replicas)")
+        if self.progress_deadline_s < 1:
+            raise ValueError(f"progress_deadline_s must be at least 1 second, got {self.progress_deadline_s}")
 
 
 def _double(quantity: str) -> str:
@@ -88,6 +123,7 @@ def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
         predictor["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
         predictor["tolerations"] = [dict(t) for t in spec.tolerations]
+    predictor["annotations"] = {PROGRESS_DEADLINE: f"{spec.progress_deadline_s}s"}
     predictor.update(
         minReplicas=spec.min_replicas,
         maxReplicas=spec.max_replicas,
@@ -126,9 +162,21 @@ REQUEST_TIMEOUT_S = 30.0
 """Timeout of each Kubernetes API request (connect and each read), as the training job runner's."""
 
 
-def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
-    """Create the InferenceService, or replace the spec of an existing one of that name; returns
-    `created` or `updated`. Raises asymvae.cluster.errors.KubernetesAPIError when the API server refuses."""
+@dataclass
+class Applied:
+    """What `apply_inferenceservice` did, and which revision the rollout of its spec replaces."""
+
+    action: str
+    """`created` or `updated`."""
+    replaces: str = ""
+    """The predictor's latest revision before an update that changed the spec: the rollout of the new spec
+    is a newer one. Empty when no rollout must replace one: a new service, an update that left the spec as
+    it was (the API server then keeps the generation), or a service that never had a revision."""
+
+
+def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> Applied:
+    """Create the InferenceService, or replace the spec of an existing one of that name. Raises
+    asymvae.cluster.errors.KubernetesAPIError when the API server refuses."""
     from kubernetes.client.rest import ApiException
 
     from asymvae.cluster.errors import KubernetesAPIError
@@ -139,7 +187,7 @@ def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
     try:
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj, _request_timeout=REQUEST_TIMEOUT_S)
         log.info("created InferenceService %s/%s", ns, name)
-        return "created"
+        return Applied("created")
     except ApiException as e:
         if e.status != 409:
             raise KubernetesAPIError(
@@ -150,45 +198,73 @@ def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> str:
             GROUP, VERSION, ns, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S
         )
         body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}}
-        custom.replace_namespaced_custom_object(
+        written = custom.replace_namespaced_custom_object(
             GROUP, VERSION, ns, PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT_S
         )
     except ApiException as e:
         raise KubernetesAPIError(
             f"could not update InferenceService {ns}/{name}: HTTP {e.status} {e.reason}. {api_message(e)}"
         ) from e
-    log.info("updated InferenceService %s/%s", ns, name)
-    return "updated"
+    changed = written["metadata"].get("generation") != existing["metadata"].get("generation")
+    replaces = _predictor(existing).get("latestCreatedRevision", "") if changed else ""
+    log.info("updated InferenceService %s/%s (%s)", ns, name, f"replacing {replaces}" if replaces else "no new rollout")
+    return Applied("updated", replaces)
 
 
-def _ready(isvc: dict[str, Any]) -> bool:
-    """Ready holds, for the current spec (a just-updated service may still report its old revision's Ready)."""
-    status = isvc.get("status") or {}
-    generation = (isvc.get("metadata") or {}).get("generation")
-    observed = status.get("observedGeneration")
-    current = generation is None or observed is None or observed >= generation
-    ready = any(c.get("type") == "Ready" and str(c.get("status")) == "True" for c in status.get("conditions") or [])
-    return ready and current
+def _predictor(isvc: dict[str, Any]) -> dict[str, Any]:
+    """The predictor's part of the status (its Knative revisions and traffic)."""
+    return ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
 
 
-def _not_ready_reasons(isvc: dict[str, Any]) -> str:
-    conds = [c for c in (isvc.get("status") or {}).get("conditions") or [] if str(c.get("status")) != "True"]
-    return "; ".join(f"{c.get('type')}: {c.get('reason', '')} {c.get('message', '')}".strip() for c in conds) or (
-        "no status yet (is KServe running, and the runtime installed?)"
+def _condition(isvc: dict[str, Any], kind: str) -> str:
+    """The status (`True`, `False`, `Unknown`) of the condition `kind`; `Unknown` when it is absent."""
+    for c in (isvc.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return str(c.get("status"))
+    return "Unknown"
+
+
+def _ready(isvc: dict[str, Any], replaces: str = "") -> bool:
+    """This spec is rolled out and serving: Ready, the predictor's latest created revision is its latest ready
+    one, takes all the traffic, and is not `replaces` (the revision an update of the spec supersedes)."""
+    predictor = _predictor(isvc)
+    latest = predictor.get("latestCreatedRevision", "")
+    routed = any(t.get("revisionName") == latest and t.get("percent") == 100 for t in predictor.get("traffic") or [])
+    return (
+        _condition(isvc, "Ready") == "True"
+        and bool(latest)
+        and latest == predictor.get("latestReadyRevision")
+        and latest != replaces
+        and routed
     )
+
+
+def _not_ready_reasons(isvc: dict[str, Any], replaces: str = "") -> str:
+    conds = [c for c in (isvc.get("status") or {}).get("conditions") or [] if str(c.get("status")) != "True"]
+    reasons = [f"{c.get('type')}: {c.get('reason', '')} {c.get('message', '')}".strip() for c in conds]
+    predictor = _predictor(isvc)
+    latest, ready = predictor.get("latestCreatedRevision", ""), predictor.get("latestReadyRevision", "")
+    if replaces and latest == replaces:
+        reasons.append(f"no revision has replaced {replaces} since the update")
+    elif latest and latest != ready:
+        reasons.append(f"revision {latest} is not ready (serving: {ready or 'none'})")
+    return "; ".join(reasons) or "no status yet (is KServe running, and the runtime installed?)"
 
 
 def wait_ready(
     name: str,
     namespace: str,
-    timeout_s: float = 900.0,
+    timeout_s: float = READY_TIMEOUT_S,
     poll_s: float = 10.0,
     api_client: Any = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    replaces: str = "",
 ) -> dict[str, Any]:
-    """Poll the InferenceService until its Ready condition holds; returns its status (with `address.url`).
-    Raises DeploymentError with KServe's reasons when it is not Ready within `timeout_s`."""
+    """Poll the InferenceService until its spec is rolled out and Ready (`_ready`; `replaces` from
+    `Applied`); returns its status (with `address.url`). Raises DeploymentError with KServe's reasons when
+    that does not happen within `timeout_s`, and at once when the service is not in KServe's serverless mode
+    (its status then has no revisions to tell a rollout by)."""
     from kubernetes.client.rest import ApiException
 
     from asymvae.cluster.errors import DeploymentError
@@ -206,13 +282,48 @@ def wait_ready(
             if e.status in (401, 403, 404):
                 raise DeploymentError(f"could not read InferenceService {namespace}/{name}: {api_message(e)}") from e
             log.warning("reading InferenceService %s/%s failed (HTTP %s); retrying", namespace, name, e.status)
-        if isvc and _ready(isvc):
-            log.info("InferenceService %s/%s is Ready", namespace, name)
+        mode = (isvc.get("status") or {}).get("deploymentMode")
+        if mode and mode not in SERVERLESS_MODES:
+            raise DeploymentError(
+                f"InferenceService {namespace}/{name} runs in KServe's {mode} deployment mode; the deploy step "
+                "tells a finished rollout by its Knative revisions. Fix: deploy on a KServe whose "
+                "defaultDeploymentMode is Serverless (Kubeflow's default)"
+            )
+        if isvc and _ready(isvc, replaces):
+            log.info("InferenceService %s/%s is Ready (%s)", namespace, name, _predictor(isvc)["latestReadyRevision"])
             return isvc["status"]
         remaining = deadline - clock()
         if remaining <= 0:
             raise DeploymentError(
-                f"InferenceService {namespace}/{name} was not Ready within {timeout_s:g} s: {_not_ready_reasons(isvc)}."
+                f"InferenceService {namespace}/{name} was not Ready within {timeout_s:g} s: "
+                f"{_not_ready_reasons(isvc, replaces)}."
                 f" Inspect it with: kubectl -n {namespace} describe inferenceservice {name}"
             )
         sleep(min(poll_s, remaining))
+
+
+def cluster_local_auth(
+    url: str, name: str, namespace: str, token_file: str | Path = SERVICE_ACCOUNT_TOKEN
+) -> dict[str, str]:
+    """`Authorization: Bearer <the pod's service-account token>` for a request to the InferenceService's own
+    cluster-local address, `<name>[-predictor].<namespace>.svc[.cluster.local]` (KServe's
+    `status.address.url`), where Kubeflow's machine-to-machine auth overlay refuses a request without a
+    Kubernetes token (kubeflow/manifests common/istio/cluster-local-gateway/overlays/m2m-auth). No header for
+    any other host, nor without the token file (outside a pod). The file is read at each call: the kubelet
+    rotates projected tokens. Raises DeploymentError when the file exists but cannot be read."""
+    from asymvae.cluster.errors import DeploymentError
+
+    hosts = {f"{n}.{namespace}.svc{domain}" for n in (name, f"{name}-predictor") for domain in ("", ".cluster.local")}
+    if urllib.parse.urlsplit(url).hostname not in hosts:
+        return {}
+    path = Path(token_file)
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise DeploymentError(
+            f"cannot read the service-account token {path}: {e.strerror}. Fix: mount the pod's token there "
+            "(automountServiceAccountToken), or point token_file at it"
+        ) from e
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,9 +1,12 @@
 """The deploy step: serve a Triton export with KServe, wait until it is Ready, and prove it answers.
 
-The InferenceService goes to the step's own namespace (downward API) unless one is given; once Ready, the
-step sends one v2 inference (latent, image, mask, shaped from the export's config.pbtxt) to the service's
-cluster-local address and checks that a finite image of the right shape comes back. Any of that failing
-fails the step: a run is never green with a service that cannot answer.
+The InferenceService goes to the step's own namespace (downward API) unless one is given; once this spec is
+rolled out and Ready (`wait_ready`: the revision serving it is the new one, not the one before the update),
+the step sends one v2 inference (latent, image, mask, shaped from the export's config.pbtxt) to the
+service's cluster-local address, with the pod's service-account token (Kubeflow's machine-to-machine auth
+refuses a request there without one; no other host ever gets it), and checks that a finite image of the
+right shape comes back. Any of that failing fails the step: a run is never green with a service that cannot
+answer.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asymvae.cluster.errors import DeploymentError
 from asymvae.cluster.inferenceservice import (
+    PROGRESS_DEADLINE_S,
+    READY_TIMEOUT_S,
+    SERVICE_ACCOUNT_TOKEN,
     InferenceServiceSpec,
     apply_inferenceservice,
     build_inferenceservice,
+    cluster_local_auth,
     wait_ready,
 )
 from asymvae.cluster.jobspec import gpu_tolerations
@@ -46,12 +54,26 @@ class DeployStepConfig:
     """Node labels the predictor pods must match."""
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     """Taints the predictor tolerates besides the `nvidia.com/gpu` taint (tolerated when it has GPUs)."""
-    ready_timeout_s: float = 900.0
-    """How long to wait for Ready (image pull, model download, Triton's start)."""
+    progress_deadline_s: int = PROGRESS_DEADLINE_S
+    """Seconds Knative gives a new revision's pods to become ready (image pull, model download, Triton's start)
+    before it fails the revision; set on the InferenceService as `serving.knative.dev/progress-deadline`."""
+    ready_timeout_s: float = READY_TIMEOUT_S
+    """How long to wait for the rollout; longer than `progress_deadline_s`, so Knative's verdict comes first."""
     poll_s: float = 10.0
     """Seconds between status reads."""
     check_size: int = 64
     """Side in pixels of the test request's image (a multiple of 8)."""
+    token_file: str = str(SERVICE_ACCOUNT_TOKEN)
+    """The pod's service-account token, sent as a bearer token with the check to the service's own
+    cluster-local address only; no file (outside a pod): no token."""
+
+    def __post_init__(self) -> None:
+        if self.ready_timeout_s <= self.progress_deadline_s:
+            raise DeploymentError(
+                f"ready_timeout_s ({self.ready_timeout_s:g} s) must exceed progress_deadline_s "
+                f"({self.progress_deadline_s} s): the step would give up while Knative still waits for the pods. "
+                "Fix: raise ready_timeout_s or lower progress_deadline_s"
+            )
 
 
 @dataclass
@@ -66,6 +88,8 @@ class Deployment:
     model: str
     """The model's name in the Triton repository."""
     check: InferenceCheck
+    revision: str
+    """The Knative revision that serves the spec and answered the check."""
 
 
 def triton_model_dir(repository: str | Path) -> Path:
@@ -91,13 +115,19 @@ def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_cl
         memory=cfg.memory,
         node_selector=dict(cfg.node_selector),
         tolerations=tolerations + list(cfg.tolerations),
+        progress_deadline_s=cfg.progress_deadline_s,
     )
     manifest = build_inferenceservice(spec)
-    action = apply_inferenceservice(manifest, api_client)
-    status = wait_ready(spec.name, spec.namespace, cfg.ready_timeout_s, cfg.poll_s, api_client)
+    applied = apply_inferenceservice(manifest, api_client)
+    status = wait_ready(
+        spec.name, spec.namespace, cfg.ready_timeout_s, cfg.poll_s, api_client, replaces=applied.replaces
+    )
     url = (status.get("address") or {}).get("url") or status.get("url")
     if not url:
         raise ServingError(f"InferenceService {spec.namespace}/{spec.name} is Ready but reports no address")
-    check = check_inference(url, io, cfg.check_size, cfg.check_size)
-    log.info("%s answered in %.3f s: sample %s", url, check.seconds, check.output_shape)
-    return Deployment(manifest, action, url, io.model, check)
+    headers = cluster_local_auth(url, spec.name, spec.namespace, cfg.token_file)
+    check = check_inference(url, io, cfg.check_size, cfg.check_size, headers=headers)
+    token = "with the pod's service-account token" if headers else "without a token"
+    log.info("%s answered in %.3f s (%s): sample %s", url, check.seconds, token, check.output_shape)
+    revision = status["components"]["predictor"]["latestReadyRevision"]
+    return Deployment(manifest, applied.action, url, io.model, check, revision)

@@ -20,7 +20,7 @@ def deploy(
     memory: str = "8Gi",
     node_selector: Optional[dict] = None,  # noqa: UP045 - KFP reads the annotation; it predates X | None
     tolerations: Optional[list] = None,  # noqa: UP045
-    ready_timeout_s: float = 900.0,
+    ready_timeout_s: float = 2400.0,
     check_size: int = 64,
 ) -> str:
     """Apply a KServe InferenceService whose `storageUri` is `exported` (a Triton repository in the object store),
@@ -39,7 +39,8 @@ def deploy(
         node_selector: Node labels the predictor pods must match.
         tolerations: Taints the predictor tolerates (Kubernetes' form) besides `nvidia.com/gpu`, which it
             tolerates when `gpus` > 0.
-        ready_timeout_s: How long to wait for the service to be Ready.
+        ready_timeout_s: How long to wait for the service to be Ready; more than Knative's progress deadline
+            the step sets (1800 s), so that Knative's verdict comes first.
         check_size: Side in pixels of the test inference's image.
 
     Returns:

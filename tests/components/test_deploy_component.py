@@ -1,6 +1,9 @@
 """The deploy step: its InferenceService valid against KServe's real CRD and still valid once KServe merges the
-`kserve-tritonserver` runtime into it; applied through the stand-in Kubernetes API as the run's account; and
-checked with one real inference (onnxruntime behind the v2 protocol) at the address the service reports."""
+`kserve-tritonserver` runtime into it, with Knative's progress deadline; applied through the stand-in
+Kubernetes API as the run's account, whose InferenceService status follows KServe's and Knative's
+controllers (tests/fake_kube.py); ready only once its own revision serves; and checked with one real
+inference (onnxruntime behind the v2 protocol) at the address the service reports, through the stand-in of
+Kubeflow's machine-to-machine auth gateway (tests/m2m_gateway.py) with the pod's token."""
 
 from __future__ import annotations
 
@@ -13,8 +16,13 @@ from kfp.dsl import Artifact, Model
 
 from asymvae.cluster.crd import schema_errors, validate_custom_object
 from asymvae.cluster.errors import DeploymentError
-from asymvae.cluster.inferenceservice import InferenceServiceSpec, build_inferenceservice
+from asymvae.cluster.inferenceservice import (
+    InferenceServiceSpec,
+    build_inferenceservice,
+    cluster_local_auth,
+)
 from asymvae.cluster.pod import NAMESPACE_ENV
+from asymvae.export.client import ServingError
 from asymvae.export.config import ExportConfig
 from asymvae.export.run import export_model
 from asymvae.steps.deploy import DeployStepConfig, deploy_step
@@ -23,6 +31,7 @@ from tests.fake_kube import TOKEN, FakeKubeServer, condition
 from tests.k8s_rbac import run_role_rules
 from tests.k8s_schemas import INFERENCESERVICE_CRD
 from tests.kserve_runtime import merged_pod_errors
+from tests.m2m_gateway import M2MGateway, cluster_dns
 from tests.v2_server import V2Server
 
 NS = "kubeflow-user-example-com"
@@ -41,6 +50,8 @@ def test_inferenceservice_matches_the_crd_and_survives_kserves_runtime_merge(gpu
     assert model["storageUri"] == "s3://mlpipeline/v2/artifacts/x/exported"
     assert ("nvidia.com/gpu" in model["resources"]["limits"]) == bool(gpus)
     assert obj["spec"]["predictor"]["serviceAccountName"] == "asymvae-serving"
+    # Knative's per-revision deadline, where KServe copies it onto the revision template (predictor.go)
+    assert obj["spec"]["predictor"]["annotations"] == {"serving.knative.dev/progress-deadline": "1800s"}
 
 
 def test_a_cpu_request_without_its_own_limit_breaks_after_the_merge() -> None:
@@ -65,6 +76,39 @@ def test_spec_checks() -> None:
         InferenceServiceSpec(name="Bad_Name", storage_uri="s3://b/p")
     with pytest.raises(ValueError, match="KServe can download"):
         InferenceServiceSpec(name="d", storage_uri="/local/path")  # a kfp.local artifact cannot be served
+    with pytest.raises(ValueError, match="progress_deadline_s must be at least 1 second"):
+        InferenceServiceSpec(name="d", storage_uri="s3://b/p", progress_deadline_s=0)
+
+
+def test_the_wait_outlasts_knatives_progress_deadline() -> None:
+    """Kubeflow's Knative gives a revision 600 s (config-deployment); a cold pull of the Triton image can take
+    longer, so the InferenceService sets its own deadline, and the step waits longer than that deadline."""
+    default = DeployStepConfig()
+    assert default.progress_deadline_s > 600 and default.ready_timeout_s > default.progress_deadline_s
+    with pytest.raises(DeploymentError, match=r"ready_timeout_s \(900 s\) must exceed progress_deadline_s \(1800 s\)"):
+        DeployStepConfig(ready_timeout_s=900)
+
+
+@pytest.mark.parametrize(
+    "url, sent",
+    [
+        (f"http://asymvae-decoder.{NS}.svc.cluster.local", True),  # KServe's status.address.url
+        (f"http://asymvae-decoder-predictor.{NS}.svc.cluster.local:80/v2", True),  # disableIstioVirtualHost
+        (f"http://asymvae-decoder.{NS}.svc", True),
+        (f"http://asymvae-decoder.{NS}.svc.cluster.local.example.com", False),
+        (f"http://asymvae-decoder.{NS}.svc.cluster.local@example.com/", False),  # the host is example.com
+        (f"http://asymvae-decoder-{NS}.example.com", False),  # status.url, through the ingress
+        ("http://asymvae-decoder.other-team.svc.cluster.local", False),
+        (f"http://another-service.{NS}.svc.cluster.local", False),
+        ("http://127.0.0.1:8080", False),
+    ],
+)
+def test_the_pods_token_goes_to_the_services_own_cluster_local_address_only(tmp_path: Path, url: str, sent: bool):
+    token = tmp_path / "token"
+    token.write_text("pod-token\n")
+    expected = {"Authorization": "Bearer pod-token"} if sent else {}
+    assert cluster_local_auth(url, "asymvae-decoder", NS, token) == expected
+    assert cluster_local_auth(url, "asymvae-decoder", NS, tmp_path / "absent") == {}  # outside a pod: none
 
 
 # -- the step, against the stand-ins ----------------------------------------------------------------------
@@ -110,9 +154,93 @@ def test_a_service_that_never_becomes_ready_fails_the_step_with_kserves_reason(
     server = _cluster()
     with server as fake:
         fake.script("asymvae-decoder", [stuck])
-        cfg = DeployStepConfig(ready_timeout_s=0.2, poll_s=0.01)
-        with pytest.raises(DeploymentError, match="not Ready within 0.2 s: Ready: RevisionMissing Configuration is"):
+        cfg = DeployStepConfig(ready_timeout_s=1.2, progress_deadline_s=1, poll_s=0.01)
+        with pytest.raises(DeploymentError, match="not Ready within 1.2 s: Ready: RevisionMissing Configuration is"):
             deploy_step(cfg, str(repository), STORE, server.api_client())
+
+
+@pytest.mark.parametrize(
+    "generation, ksvc_generation", [(1, 3), (4, 1)], ids=["knative-service-ahead", "knative-service-made-again"]
+)
+def test_an_update_is_ready_once_its_own_revision_serves(
+    repository: Path, monkeypatch: pytest.MonkeyPatch, generation: int, ksvc_generation: int
+) -> None:
+    """The InferenceService's observedGeneration is its Knative Service's (kserve v0.16.0
+    inference_service_status.go), a counter of its own. Ahead of the InferenceService's (a ServingRuntime
+    changed twice), the old check, observedGeneration >= generation with Ready, took the status KServe writes
+    right after the update (the Knative Service's old one: Ready, the old revision) for the new spec; behind
+    it (the Knative Service made again) it never saw Ready. The step waits for the revision that replaces the
+    one serving before the update."""
+    monkeypatch.setenv(NAMESPACE_ENV, NS)
+    before = build_inferenceservice(
+        InferenceServiceSpec(name="asymvae-decoder", storage_uri=STORE.replace("run-1", "run-0"), namespace=NS)
+    )
+    server = _cluster()
+    with server as fake, V2Server(repository) as served:
+        fake.isvc_url = served
+        fake.add_existing_inferenceservice(before, generation, ksvc_generation)
+        cfg = DeployStepConfig(ready_timeout_s=2.0, progress_deadline_s=1, poll_s=0.01)
+        done = deploy_step(cfg, str(repository), STORE, server.api_client())
+    assert done.action == "updated" and done.manifest["spec"]["predictor"]["model"]["storageUri"] == STORE
+    assert done.revision == f"asymvae-decoder-predictor-{ksvc_generation + 1:05d}"
+
+
+def test_a_service_outside_kserves_serverless_mode_is_refused_at_once(
+    repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NAMESPACE_ENV, NS)
+    raw = {"deploymentMode": "RawDeployment", "conditions": [condition("Ready", "Ready")]}
+    server = _cluster()
+    with server as fake:
+        fake.script("asymvae-decoder", [raw])
+        with pytest.raises(DeploymentError, match="runs in KServe's RawDeployment deployment mode"):
+            deploy_step(DeployStepConfig(poll_s=0.01), str(repository), STORE, server.api_client())
+        assert len(fake.calls("GET", "/inferenceservices/asymvae-decoder")) == 1
+
+
+def test_under_machine_to_machine_auth_the_check_carries_the_pods_current_token(
+    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind Kubeflow's cluster-local gateway with the m2m-auth overlay, a request without a Kubernetes token
+    gets 403 (what the step sent before, and sends outside a pod); the step sends the pod's token, read
+    afresh for each check (the kubelet rotates it)."""
+    monkeypatch.setenv(NAMESPACE_ENV, NS)
+    cluster_dns(monkeypatch)
+    token = tmp_path / "token"
+    host = f"asymvae-decoder.{NS}.svc.cluster.local"
+    server = _cluster()
+    with server as fake, V2Server(repository) as served:
+        gateway = M2MGateway({host: served}, tokens={"token-1"})
+        with gateway as port:
+            fake.isvc_url = f"http://{host}:{port}"
+            cfg = DeployStepConfig(poll_s=0.01, token_file=str(token))
+            with pytest.raises(ServingError, match="answered HTTP 403: RBAC: access denied"):
+                deploy_step(cfg, str(repository), STORE, server.api_client())  # no token file
+            token.write_text("token-1\n")
+            first = deploy_step(cfg, str(repository), STORE, server.api_client())
+            token.write_text("token-2\n")  # rotated: the old one has expired
+            gateway.tokens = {"token-2"}
+            second = deploy_step(cfg, str(repository), STORE, server.api_client())
+    assert first.check.output_shape == second.check.output_shape == [1, 3, 64, 64]
+    assert gateway.seen == [None, "Bearer token-1", "Bearer token-2"]
+
+
+def test_an_address_on_another_host_gets_no_token(
+    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NAMESPACE_ENV, NS)
+    token = tmp_path / "token"
+    token.write_text("token-1\n")
+    server = _cluster()
+    with server as fake, V2Server(repository) as served:
+        gateway = M2MGateway({"127.0.0.1": served}, tokens={"token-1"})
+        with gateway as port:
+            fake.isvc_url = f"http://127.0.0.1:{port}"  # not the service's cluster-local name
+            with pytest.raises(ServingError, match="answered HTTP 403"):
+                deploy_step(
+                    DeployStepConfig(poll_s=0.01, token_file=str(token)), str(repository), STORE, server.api_client()
+                )
+    assert gateway.seen == [None]
 
 
 class _Downloaded(Model):
@@ -131,6 +259,7 @@ def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
     server = _cluster()
     with server as fake, V2Server(repository) as served:
         fake.isvc_url = served
+        fake.rollout_reads = 0  # rolled out by the first read: the component polls every 10 s
         kubeconfig = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -146,7 +275,7 @@ def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
         exported = _Downloaded(name="exported", uri="minio://" + STORE.removeprefix("s3://"))
         exported.local = str(repository)
         manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
-        action = deploy.python_func(exported=exported, manifest=manifest, gpus=0, ready_timeout_s=5.0)
+        action = deploy.python_func(exported=exported, manifest=manifest, gpus=0)
     assert action == "created" and not fake.refused
     written = yaml.safe_load((tmp_path / "manifest").read_text())
     assert written["spec"]["predictor"]["model"]["storageUri"] == STORE
