@@ -1,6 +1,8 @@
 """The train step with a cluster launcher against the stand-in Kubernetes API, acting as the run's service
 account: the job it submits (in the step's own namespace, owned by the step's pod; shards from the artifact
-store, the PVC, the Secret, GPUs), the export it copies back from the PVC, and what it does when told to stop."""
+store, the PVC, the Secret, GPUs), the export it copies back from the PVC, what it does when told to stop, and
+what a retry of the step does: never a second training after the training itself failed, and the training
+going on after an infrastructure fault."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from asymvae.cluster.errors import JobFailedError
+from asymvae.cluster.errors import EarlierAttemptFailedError, JobFailedError, JobTimeoutError, KubernetesAPIError
 from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
+from asymvae.cluster.verdict import VERDICT
 from asymvae.config import ConfigError
 from asymvae.steps.train import TrainStepConfig, train_step
-from tests.fake_kube import TOKEN, FakeKubeServer, status
+from tests.fake_kube import TOKEN, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
 from tests.k8s_rbac import run_role_rules
 
 SHARDS = "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
@@ -57,7 +61,9 @@ def _fields(runs: Path, base: Path, **changes) -> dict:
 
 def _server() -> FakeKubeServer:
     """The stand-in as the profile's run account, with exactly the rights k8s/rbac's Role gives it."""
-    return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=run_role_rules())
+    return FakeKubeServer(
+        service_account=(NS, "default-editor"), rbac_rules=run_role_rules(), served=WITH_TRAINING_OPERATOR
+    )
 
 
 @pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])
@@ -154,11 +160,7 @@ def test_sigterm_deletes_the_running_job(tmp_path: Path, base_vae_dir: Path) -> 
         args = [json.dumps(fields), SHARDS, str(tmp_path / "model"), job]
         step = subprocess.Popen([sys.executable, "-c", _STEP, *args], env=env, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 120
-            while not fake.calls("GET", f"/pytorchjobs/{job}") and time.monotonic() < deadline:
-                assert step.poll() is None, step.stderr.read()
-                time.sleep(0.1)
-            assert fake.jobs, "the step never created its job"
+            _wait_for(fake, step, f"/pytorchjobs/{job}")
             step.send_signal(signal.SIGTERM)
             _, err = step.communicate(timeout=60)
         finally:
@@ -167,3 +169,131 @@ def test_sigterm_deletes_the_running_job(tmp_path: Path, base_vae_dir: Path) -> 
         assert step.returncode != 0 and "JobInterrupted" in err
         assert len(fake.calls("DELETE", f"/namespaces/{NS}/pytorchjobs/{job}")) == 1
         assert not fake.jobs
+    assert not (tmp_path / "runs" / job / VERDICT).exists()  # a stopped step is no verdict on the training
+
+
+def _wait_for(fake, step: subprocess.Popen, path_part: str) -> None:
+    """Until the step (a subprocess) has created its job and read it once."""
+    deadline = time.monotonic() + 120
+    while not fake.calls("GET", path_part) and time.monotonic() < deadline:
+        assert step.poll() is None, step.stderr.read()
+        time.sleep(0.1)
+    assert fake.jobs, "the step never created its job"
+
+
+# -- retries: KFP retries the step whatever failed; only an infrastructure fault trains on --------------------
+
+
+def _retry_stops_at_once(server: FakeKubeServer, cfg: TrainStepConfig, model: Path, job: str) -> str:
+    """A retry of the step after its training failed: one line, and not one request to the cluster."""
+    seen = len(server.state.requests)
+    with pytest.raises(EarlierAttemptFailedError) as info:
+        train_step(cfg, SHARDS, str(model), job, server.api_client())
+    assert len(server.state.requests) == seen
+    message = str(info.value)
+    assert "\n" not in message and "A retry does not train again" in message and "start a new run" in message
+    return message
+
+
+def test_a_retry_after_the_restart_limit_starts_no_second_job(tmp_path: Path, base_vae_dir: Path, in_pod: None) -> None:
+    """The runner deleted the OOM-looping job (its GPUs are free), so nothing on the cluster remembers it: the
+    verdict in the run's folder does."""
+    runs, job = tmp_path / "runs", "asymvae-train-oom"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running")], pods=[PodState(restarts=1, reason="OOMKilled", exit_code=137)])
+        cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob", max_restarts=1))
+        with pytest.raises(JobFailedError, match="restarted 1 times") as first:
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        assert first.value.reason == "TooManyRestarts" and not fake.jobs
+        assert json.loads((runs / job / VERDICT).read_text())["reason"] == "TooManyRestarts"
+        message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
+    assert "OOMKilled (exit 137)" in message and str(runs / job / VERDICT) in message
+    assert len(fake.calls("POST")) == 1
+
+
+def test_a_retry_after_the_deadline_starts_no_second_job(tmp_path: Path, base_vae_dir: Path, in_pod: None) -> None:
+    runs, job = tmp_path / "runs", "asymvae-train-slow"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running")])
+        cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob", timeout_s=0.5))
+        with pytest.raises(JobTimeoutError, match="did not finish within 0.5 s"):
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        assert not fake.jobs  # deleted at the deadline
+        message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
+    assert "did not finish within 0.5 s" in message and len(fake.calls("POST")) == 1
+
+
+def test_a_job_that_failed_after_the_steps_pod_was_lost_is_reported_by_the_retry_and_never_rerun(
+    tmp_path: Path, base_vae_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's pod is lost (SIGKILL: nothing cleans up), its job goes on and fails. The retry finds the
+    failed job: it reports that failure, records it and creates nothing; the next retry stops at once."""
+    runs, job = tmp_path / "runs", "asymvae-train-lost"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running"),
+                          status("Created", "Running", "Failed", reason="FailedJobs", message="jobset failed")],
+                    log="Traceback ...\nasymvae.data.sources.DataSourceError: no images in s3://x")  # fmt: skip
+        fields = _fields(runs, base_vae_dir, launcher="trainjob", timeout_s=600.0)
+        env = {**os.environ, "FAKE_KUBE": fake.url, "FAKE_TOKEN": TOKEN, NAMESPACE_ENV: NS,
+               POD_NAME_ENV: "asymvae-train-pod", POD_UID_ENV: "6f1c"}  # fmt: skip
+        args = [json.dumps(fields), SHARDS, str(tmp_path / "model"), job]
+        step = subprocess.Popen([sys.executable, "-c", _STEP, *args], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(fake, step, f"/trainjobs/{job}")
+        finally:
+            step.kill()
+            step.communicate(timeout=60)
+        assert fake.jobs, "the lost pod's job runs on"
+
+        for name, value in ((NAMESPACE_ENV, NS), (POD_NAME_ENV, "asymvae-train-pod-retry"), (POD_UID_ENV, "7a2d")):
+            monkeypatch.setenv(name, value)
+        cfg = TrainStepConfig(**fields)
+        with pytest.raises(JobFailedError, match="failed before this attempt.*FailedJobs: jobset failed") as info:
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        assert "DataSourceError: no images" in str(info.value)
+        assert len(fake.calls("POST", "/trainjobs")) == 2 and len(fake.jobs) == 1  # the retry's create met a 409
+        assert not fake.calls("DELETE") and not fake.calls("PATCH")  # kept for `kubectl describe`, not taken over
+        assert json.loads((runs / job / VERDICT).read_text())["reason"] == "FailedJobs"
+        message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
+    assert "FailedJobs: jobset failed" in message
+
+
+def test_after_an_unreachable_api_server_the_retry_trains(
+    tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path, in_pod: None
+) -> None:
+    """An infrastructure fault records nothing: the retry creates the job and trains (here the first attempt
+    could not reach the API server at all: connection refused, as while it restarts)."""
+    runs, job = tmp_path / "runs", "asymvae-train-flaky"
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    from kubernetes import client
+
+    unreachable = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{closed}"))
+    cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob"))
+    with pytest.raises(KubernetesAPIError, match="could not read the API discovery of trainer.kubeflow.org"):
+        train_step(cfg, SHARDS, str(tmp_path / "model"), job, unreachable)
+    assert not (runs / job / VERDICT).exists()
+
+    shutil.copytree(asym_export_dir, runs / job / "step2")  # what the job's pods leave on the volume
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running"), status("Created", "Running", "Complete")])
+        meta = train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+    assert meta["steps"] == 2 and (tmp_path / "model" / "vae" / "config.json").is_file()
+    assert len(fake.calls("POST", "/trainjobs")) == 1
+
+
+def test_a_retry_after_local_training_failed_does_not_train_again(tmp_path: Path, base_vae_dir: Path) -> None:
+    """launcher=local holds the step's own GPUs: the same rule."""
+    runs, job = tmp_path / "runs", "asymvae-train-local"
+    cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="local", image="", nodes=1, gpus_per_node=0,
+                                    output_pvc=""))  # fmt: skip
+    missing = str(tmp_path / "no-dataset" / "manifest.json")
+    with pytest.raises(JobFailedError, match="exited with status 2"):
+        train_step(cfg, missing, str(tmp_path / "model"), job)
+    with pytest.raises(EarlierAttemptFailedError, match="exited with status 2.*A retry does not train again"):
+        train_step(cfg, missing, str(tmp_path / "model"), job)
