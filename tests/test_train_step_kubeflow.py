@@ -13,12 +13,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from asymvae.cluster.errors import EarlierAttemptFailedError, JobFailedError, JobTimeoutError, KubernetesAPIError
+from asymvae.cluster.errors import (
+    EarlierAttemptFailedError,
+    JobFailedError,
+    JobTimeoutError,
+    JobVanishedError,
+    KubernetesAPIError,
+)
 from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
 from asymvae.cluster.verdict import VERDICT
 from asymvae.config import ConfigError
@@ -206,10 +213,10 @@ def test_a_retry_after_the_restart_limit_starts_no_second_job(tmp_path: Path, ba
         with pytest.raises(JobFailedError, match="restarted 1 times") as first:
             train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
         assert first.value.reason == "TooManyRestarts" and not fake.jobs
-        assert json.loads((runs / job / VERDICT).read_text())["reason"] == "TooManyRestarts"
         message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
     assert "OOMKilled (exit 137)" in message and str(runs / job / VERDICT) in message
     assert len(fake.calls("POST")) == 1
+    assert json.loads((runs / job / VERDICT).read_text())["reason"] == "TooManyRestarts"
 
 
 def test_a_retry_after_the_deadline_starts_no_second_job(tmp_path: Path, base_vae_dir: Path, in_pod: None) -> None:
@@ -256,9 +263,9 @@ def test_a_job_that_failed_after_the_steps_pod_was_lost_is_reported_by_the_retry
         assert "DataSourceError: no images" in str(info.value)
         assert len(fake.calls("POST", "/trainjobs")) == 2 and len(fake.jobs) == 1  # the retry's create met a 409
         assert not fake.calls("DELETE") and not fake.calls("PATCH")  # kept for `kubectl describe`, not taken over
-        assert json.loads((runs / job / VERDICT).read_text())["reason"] == "FailedJobs"
         message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
     assert "FailedJobs: jobset failed" in message
+    assert json.loads((runs / job / VERDICT).read_text())["reason"] == "FailedJobs"
 
 
 def test_after_an_unreachable_api_server_the_retry_trains(
@@ -285,6 +292,37 @@ def test_after_an_unreachable_api_server_the_retry_trains(
         meta = train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
     assert meta["steps"] == 2 and (tmp_path / "model" / "vae" / "config.json").is_file()
     assert len(fake.calls("POST", "/trainjobs")) == 1
+
+
+def test_a_job_that_vanished_is_no_verdict_so_the_retry_trains(
+    tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path, in_pod: None
+) -> None:
+    """A job deleted under the step (with its owner, when the pod it belonged to was deleted) says nothing about
+    the training: the retry creates it again."""
+    runs, job = tmp_path / "runs", "asymvae-train-gone"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running")])
+
+        def delete_after_the_first_read() -> None:
+            deadline = time.monotonic() + 60
+            while not fake.calls("GET", f"/trainjobs/{job}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with fake.lock:
+                fake.objects.clear()
+
+        deleter = threading.Thread(target=delete_after_the_first_read)
+        deleter.start()
+        cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob", timeout_s=1.0))
+        with pytest.raises(JobVanishedError, match="disappeared while running"):
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        deleter.join()
+        assert not (runs / job / VERDICT).exists()
+
+        shutil.copytree(asym_export_dir, runs / job / "step2")
+        fake.script(job, [status("Created", "Running", "Complete")])
+        assert train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())["steps"] == 2
+    assert len(fake.calls("POST", "/trainjobs")) == 2
 
 
 def test_a_retry_after_local_training_failed_does_not_train_again(tmp_path: Path, base_vae_dir: Path) -> None:

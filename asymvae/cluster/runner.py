@@ -375,8 +375,6 @@ class TrainingJobRunner:
             if e.status == 409:
                 return False
             raise _api_error(e, f"create {kind.kind} {ns}/{name}", kind) from e
-        except HTTPError as e:  # connection refused, reset, timed out
-            raise KubernetesAPIError(f"could not create {kind.kind} {ns}/{name}: {e}") from e
         log.info("created %s %s/%s", kind.kind, ns, name)
         return True
 
@@ -453,9 +451,8 @@ class TrainingJobRunner:
             if self.policy.log_tail_lines is not None:
                 kwargs["tail_lines"] = self.policy.log_tail_lines
             text = self._call(self.core.read_namespaced_pod_log, pods[0].metadata.name, ns, **kwargs)
-        except (ApiException, HTTPError) as e:  # logs are a courtesy: never let them hide the job's outcome
-            why = _api_error(e, "read log") if isinstance(e, ApiException) else e
-            log.warning("could not read rank 0's log of %s %s/%s: %s", kind.kind, ns, name, why)
+        except ApiException as e:  # logs are a courtesy: never let them hide the job's outcome
+            log.warning("could not read rank 0's log of %s %s/%s: %s", kind.kind, ns, name, _api_error(e, "read log"))
             return ""
         for line in text.splitlines():
             self.log_sink(line)
