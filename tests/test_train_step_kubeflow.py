@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ from asymvae.cluster.errors import (
     KubernetesAPIError,
 )
 from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
-from asymvae.cluster.verdict import VERDICT
+from asymvae.cluster.verdict import VERDICT, recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
 from asymvae.steps.train import TrainStepConfig, train_step
 from tests.fake_kube import TOKEN, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
@@ -335,3 +336,22 @@ def test_a_retry_after_local_training_failed_does_not_train_again(tmp_path: Path
         train_step(cfg, missing, str(tmp_path / "model"), job)
     with pytest.raises(EarlierAttemptFailedError, match="exited with status 2.*A retry does not train again"):
         train_step(cfg, missing, str(tmp_path / "model"), job)
+
+
+def test_the_verdict_lives_in_an_object_store_as_well(s3_env) -> None:
+    """`runs_dir` may be an `s3://` prefix: the verdict goes through asymvae.storage."""
+    location = "s3://asymvae/runs/asymvae-train-s3"
+    with pytest.raises(JobTimeoutError), recording_failure(location, "asymvae-train-s3"):
+        raise JobTimeoutError("TrainJob ns/asymvae-train-s3 did not finish within 1 s (last state: Running)")
+    where = re.escape(f"recorded in {location}/{VERDICT}")
+    with pytest.raises(EarlierAttemptFailedError, match=rf"did not finish within 1 s .*{where}"):
+        refuse_after_failure(location)
+
+
+def test_a_file_of_that_name_asymvae_did_not_write_is_neither_obeyed_nor_overwritten(tmp_path: Path) -> None:
+    mine = tmp_path / VERDICT
+    mine.write_text('{"my": "notes"}')
+    refuse_after_failure(str(tmp_path))  # not a verdict: the step goes on
+    with pytest.raises(JobFailedError), recording_failure(str(tmp_path), "job"):
+        raise JobFailedError("TrainJob ns/job failed: Failed: boom", reason="Failed")
+    assert mine.read_text() == '{"my": "notes"}'
