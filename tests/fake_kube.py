@@ -11,6 +11,13 @@ step call, speaking the REST paths the real `kubernetes` client uses, so tests d
 - `/api/v1/namespaces/NS/pods` (label selector) and `/pods/POD/log`: the pods the operator would have made
   for each job (PyTorchJob: `<job>-master-0`, TrainJob: `<job>-node-0-0`), labelled as upstream labels them,
   with scripted container states (restarts, termination reasons).
+- `/apis/GROUP/VERSION`: API discovery, as kube-apiserver's apiextensions discovery controller answers it
+  (kubernetes staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/customresource_discovery_controller.go):
+  an APIResourceList of every served CRD of that group version (`plural` and `plural/status`, `plural/scale`),
+  404 when none is served there. Only the kinds in `served` exist (their objects' paths answer 404 otherwise).
+  By default that is what a stock Kubeflow install serves (`STOCK`, after kubeflow/manifests 26.03
+  example/kustomization.yaml: Trainer v2 and KServe installed, Training Operator v1 commented out), with the
+  platform's other kinds beside them (Trainer's runtimes; Notebook and Profile in `kubeflow.org/v1`).
 
 Each GET of an object returns the next status of a scripted sequence (the last one repeats); an
 InferenceService without a script moves one controller step per GET. As the API server does for a custom
@@ -18,17 +25,22 @@ resource (k8s.io/apiextensions-apiserver pkg/registry/customresource/strategy.go
 update raises `metadata.generation` only when something besides the metadata changed. With a
 `service_account`, every request must carry its token and stay in its namespace: anything else is refused
 (401, 403) as the API server refuses a service account acting elsewhere; with `rbac_rules` (a Role's rules)
-a request those rules do not allow is refused too.
+a request those rules do not allow is refused too. Discovery needs only the token: Kubernetes binds the
+ClusterRole `system:discovery` (GET on `/api/*`, `/apis/*`) to every authenticated user (kubernetes
+plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
+
+import yaml
 
 from asymvae.cluster.crd import schema_errors
 from tests.http_standin import Request, json_handler
@@ -39,7 +51,28 @@ _OBJECTS = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(/(?P<name>[^/]+))?$"
 )
 _PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(/(?P<pod>[^/]+)(?P<log>/log)?)?$")
+_DISCOVERY = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)$")
 CRDS = {"pytorchjobs": PYTORCHJOB_CRD, "trainjobs": TRAINJOB_CRD, "inferenceservices": INFERENCESERVICE_CRD}
+STOCK = frozenset({"trainjobs", "inferenceservices"})
+"""The kinds of CRDS a stock Kubeflow serves: kubeflow/manifests 26.03 example/kustomization.yaml installs
+`applications/trainer/overlays` (Trainer v2.1.0) and KServe, and lists Training Operator v1 commented out."""
+WITH_TRAINING_OPERATOR = STOCK | {"pytorchjobs"}
+"""A Kubeflow with Training Operator v1 installed beside Trainer."""
+_INSTALLED_WITH = {
+    # Trainer's other kinds (kubeflow/manifests 26.03 applications/trainer/upstream/base/crds/).
+    "trainjobs": [
+        ("trainingruntimes", "trainingruntime", "TrainingRuntime", True),
+        ("clustertrainingruntimes", "clustertrainingruntime", "ClusterTrainingRuntime", False),
+    ],
+}
+_KUBEFLOW_CORE = {
+    # Served by every Kubeflow install (kubeflow/manifests 26.03): the notebook controller's Notebook
+    # (applications/jupyter/notebook-controller/upstream/crd/bases/kubeflow.org_notebooks.yaml) and the Profile
+    # (applications/profiles/upstream/crd/bases/kubeflow.org_profiles.yaml). So `kubeflow.org/v1` is served
+    # without Training Operator v1, and discovery lists no pytorchjobs there.
+    ("kubeflow.org", "v1"): [("notebooks", "notebook", "Notebook", True), ("profiles", "profile", "Profile", False)],
+}
+_CRD_VERBS = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
 TOKEN = "fake-service-account-token"
 """The bearer token of the fake's service account (`service_account`)."""
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -144,6 +177,8 @@ class FakeKube:
     invalid_bodies: list[list[str]] = field(default_factory=list)
     service_account: tuple[str, str] | None = None
     """(namespace, name) of the account every request must authenticate as; None: no authentication."""
+    served: frozenset[str] = STOCK
+    """The kinds of CRDS whose CRD is installed (by plural)."""
     rbac_rules: list[dict[str, Any]] | None = None
     """The rules of the Role bound to `service_account` (None: everything in its namespace is allowed)."""
     refused: list[str] = field(default_factory=list)
@@ -189,6 +224,9 @@ class FakeKube:
     def handle(self, req: Request) -> tuple[int, Any]:
         with self.lock:
             self.requests.append(req)
+            discovery = _DISCOVERY.match(req.path)
+            if discovery and req.method == "GET":
+                return self._discovery(req, discovery.group("group"), discovery.group("version"))
             obj, pods = _OBJECTS.match(req.path), _PODS.match(req.path)
             match = obj or pods
             if match is None:
@@ -204,13 +242,32 @@ class FakeKube:
                 return denied
             return self._objects(req, obj) if obj else self._pods(req, pods)
 
+    def _discovery(self, req: Request, group: str, version: str) -> tuple[int, Any]:
+        """The APIResourceList of `group`/`version`: any authenticated user may read it (system:discovery)."""
+        if self._unauthenticated(req):
+            return 401, _status(401, "Unauthorized", "Unauthorized")
+        resources = []
+        for plural in sorted(self.served):
+            found = _crd_resources(CRDS[plural], group, version)
+            resources += found + [_api_resource(*r, _CRD_VERBS) for r in _INSTALLED_WITH.get(plural, []) if found]
+        resources += [_api_resource(*r, _CRD_VERBS) for r in _KUBEFLOW_CORE.get((group, version), [])]
+        if not resources:
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
+                     "resources": resources}  # fmt: skip
+
+    def _unauthenticated(self, req: Request) -> bool:
+        if self.service_account is None or req.bearer_token == TOKEN:
+            return False
+        self.refused.append(f"401 {req.method} {req.path}: no or wrong token")
+        return True
+
     def _authorize(self, req: Request, ns: str, group: str, resource: str, verb: str) -> tuple[int, Any] | None:
         if self.service_account is None:
             return None
         sa_ns, sa_name = self.service_account
         user = f"system:serviceaccount:{sa_ns}:{sa_name}"
-        if req.bearer_token != TOKEN:
-            self.refused.append(f"401 {req.method} {req.path}: no or wrong token")
+        if self._unauthenticated(req):
             return 401, _status(401, "Unauthorized", "Unauthorized")
         allowed = ns == sa_ns and (
             self.rbac_rules is None
@@ -227,7 +284,7 @@ class FakeKube:
 
     def _objects(self, req: Request, m: re.Match) -> tuple[int, Any]:
         plural, ns, name = m.group("plural"), m.group("ns"), m.group("name")
-        if plural not in CRDS:
+        if plural not in self.served:
             return 404, _status(404, "NotFound", f"the server could not find the requested resource ({plural})")
         if req.method == "POST" and name is None:
             errors = self._admit(plural, req.body)
@@ -349,6 +406,31 @@ class FakeKube:
 _VERSIONS = iter(range(1000, 10**9))
 
 
+@functools.lru_cache(maxsize=8)
+def _crd(path: Any) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _crd_resources(path: Any, group: str, version: str) -> list[dict[str, Any]]:
+    """The discovery entries of the CRD at `path` in `group`/`version`: the resource and its subresources, as
+    the apiextensions discovery controller lists them ([] when the CRD serves no such version)."""
+    spec = _crd(path)["spec"]
+    served = [v for v in spec["versions"] if v["name"] == version and v.get("served", True)]
+    if spec["group"] != group or not served:
+        return []
+    names, namespaced = spec["names"], spec["scope"] == "Namespaced"
+    found = [_api_resource(names["plural"], names["singular"], names["kind"], namespaced, _CRD_VERBS)]
+    for sub in served[0].get("subresources") or {}:
+        kind = "Scale" if sub == "scale" else names["kind"]  # a scale subresource answers autoscaling/v1 Scale
+        found.append(_api_resource(f"{names['plural']}/{sub}", "", kind, namespaced, ["get", "patch", "update"]))
+    return found
+
+
+def _api_resource(name: str, singular: str, kind: str, namespaced: bool, verbs: list[str]) -> dict[str, Any]:
+    return {"name": name, "singularName": singular, "namespaced": namespaced, "kind": kind, "verbs": verbs}
+
+
 def _stored(obj: dict[str, Any], generation: int) -> dict[str, Any]:
     """`obj` as the API server stores it: with a uid, a resourceVersion and a generation."""
     meta = {**obj["metadata"], "resourceVersion": str(next(_VERSIONS)), "generation": generation}
@@ -456,9 +538,12 @@ class FakeKubeServer:
     """Runs a FakeKube on 127.0.0.1 in a thread; `api_client()` is a real kubernetes client pointed at it."""
 
     def __init__(
-        self, service_account: tuple[str, str] | None = None, rbac_rules: list[dict[str, Any]] | None = None
+        self,
+        service_account: tuple[str, str] | None = None,
+        rbac_rules: list[dict[str, Any]] | None = None,
+        served: frozenset[str] = STOCK,
     ) -> None:
-        self.state = FakeKube(service_account=service_account, rbac_rules=rbac_rules)
+        self.state = FakeKube(service_account=service_account, rbac_rules=rbac_rules, served=served)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.state.handle))
         self.state.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -2,8 +2,9 @@
 here), for PyTorchJobs and Trainer v2 TrainJobs.
 
 The real `kubernetes` client talks HTTP to tests/fake_kube.py, which validates each created job against the
-real CRD schema (and Trainer's webhook rules), answers successive status reads from a script, and refuses a
-service account acting outside its namespace.
+real CRD schema (and Trainer's webhook rules), answers successive status reads from a script, refuses a
+service account acting outside its namespace, and serves API discovery for the kinds it is told are installed
+(here both kinds, unless a test says otherwise).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from asymvae.cluster.errors import (
     JobFailedError,
     JobInterrupted,
     JobTimeoutError,
+    KindNotServedError,
     KubernetesAPIError,
 )
 from asymvae.cluster.jobspec import OwnerPod, TrainingJobSpec
 from asymvae.cluster.pytorchjob import build_pytorchjob
-from asymvae.cluster.runner import TrainingJobRunner, WaitPolicy
-from asymvae.cluster.submit import run_training
+from asymvae.cluster.runner import KINDS, TrainingJobRunner, WaitPolicy
+from asymvae.cluster.submit import BUILDERS, run_training
 from asymvae.cluster.trainjob import build_trainjob
-from tests.fake_kube import FakeKubeServer, PodState, status
+from tests.fake_kube import STOCK, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
 
 NS = "team-a"
 JOB_PATH = f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"
@@ -38,7 +40,7 @@ def spec(**changes) -> TrainingJobSpec:
 
 @pytest.fixture
 def fake():
-    server = FakeKubeServer(service_account=(NS, "default-editor"))
+    server = FakeKubeServer(service_account=(NS, "default-editor"), served=WITH_TRAINING_OPERATOR)
     with server as state:
         state.client = server.api_client()
         yield state
@@ -119,11 +121,30 @@ def test_already_exists_with_another_spec_is_a_conflict_under_adopt(fake):
     assert not fake.calls("DELETE")
 
 
-def test_a_failed_job_with_the_same_spec_is_replaced_under_adopt(fake):
+def test_a_failed_job_with_the_same_spec_is_reported_not_started_again(fake):
+    """A retried step whose job failed meanwhile (its pod was lost before it saw the end) reports that failure
+    and starts nothing: the training itself failed, and would fail again on the same GPUs."""
+    job = build_pytorchjob(spec())
+    fake.add_existing(
+        job, [status("Running", "Failed", reason="PyTorchJobFailed", message="1 Master replica(s) failed.")],
+        "Traceback ...\nasymvae.config.ConfigError: train.batch_size must be > 0",
+    )  # fmt: skip
+    earlier = fake.jobs[(NS, "run1")]
+    fake.script("run1", [status("Succeeded")])  # what a second training would report
+    with pytest.raises(JobFailedError, match="failed before this attempt; a retry does not train again") as info:
+        runner(fake).run(job)
+    assert info.value.reason == "PyTorchJobFailed"
+    assert "1 Master replica(s) failed." in str(info.value) and "batch_size must be > 0" in str(info.value)
+    assert [r.method for r in fake.requests if r.path.startswith(JOB_PATH)] == ["POST", "GET"]  # the 409, a read
+    assert not fake.calls("DELETE") and not fake.calls("PATCH")
+    assert fake.jobs == {(NS, "run1"): earlier}  # the earlier job, kept as it was for `kubectl describe`
+
+
+def test_a_failed_job_is_still_replaced_when_asked_to(fake):
     job = build_pytorchjob(spec())
     fake.add_existing(job, [status("Failed")])
     fake.script("run1", [status("Succeeded")])
-    out = runner(fake).run(job)
+    out = runner(fake, on_exists="replace").run(job)
     assert not out.adopted
     assert [r.method for r in fake.requests if r.path.startswith(JOB_PATH)][:4] == ["POST", "GET", "DELETE", "GET"]
     assert len(fake.calls("POST")) == 2
@@ -168,6 +189,50 @@ def test_run_training_dispatches_to_the_cluster_for_both_launchers(fake):
     fake.script("run1", [status("Succeeded", reason="PyTorchJobSucceeded")])
     out = run_training(spec(), "pytorchjob", WaitPolicy(poll_s=0.01), fake.client)
     assert out["launcher"] == "pytorchjob" and out["reason"] == "PyTorchJobSucceeded"
+
+
+# -- API discovery: a kind the cluster does not serve is refused before anything is created -------------------
+
+
+def _not_served(served: frozenset[str], build) -> KindNotServedError:
+    server = FakeKubeServer(service_account=(NS, "default-editor"), served=served)
+    with server as state, pytest.raises(KindNotServedError) as info:
+        TrainingJobRunner(server.api_client(), WaitPolicy(poll_s=0.01)).run(build(spec()))
+    assert not state.calls("POST") and not state.objects  # nothing created, not even tried
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def test_a_pytorchjob_on_a_stock_kubeflow_names_the_missing_crd_its_install_and_the_served_launcher():
+    """A stock Kubeflow serves kubeflow.org/v1 (Notebooks, Profiles) but no pytorchjobs there."""
+    message = str(_not_served(STOCK, build_pytorchjob))
+    assert "does not serve pytorchjobs.kubeflow.org v1 (API discovery, GET /apis/kubeflow.org/v1" in message
+    assert "manifests/overlays/standalone?ref=v1.9.2" in message
+    assert "launcher=trainjob (served here) or launcher=local" in message
+
+
+def test_a_trainjob_without_trainer_names_its_crd_and_install():
+    """Without Trainer the whole group version is not served: discovery answers 404."""
+    message = str(_not_served(frozenset({"pytorchjobs", "inferenceservices"}), build_trainjob))
+    assert "does not serve trainjobs.trainer.kubeflow.org v1alpha1" in message
+    assert "manifests/overlays/manager?ref=v2.2.0" in message and "overlays/runtimes?ref=v2.2.0" in message
+    assert "launcher=pytorchjob (served here) or launcher=local" in message
+
+
+def test_with_no_training_operator_at_all_only_the_local_launcher_is_offered():
+    message = str(_not_served(frozenset({"inferenceservices"}), build_trainjob))
+    assert "or use launcher=local (training in the step's own pod)" in message
+
+
+def test_discovery_needs_credentials_and_a_refusal_is_not_taken_for_a_missing_crd():
+    server = FakeKubeServer(service_account=(NS, "default-editor"))
+    with server as state, pytest.raises(KubernetesAPIError, match="HTTP 401.*credentials were rejected"):
+        TrainingJobRunner(server.api_client(token=None), WaitPolicy()).run(build_trainjob(spec()))
+    assert not state.calls("POST")
+
+
+def test_every_cluster_launcher_has_its_kind():
+    assert {k.launcher for k in KINDS.values()} == set(BUILDERS)
 
 
 # -- restarts: an OOM loop ends -------------------------------------------------------------------------

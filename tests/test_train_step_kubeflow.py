@@ -1,25 +1,37 @@
 """The train step with a cluster launcher against the stand-in Kubernetes API, acting as the run's service
 account: the job it submits (in the step's own namespace, owned by the step's pod; shards from the artifact
-store, the PVC, the Secret, GPUs), the export it copies back from the PVC, and what it does when told to stop."""
+store, the PVC, the Secret, GPUs), the export it copies back from the PVC, what it does when told to stop, and
+what a retry of the step does: never a second training after the training itself failed, and the training
+going on after an infrastructure fault."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from asymvae.cluster.errors import JobFailedError
+from asymvae.cluster.errors import (
+    EarlierAttemptFailedError,
+    JobFailedError,
+    JobTimeoutError,
+    JobVanishedError,
+    KubernetesAPIError,
+)
 from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
+from asymvae.cluster.verdict import VERDICT, recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
 from asymvae.steps.train import TrainStepConfig, train_step
-from tests.fake_kube import TOKEN, FakeKubeServer, status
+from tests.fake_kube import TOKEN, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
 from tests.k8s_rbac import run_role_rules
 
 SHARDS = "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
@@ -57,7 +69,9 @@ def _fields(runs: Path, base: Path, **changes) -> dict:
 
 def _server() -> FakeKubeServer:
     """The stand-in as the profile's run account, with exactly the rights k8s/rbac's Role gives it."""
-    return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=run_role_rules())
+    return FakeKubeServer(
+        service_account=(NS, "default-editor"), rbac_rules=run_role_rules(), served=WITH_TRAINING_OPERATOR
+    )
 
 
 @pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])
@@ -154,11 +168,7 @@ def test_sigterm_deletes_the_running_job(tmp_path: Path, base_vae_dir: Path) -> 
         args = [json.dumps(fields), SHARDS, str(tmp_path / "model"), job]
         step = subprocess.Popen([sys.executable, "-c", _STEP, *args], env=env, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 120
-            while not fake.calls("GET", f"/pytorchjobs/{job}") and time.monotonic() < deadline:
-                assert step.poll() is None, step.stderr.read()
-                time.sleep(0.1)
-            assert fake.jobs, "the step never created its job"
+            _wait_for(fake, step, f"/pytorchjobs/{job}")
             step.send_signal(signal.SIGTERM)
             _, err = step.communicate(timeout=60)
         finally:
@@ -167,3 +177,181 @@ def test_sigterm_deletes_the_running_job(tmp_path: Path, base_vae_dir: Path) -> 
         assert step.returncode != 0 and "JobInterrupted" in err
         assert len(fake.calls("DELETE", f"/namespaces/{NS}/pytorchjobs/{job}")) == 1
         assert not fake.jobs
+    assert not (tmp_path / "runs" / job / VERDICT).exists()  # a stopped step is no verdict on the training
+
+
+def _wait_for(fake, step: subprocess.Popen, path_part: str) -> None:
+    """Until the step (a subprocess) has created its job and read it once."""
+    deadline = time.monotonic() + 120
+    while not fake.calls("GET", path_part) and time.monotonic() < deadline:
+        assert step.poll() is None, step.stderr.read()
+        time.sleep(0.1)
+    assert fake.jobs, "the step never created its job"
+
+
+# -- retries: KFP retries the step whatever failed; only an infrastructure fault trains on --------------------
+
+
+def _retry_stops_at_once(server: FakeKubeServer, cfg: TrainStepConfig, model: Path, job: str) -> str:
+    """A retry of the step after its training failed: one line, and not one request to the cluster."""
+    seen = len(server.state.requests)
+    with pytest.raises(EarlierAttemptFailedError) as info:
+        train_step(cfg, SHARDS, str(model), job, server.api_client())
+    assert len(server.state.requests) == seen
+    message = str(info.value)
+    assert "\n" not in message and "A retry does not train again" in message and "start a new run" in message
+    return message
+
+
+def test_a_retry_after_the_restart_limit_starts_no_second_job(tmp_path: Path, base_vae_dir: Path, in_pod: None) -> None:
+    """The runner deleted the OOM-looping job (its GPUs are free), so nothing on the cluster remembers it: the
+    verdict in the run's folder does."""
+    runs, job = tmp_path / "runs", "asymvae-train-oom"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running")], pods=[PodState(restarts=1, reason="OOMKilled", exit_code=137)])
+        cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob", max_restarts=1))
+        with pytest.raises(JobFailedError, match="restarted 1 times") as first:
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        assert first.value.reason == "TooManyRestarts" and not fake.jobs
+        message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
+    assert "OOMKilled (exit 137)" in message and str(runs / job / VERDICT) in message
+    assert len(fake.calls("POST")) == 1
+    assert json.loads((runs / job / VERDICT).read_text())["reason"] == "TooManyRestarts"
+
+
+def test_a_retry_after_the_deadline_starts_no_second_job(tmp_path: Path, base_vae_dir: Path, in_pod: None) -> None:
+    runs, job = tmp_path / "runs", "asymvae-train-slow"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running")])
+        cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob", timeout_s=0.5))
+        with pytest.raises(JobTimeoutError, match="did not finish within 0.5 s"):
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        assert not fake.jobs  # deleted at the deadline
+        message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
+    assert "did not finish within 0.5 s" in message and len(fake.calls("POST")) == 1
+
+
+def test_a_job_that_failed_after_the_steps_pod_was_lost_is_reported_by_the_retry_and_never_rerun(
+    tmp_path: Path, base_vae_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's pod is lost (SIGKILL: nothing cleans up), its job goes on and fails. The retry finds the
+    failed job: it reports that failure, records it and creates nothing; the next retry stops at once."""
+    runs, job = tmp_path / "runs", "asymvae-train-lost"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running"),
+                          status("Created", "Running", "Failed", reason="FailedJobs", message="jobset failed")],
+                    log="Traceback ...\nasymvae.data.sources.DataSourceError: no images in s3://x")  # fmt: skip
+        fields = _fields(runs, base_vae_dir, launcher="trainjob", timeout_s=600.0)
+        env = {**os.environ, "FAKE_KUBE": fake.url, "FAKE_TOKEN": TOKEN, NAMESPACE_ENV: NS,
+               POD_NAME_ENV: "asymvae-train-pod", POD_UID_ENV: "6f1c"}  # fmt: skip
+        args = [json.dumps(fields), SHARDS, str(tmp_path / "model"), job]
+        step = subprocess.Popen([sys.executable, "-c", _STEP, *args], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(fake, step, f"/trainjobs/{job}")
+        finally:
+            step.kill()
+            step.communicate(timeout=60)
+        assert fake.jobs, "the lost pod's job runs on"
+
+        for name, value in ((NAMESPACE_ENV, NS), (POD_NAME_ENV, "asymvae-train-pod-retry"), (POD_UID_ENV, "7a2d")):
+            monkeypatch.setenv(name, value)
+        cfg = TrainStepConfig(**fields)
+        with pytest.raises(JobFailedError, match="failed before this attempt.*FailedJobs: jobset failed") as info:
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        assert "DataSourceError: no images" in str(info.value)
+        assert len(fake.calls("POST", "/trainjobs")) == 2 and len(fake.jobs) == 1  # the retry's create met a 409
+        assert not fake.calls("DELETE") and not fake.calls("PATCH")  # kept for `kubectl describe`, not taken over
+        message = _retry_stops_at_once(server, cfg, tmp_path / "model", job)
+    assert "FailedJobs: jobset failed" in message
+    assert json.loads((runs / job / VERDICT).read_text())["reason"] == "FailedJobs"
+
+
+def test_after_an_unreachable_api_server_the_retry_trains(
+    tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path, in_pod: None
+) -> None:
+    """An infrastructure fault records nothing: the retry creates the job and trains (here the first attempt
+    could not reach the API server at all: connection refused, as while it restarts)."""
+    runs, job = tmp_path / "runs", "asymvae-train-flaky"
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    from kubernetes import client
+
+    unreachable = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{closed}"))
+    cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob"))
+    with pytest.raises(KubernetesAPIError, match="could not read the API discovery of trainer.kubeflow.org"):
+        train_step(cfg, SHARDS, str(tmp_path / "model"), job, unreachable)
+    assert not (runs / job / VERDICT).exists()
+
+    shutil.copytree(asym_export_dir, runs / job / "step2")  # what the job's pods leave on the volume
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running"), status("Created", "Running", "Complete")])
+        meta = train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+    assert meta["steps"] == 2 and (tmp_path / "model" / "vae" / "config.json").is_file()
+    assert len(fake.calls("POST", "/trainjobs")) == 1
+
+
+def test_a_job_that_vanished_is_no_verdict_so_the_retry_trains(
+    tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path, in_pod: None
+) -> None:
+    """A job deleted under the step (with its owner, when the pod it belonged to was deleted) says nothing about
+    the training: the retry creates it again."""
+    runs, job = tmp_path / "runs", "asymvae-train-gone"
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running")])
+
+        def delete_after_the_first_read() -> None:
+            deadline = time.monotonic() + 60
+            while not fake.calls("GET", f"/trainjobs/{job}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with fake.lock:
+                fake.objects.clear()
+
+        deleter = threading.Thread(target=delete_after_the_first_read)
+        deleter.start()
+        cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="trainjob", timeout_s=1.0))
+        with pytest.raises(JobVanishedError, match="disappeared while running"):
+            train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
+        deleter.join()
+        assert not (runs / job / VERDICT).exists()
+
+        shutil.copytree(asym_export_dir, runs / job / "step2")
+        fake.script(job, [status("Created", "Running", "Complete")])
+        assert train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())["steps"] == 2
+    assert len(fake.calls("POST", "/trainjobs")) == 2
+
+
+def test_a_retry_after_local_training_failed_does_not_train_again(tmp_path: Path, base_vae_dir: Path) -> None:
+    """launcher=local holds the step's own GPUs: the same rule."""
+    runs, job = tmp_path / "runs", "asymvae-train-local"
+    cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher="local", image="", nodes=1, gpus_per_node=0,
+                                    output_pvc=""))  # fmt: skip
+    missing = str(tmp_path / "no-dataset" / "manifest.json")
+    with pytest.raises(JobFailedError, match="exited with status 2"):
+        train_step(cfg, missing, str(tmp_path / "model"), job)
+    with pytest.raises(EarlierAttemptFailedError, match="exited with status 2.*A retry does not train again"):
+        train_step(cfg, missing, str(tmp_path / "model"), job)
+
+
+def test_the_verdict_lives_in_an_object_store_as_well(s3_env) -> None:
+    """`runs_dir` may be an `s3://` prefix: the verdict goes through asymvae.storage."""
+    location = "s3://asymvae/runs/asymvae-train-s3"
+    with pytest.raises(JobTimeoutError), recording_failure(location, "asymvae-train-s3"):
+        raise JobTimeoutError("TrainJob ns/asymvae-train-s3 did not finish within 1 s (last state: Running)")
+    where = re.escape(f"recorded in {location}/{VERDICT}")
+    with pytest.raises(EarlierAttemptFailedError, match=rf"did not finish within 1 s .*{where}"):
+        refuse_after_failure(location)
+
+
+def test_a_file_of_that_name_asymvae_did_not_write_is_neither_obeyed_nor_overwritten(tmp_path: Path) -> None:
+    mine = tmp_path / VERDICT
+    mine.write_text('{"my": "notes"}')
+    refuse_after_failure(str(tmp_path))  # not a verdict: the step goes on
+    with pytest.raises(JobFailedError), recording_failure(str(tmp_path), "job"):
+        raise JobFailedError("TrainJob ns/job failed: Failed: boom", reason="Failed")
+    assert mine.read_text() == '{"my": "notes"}'

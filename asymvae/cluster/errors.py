@@ -19,8 +19,21 @@ class JobFailedError(TrainingJobError):
         self.logs = logs
 
 
+class JobVanishedError(JobFailedError):
+    """The job disappeared while the runner waited (deleted by someone, or with an owner that went away): no
+    verdict on the training itself."""
+
+
 class JobTimeoutError(TrainingJobError):
     """The job did not finish before the runner's deadline (it was deleted unless cleanup is `never`)."""
+
+
+class EarlierAttemptFailedError(TrainingJobError):
+    """A retried step found the recorded failure of an earlier attempt's training; it started nothing."""
+
+
+class KindNotServedError(TrainingJobError):
+    """The cluster does not serve the job's kind (its CRD is not installed), so nothing was created."""
 
 
 class JobConflictError(TrainingJobError):

@@ -2,12 +2,16 @@
 pods' restarts, surface rank 0's logs, clean up.
 
 Policies, chosen for a pipeline step that may be retried or stopped:
+- Before anything is created, the cluster's API discovery must list the job's kind (its CRD installed);
+  otherwise KindNotServedError names the CRD, how to install it and the launchers the cluster does serve.
 - An existing job of the same name (HTTP 409) is handled per `on_exists`:
   `adopt` (default) takes over a job created from the same spec (same `asymvae/spec-hash` annotation) that is
-  running or has succeeded, so a retried step neither duplicates nor loses a run; a failed one is replaced,
-  and a job with a different spec is a conflict (JobConflictError). `replace` deletes whatever exists and
-  creates anew. `fail` raises JobConflictError. An adopted job is re-owned by this step's pod (its
-  `ownerReferences` patched), so the earlier pod's deletion no longer takes the job with it.
+  running or has succeeded, so a retried step neither duplicates nor loses a run; a failed one is reported
+  (JobFailedError with its reason and rank 0's last lines) and left as it is: a retry never starts a training
+  again after the training itself failed. A job with a different spec is a conflict (JobConflictError).
+  `replace` deletes whatever exists and creates anew. `fail` raises JobConflictError. An adopted job is
+  re-owned by this step's pod (its `ownerReferences` patched), so the earlier pod's deletion no longer takes
+  the job with it.
 - Restarts: every poll counts the restarts of the job's pods (container restarts plus pods that ended
   Failed); at `max_restarts` the job is deleted and the step fails, naming the last termination reason
   (e.g. OOMKilled). This ends a loop of OOM kills whatever the operator's own restart rules.
@@ -31,11 +35,14 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from asymvae.cluster import pytorchjob, trainjob
+from asymvae.cluster.discovery import served_resources
 from asymvae.cluster.errors import (
     JobConflictError,
     JobFailedError,
     JobInterrupted,
     JobTimeoutError,
+    JobVanishedError,
+    KindNotServedError,
     KubernetesAPIError,
 )
 from asymvae.cluster.jobspec import SPEC_HASH_ANNOTATION
@@ -43,6 +50,7 @@ from asymvae.cluster.jobspec import SPEC_HASH_ANNOTATION
 log = logging.getLogger(__name__)
 
 ON_EXISTS = ("adopt", "replace", "fail")
+RETRY_STOPS = "a retry does not train again after the training itself failed (fix the cause, then start a new run)"
 CLEANUP = ("on_success", "always", "never")
 
 
@@ -62,6 +70,15 @@ class JobKind:
     """Label whose value is the job's name on every pod of the job."""
     rank0_labels: tuple[tuple[str, str], ...]
     """Further labels that pick the pod running global rank 0."""
+    launcher: str
+    """The train step's launcher that builds this kind (asymvae.cluster.submit)."""
+    install: str
+    """How to install the operator that serves this kind, for the message when the cluster does not."""
+
+    @property
+    def crd(self) -> str:
+        """The name of the kind's CustomResourceDefinition, e.g. `trainjobs.trainer.kubeflow.org`."""
+        return f"{self.plural}.{self.group}"
 
     def pods(self, name: str) -> str:
         """Label selector of all the job's pods."""
@@ -81,6 +98,10 @@ PYTORCHJOB = JobKind(
     pytorchjob.CONTAINER_NAME,
     pytorchjob.JOB_NAME_LABEL,
     ((pytorchjob.REPLICA_TYPE_LABEL, "master"),),
+    "pytorchjob",
+    # kubeflow/trainer (formerly kubeflow/training-operator), tag v1.9.2: manifests/overlays/standalone.
+    "install the training operator v1.9: kubectl apply --server-side -k "
+    '"https://github.com/kubeflow/trainer.git/manifests/overlays/standalone?ref=v1.9.2"',
 )
 TRAINJOB = JobKind(
     trainjob.KIND,
@@ -91,6 +112,12 @@ TRAINJOB = JobKind(
     trainjob.NODE,
     trainjob.JOBSET_NAME_LABEL,
     ((trainjob.COMPLETION_INDEX_LABEL, "0"),),
+    "trainjob",
+    # kubeflow/trainer v2.2.0 (its CHANGELOG gives this form for each release): manifests/overlays/manager and
+    # overlays/runtimes (the torch-distributed ClusterTrainingRuntime). v2.1.0 has no spec.runtimePatches.
+    "install Kubeflow Trainer v2.2.0 or later and its runtimes: kubectl apply --server-side -k "
+    '"https://github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.2.0" && kubectl apply '
+    '--server-side -k "https://github.com/kubeflow/trainer.git/manifests/overlays/runtimes?ref=v2.2.0"',
 )
 KINDS = {(f"{k.group}/{k.version}", k.kind): k for k in (PYTORCHJOB, TRAINJOB)}
 
@@ -227,6 +254,7 @@ class TrainingJobRunner:
         """Create `job`, wait for success/failure, surface rank 0's logs, clean up; raise unless it succeeded."""
         kind = job_kind(job)
         name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
+        self._require_served(kind, f"{ns}/{name}")
         start = self.clock()
         deadline = start + self.policy.timeout_s
         try:
@@ -247,25 +275,35 @@ class TrainingJobRunner:
         if self.policy.cleanup == "always" or (succeeded and self.policy.cleanup == "on_success"):
             self._delete(kind, name, ns)
         if not succeeded:
-            reason, message = cond.get("reason", "") or "Failed", cond.get("message", "")
-            tail = "\n".join(logs.splitlines()[-20:])
-            raise JobFailedError(
-                f"{kind.kind} {ns}/{name} failed: {reason}: {message}"
-                + (f"\nLast lines of rank 0's log:\n{tail}" if tail else "")
-                + (
-                    f"\nInspect it with: kubectl -n {ns} describe {kind.kind.lower()} {name}"
-                    if self.policy.cleanup != "always"
-                    else ""
-                ),
-                reason=reason,
-                logs=logs,
-            )
+            raise _failed(kind, name, ns, cond, logs, "failed", kept=self.policy.cleanup != "always")
         conditions = (final.get("status") or {}).get("conditions") or []
         return JobOutcome(
             name, ns, cond.get("reason", ""), cond.get("message", ""), logs, adopted, self.clock() - start, conditions
         )
 
     # -- steps -----------------------------------------------------------------------------------
+
+    def serves(self, kind: JobKind) -> bool:
+        """Whether the cluster's API discovery lists `kind` (its CRD is installed)."""
+        try:
+            return kind.plural in served_resources(self.custom, kind.group, kind.version, self.policy.request_timeout_s)
+        except ApiException as e:
+            raise _api_error(e, f"read the API discovery of {kind.group}/{kind.version}") from e
+        except HTTPError as e:  # connection refused, reset, timed out
+            raise KubernetesAPIError(f"could not read the API discovery of {kind.group}/{kind.version}: {e}") from e
+
+    def _require_served(self, kind: JobKind, job: str) -> None:
+        """Raise KindNotServedError (naming the CRD, its install and the launchers this cluster serves) unless
+        the cluster serves `kind`."""
+        if self.serves(kind):
+            return
+        others = [k.launcher for k in KINDS.values() if k is not kind and self.serves(k)]
+        served = "".join(f"launcher={other} (served here) or " for other in others)
+        raise KindNotServedError(
+            f"{kind.kind} {job} was not created: this cluster does not serve {kind.crd} {kind.version} (API "
+            f"discovery, GET /apis/{kind.group}/{kind.version}, does not list {kind.plural}): its CRD is not "
+            f"installed. Fix: {kind.install}; or use {served}launcher=local (training in the step's own pod)"
+        )
 
     def _create(self, kind: JobKind, job: dict[str, Any], deadline: float) -> bool:
         """Create the job; on 409 apply the on-exists policy. Returns True when an existing job was adopted."""
@@ -291,10 +329,13 @@ class TrainingJobRunner:
                     f"{kind.kind} {ns}/{name} already exists with a different spec (spec hash {found}, this "
                     f"run's {wanted}). Pick another name, or use on_exists=replace to delete it and start over"
                 )
-            if state != "Failed":
-                log.info("%s %s/%s already exists with the same spec (%s): adopting it", kind.kind, ns, name, state)
-                self._claim(kind, job, existing)
-                return True
+            if state == "Failed":
+                cond = terminal_condition(existing, kind) or {}
+                logs = self._surface_logs(kind, name, ns)
+                raise _failed(kind, name, ns, cond, logs, f"failed before this attempt; {RETRY_STOPS}")
+            log.info("%s %s/%s already exists with the same spec (%s): adopting it", kind.kind, ns, name, state)
+            self._claim(kind, job, existing)
+            return True
         log.info("%s %s/%s exists (%s): deleting it and creating it anew", kind.kind, ns, name, state)
         self._delete(kind, name, ns)
         while self._get(kind, name, ns) is not None:
@@ -349,7 +390,7 @@ class TrainingJobRunner:
                 log.warning("reading %s %s/%s failed (%s); retrying", kind.kind, ns, name, e)
                 job = {}
             if job is None:
-                raise JobFailedError(
+                raise JobVanishedError(
                     f"{kind.kind} {ns}/{name} disappeared while running (deleted by someone else?)", reason="Deleted"
                 )
             if job:
@@ -445,6 +486,22 @@ class TrainingJobRunner:
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, _request_timeout=self.policy.request_timeout_s, **kwargs)
+
+
+def _failed(
+    kind: JobKind, name: str, ns: str, cond: dict[str, Any], logs: str, what: str, kept: bool = True
+) -> JobFailedError:
+    """The JobFailedError of a job whose Failed condition is `cond`: its reason and message, rank 0's last
+    lines, and how to inspect it when it is `kept`."""
+    reason, message = cond.get("reason", "") or "Failed", cond.get("message", "")
+    tail = "\n".join(logs.splitlines()[-20:])
+    return JobFailedError(
+        f"{kind.kind} {ns}/{name} {what}: {reason}: {message}"
+        + (f"\nLast lines of rank 0's log:\n{tail}" if tail else "")
+        + (f"\nInspect it with: kubectl -n {ns} describe {kind.kind.lower()} {name}" if kept else ""),
+        reason=reason,
+        logs=logs,
+    )
 
 
 def _api_error(e: ApiException, what: str, kind: JobKind | None = None) -> KubernetesAPIError:

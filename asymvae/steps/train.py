@@ -1,6 +1,7 @@
 """The train step: resolve the base model, run training (PyTorchJob, TrainJob or in place), put the export in the
 artifact. On a cluster the job goes to the step's own namespace, is owned by the step's pod, and is deleted
-when the step is told to stop (SIGTERM)."""
+when the step is told to stop (SIGTERM). A failure of the training itself is recorded in the run's output
+location, and a retry of the step that finds it stops at once (asymvae.cluster.verdict)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from asymvae.cluster.jobspec import Toleration, TrainingJobSpec, gpu_tolerations
 from asymvae.cluster.pod import own_namespace, own_pod, resolve_namespace
 from asymvae.cluster.runner import WaitPolicy
 from asymvae.cluster.submit import BUILDERS, LAUNCHERS, run_training
+from asymvae.cluster.verdict import recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
+from asymvae.storage import join_uri
 from asymvae.training.output import latest_export
 from asymvae.training.presets import get_preset, load_experiment
 from asymvae.training.run import PRESET_PREFIX, train
@@ -143,15 +146,18 @@ def train_step(
     and `baseline/vae` when the base is a local folder). Returns the artifact's metadata.
 
     `api_client` (a kubernetes ApiClient, cluster launchers) defaults to the pod's service account or kubeconfig.
+    A retry of the step (the same `job_name`) after the training itself failed raises EarlierAttemptFailedError
+    before it starts anything; after any other fault it adopts the running job or starts one.
     """
+    runs_dir = cfg.runs_folder()
+    output = join_uri(runs_dir, job_name)
+    refuse_after_failure(output)
     exp = load_experiment(cfg.config, cfg.overrides)  # a bad config fails here, before any job starts
     image = cfg.job_image()
-    runs_dir = cfg.runs_folder()
     overrides = list(cfg.overrides)
     base = resolve_base(exp.model.pretrained, runs_dir)
     if base != exp.model.pretrained:
         overrides.append(f"model.pretrained={base}")
-    output = str(Path(runs_dir) / job_name)
     cluster = cfg.cluster
     spec = TrainingJobSpec(
         name=job_name,
@@ -179,7 +185,7 @@ def train_step(
     policy = None
     if cluster:
         policy = WaitPolicy(timeout_s=cfg.timeout_s, poll_s=min(15.0, cfg.timeout_s), max_restarts=cfg.max_restarts)
-    with stop_on_sigterm():
+    with stop_on_sigterm(), recording_failure(output, job_name):
         summary = run_training(spec, cfg.launcher, policy=policy, api_client=api_client)
     export = latest_export(Path(output))
     if export is None:
