@@ -123,6 +123,11 @@ def test_a_checkpoint_whose_upload_was_cut_is_ignored(mirrored, base_vae_dir, tm
     assert _resumed_at(fresh) == [2]
     assert _files(mirror / STEP4) == _files(fresh / STEP4)  # uploaded whole this time, marker and all
 
+    # Cut again, on a disk that kept the checkpoint: the resume's first step uploads it whole.
+    (mirror / STEP4 / MARKER).unlink()
+    RunMirror(str(mirror)).sync(fresh, keep=2, upload=True)
+    assert _files(mirror / STEP4) == _files(fresh / STEP4)
+
 
 def test_a_mirror_holding_objects_asymvae_did_not_write_is_refused_at_start(mirrored, base_vae_dir, tmp_path):
     _, mirror = mirrored
