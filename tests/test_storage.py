@@ -31,6 +31,7 @@ def test_put_get_list_stat_delete(store):
     assert store.exists("a/one.bin") and not store.exists("a/none")
     store.delete("a/one.bin")
     assert not store.exists("a/one.bin")
+    store.delete("a/none/at/all.bin")  # a missing object, in folders that do not exist either: no error
     with pytest.raises(StorageError):
         store.get("a/one.bin")
 

@@ -6,6 +6,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from asymvae.errors import UserError
@@ -96,13 +97,31 @@ class Store(ABC):
         digest = hashlib.sha256()
         for chunk in self.iter_chunks(key):
             digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            return f"sha256 {digest.hexdigest()[:16]}..., expected {sha256[:16]}..."
-        return None
+        return _mismatch(found.size, size, digest.hexdigest(), sha256)
+
+    def download(self, key: str, path: Path, sha256: str, size: int) -> str | None:
+        """Stream the object into the file `path` (replacing it); why it does not match its recorded size and
+        sha256 (another size, another checksum), or None when it does."""
+        digest, found = hashlib.sha256(), 0
+        with path.open("wb") as f:
+            for chunk in self.iter_chunks(key):
+                f.write(chunk)
+                digest.update(chunk)
+                found += len(chunk)
+        return _mismatch(found, size, digest.hexdigest(), sha256)
 
     def url(self, key: str) -> str:
         """The full URI of an object, for messages."""
         return join_uri(self.uri, key)
+
+
+def _mismatch(size: int, expected_size: int, sha256: str, expected_sha256: str) -> str | None:
+    """How an object's size and sha256 differ from those recorded for it, or None."""
+    if size != expected_size:
+        return f"{size} bytes, expected {expected_size}"
+    if sha256 != expected_sha256:
+        return f"sha256 {sha256[:16]}..., expected {expected_sha256[:16]}..."
+    return None
 
 
 def join_uri(root: str, key: str) -> str:

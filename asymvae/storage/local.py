@@ -229,9 +229,12 @@ class LocalStore(Store):
         path = self._path(key)
         path.unlink(missing_ok=True)
         for folder in path.parents:
-            if folder == self.root or not folder.is_relative_to(self.root) or any(folder.iterdir()):
+            if folder == self.root or not folder.is_relative_to(self.root):
                 break
-            folder.rmdir()
+            if folder.is_dir():  # a missing object's folder may be missing too
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
 
     def check(self, create: bool = False) -> None:
         """The root must be a folder (or creatable) and writable."""

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from asymvae.errors import UserError
+from asymvae.storage.local import WRITTEN_BY
 
 MARKER = "COMPLETE"
 RESUMES_NAME = "resumes.jsonl"
@@ -42,13 +43,19 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint folder named `name` (`step-00000100`: 100), or None for another name."""
+    found = _STEP_DIR.match(name)
+    return int(found.group(1)) if found else None
+
+
 def complete_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = checkpoints_root(output_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / MARKER).is_file()]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+    found = [p for p in root.iterdir() if checkpoint_step(p.name) is not None and (p / MARKER).is_file()]
+    return sorted(found, key=lambda p: checkpoint_step(p.name))  # type: ignore[arg-type,return-value]
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -57,7 +64,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file, as hex."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -65,12 +73,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_records(folder: Path) -> dict[str, list[Any]]:
+    """`{relative path: [size, sha256]}` of every file in `folder` but its `COMPLETE` marker and asymvae's
+    `.asymvae-written` mark."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MARKER, WRITTEN_BY))
+    return {p.relative_to(folder).as_posix(): [p.stat().st_size, sha256_of(p)] for p in files}
+
+
 def write_marker(folder: Path, info: dict[str, Any]) -> None:
     """Mark a checkpoint folder complete (last write before it is published), recording `info` and the size
     and sha256 of every file in it."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
-    info = {**info, "files": {p.relative_to(folder).as_posix(): [p.stat().st_size, _sha256(p)] for p in files}}
-    (folder / MARKER).write_text(json.dumps(info, indent=1))
+    (folder / MARKER).write_text(json.dumps({**info, "files": file_records(folder)}, indent=1))
 
 
 def damage(folder: Path) -> str | None:
@@ -91,7 +104,7 @@ def damage(folder: Path) -> str | None:
             continue
         if found != size:
             problems.append(f"{name} is {found} bytes, {size} were written (truncated or overwritten)")
-        elif _sha256(path) != sha256:
+        elif sha256_of(path) != sha256:
             problems.append(f"{name} changed since it was written (its sha256 differs)")
     return "; ".join(problems) or None
 

@@ -66,6 +66,11 @@ class TrainConfig:
     """EMA decay per optimizer step."""
     output_dir: str | None = None
     """Where checkpoints, logs and the export go (default: work_dirs/<name>)."""
+    mirror: str = ""
+    """Object store (`s3://bucket/prefix`, or a folder) the run's checkpoints and export are mirrored to, so the
+    run needs no shared volume: each checkpoint and the export are uploaded once complete (marker last), and
+    `--resume` with an output folder holding no newer checkpoint downloads the mirror's newest first. Empty: off.
+    The prefix must be empty or a mirror asymvae wrote (docs/training.md)."""
     progress: bool = True
     """Show a progress bar on rank 0 (on a terminal; elsewhere progress is logged every `log_every` steps)."""
     compile: bool | str = "auto"

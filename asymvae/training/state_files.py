@@ -97,7 +97,8 @@ def model_file(folder: Path, index: int) -> Path:
     return folder / (f"model_{index}.safetensors" if index else "model.safetensors")
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's random generators (Python, NumPy, torch, CUDA), for `save_state`."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -113,16 +114,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(cuda_state, device)
 
 
-def save_state(folder: Path, models: list[nn.Module], objects: dict[str, Stateful], rank: int, main: bool) -> None:
+def save_state(
+    folder: Path, models: list[nn.Module], objects: dict[str, Stateful], rngs: list[dict[str, Any]], main: bool
+) -> None:
     """Write the training state into `folder` (collective: every process calls it, since a state dict may
-    gather from all ranks). The main process writes the models and `objects`; each its own generators."""
+    gather from all ranks). The main process writes all of it: the models, `objects` and `rngs`, every
+    process's generators (`rng_state()`) by rank, gathered by the caller, so that no other process writes into
+    `folder` (which then need not be on storage every node shares)."""
     states = {name: obj.state_dict() for name, obj in objects.items()}
-    if main:
-        for index, model in enumerate(models):
-            save_model(model, str(model_file(folder, index)))
-        for name, state in states.items():
-            write_state(folder, name, state)
-    write_state(folder, f"rng-{rank}", _rng_state())
+    if not main:
+        return
+    for index, model in enumerate(models):
+        save_model(model, str(model_file(folder, index)))
+    for name, state in states.items():
+        write_state(folder, name, state)
+    for rank, state in enumerate(rngs):
+        write_state(folder, f"rng-{rank}", state)
 
 
 def load_state(folder: Path, models: list[nn.Module], objects: dict[str, Stateful], rank: int) -> None:

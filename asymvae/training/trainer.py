@@ -37,8 +37,9 @@ from asymvae.training import checkpoint as ckpt
 from asymvae.training import metrics as live_metrics
 from asymvae.training.config import TrainConfig
 from asymvae.training.experiment import ExperimentConfig
+from asymvae.training.mirror import RunMirror
 from asymvae.training.output import export_dir, write_export
-from asymvae.training.state_files import STATE_NAME, is_state_folder, load_state, save_state
+from asymvae.training.state_files import STATE_NAME, is_state_folder, load_state, rng_state, save_state
 from asymvae.training.step import TrainStep
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,10 @@ class Trainer:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if acc.num_processes != world:
             raise RuntimeError(f"WORLD_SIZE={world} but accelerate formed a group of {acc.num_processes}")
+        # The mirror is checked (and claimed) before anything is built: a store that cannot be used stops the run now.
+        self.mirror = RunMirror(t.mirror) if t.mirror else None
+        if self.mirror is not None and acc.is_main_process:
+            self.mirror.claim()
         set_seed(t.seed)
         self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
@@ -188,6 +193,7 @@ class Trainer:
                 )
             candidates = [folder]
         else:
+            self._sync_mirror()
             candidates = ckpt.complete_checkpoints(self.out)[::-1]
             if not candidates:
                 log.info("no checkpoint in %s: starting from step 0", ckpt.checkpoints_root(self.out))
@@ -218,6 +224,18 @@ class Trainer:
             f"no checkpoint in {ckpt.checkpoints_root(self.out)} is intact ({'; '.join(skipped)}). Fix: start "
             "anew without --resume (or with another --output)."
         )
+
+    def _sync_mirror(self) -> None:
+        """Before a resume, give this node the newest checkpoint of `train.mirror` when it is newer than its own:
+        rank 0 first (uploading its own when that is the newer), then the first process of every other node
+        (each node may have a disk of its own; on a shared one, the others find it there already)."""
+        acc = self.accelerator
+        if self.mirror is None:
+            return
+        for first in (True, False):
+            if acc.is_local_main_process and acc.is_main_process == first:
+                self.mirror.sync(self.out, self.cfg.train.keep_checkpoints, upload=first)
+            acc.wait_for_everyone()
 
     def _stateful(self) -> tuple[list[torch.nn.Module], dict[str, Any]]:
         """The models and the other objects a checkpoint keeps, by file name (see `state_files`)."""
@@ -268,7 +286,8 @@ class Trainer:
                 if acc.is_main_process:
                     tmp = staging_dir(final)
                 acc.wait_for_everyone()
-                save_state(tmp, *self._stateful(), rank=acc.process_index, main=acc.is_main_process)
+                rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
+                save_state(tmp, *self._stateful(), rngs=rngs, main=acc.is_main_process)
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     (tmp / "config.yaml").write_text(self.config_yaml)
@@ -282,6 +301,9 @@ class Trainer:
             raise
         if acc.is_main_process:
             ckpt.prune(self.out, self.cfg.train.keep_checkpoints)
+            if self.mirror is not None:
+                self.mirror.upload_checkpoint(final)
+                self.mirror.prune(self.cfg.train.keep_checkpoints)
         acc.wait_for_everyone()
         return final
 
@@ -388,6 +410,8 @@ class Trainer:
             path = write_export(vae, self.out, self.state.step, self.config_yaml)
             if self.ema is not None:
                 self.ema.restore(self.params)
+            if self.mirror is not None:
+                self.mirror.upload_export(path, self.state.step)
         acc.wait_for_everyone()
         return path
 
