@@ -11,7 +11,6 @@ memory requests and limits and a timeout; the steps that are safe to repeat are 
 declared once (asymvae_pipelines.parameters). Compile with `asymvae pipeline compile`.
 """
 
-import functools
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -108,13 +107,6 @@ PARAMETERS: list[Param] = [
     From("runs_dir", train, "runs_dir"),
     From("image", train, "image"),
     Own("namespace", str, "", "Namespace of the training job and the InferenceService; empty: the run's own."),
-    Own(
-        "output_pvc",
-        str,
-        "asymvae-runs",
-        "ReadWriteMany PVC in the run's namespace for run folders, mounted at /mnt/runs in the train step and "
-        "the training job's pods.",
-    ),
     Own("s3_endpoint", str, S3_ENDPOINT, "Object-store endpoint (host:port) of the steps and the training pods."),
     Own("s3_use_https", bool, False, "TLS to the object store."),
     From("eval_data", evaluate, "data"),
@@ -128,10 +120,8 @@ PARAMETERS: list[Param] = [
 SIGNATURE = signature(PARAMETERS)
 
 
-def _pipeline(*args: Any, **kwargs: Any) -> None:
-    bound = SIGNATURE.bind(*args, **kwargs)
-    bound.apply_defaults()
-    p = bound.arguments
+def _pipeline(p: dict[str, Any], runs_volume: str | None) -> None:
+    """The DAG for the arguments `p` (every parameter of SIGNATURE), with the PVC `runs_volume` (or none)."""
     store = {"s3_endpoint": p["s3_endpoint"], "s3_use_https": p["s3_use_https"]}
     prepared = _with_store(
         prepare(source=p["source"], target=p["prepare_target"], overrides=p["prepare_overrides"], **store)
@@ -139,7 +129,7 @@ def _pipeline(*args: Any, **kwargs: Any) -> None:
     _step(prepared, "prepare", retry=True).set_caching_options(False)
 
     # One train task for all launchers (kfp.local cannot merge artifacts of dsl.If/Else branches with
-    # dsl.OneOf): the PVC is mounted either way, and `step_gpus` GPUs go to this task's own pod.
+    # dsl.OneOf): `step_gpus` GPUs go to this task's own pod whatever the launcher.
     trained = _with_store(
         train(
             shards=prepared.outputs["shards"],
@@ -151,7 +141,7 @@ def _pipeline(*args: Any, **kwargs: Any) -> None:
             image=p["image"],
             runs_dir=p["runs_dir"],
             namespace=p["namespace"],
-            output_pvc=p["output_pvc"],
+            output_pvc=runs_volume or "",
             credentials_secret=CREDENTIALS_SECRET,
             node_cpu=p["node_cpu"],
             node_memory=p["node_memory"],
@@ -162,7 +152,8 @@ def _pipeline(*args: Any, **kwargs: Any) -> None:
             **store,
         )
     )
-    kubernetes.mount_pvc(trained, pvc_name=p["output_pvc"], mount_path=RUNS_MOUNT)
+    if runs_volume:  # a compile-time choice: KFP's driver refuses a mount whose PVC name is empty (k8s.go:1079)
+        kubernetes.mount_pvc(trained, pvc_name=runs_volume, mount_path=RUNS_MOUNT)
     kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi")
     # The pod's own identity: the job goes to its namespace and is owned by (deleted with) the pod.
     for env, path in ((NAMESPACE_ENV, "metadata.namespace"), (POD_NAME_ENV, "metadata.name"),
@@ -206,20 +197,26 @@ def _pipeline(*args: Any, **kwargs: Any) -> None:
         _step(served, "deploy", retry=False).set_caching_options(False)  # it changes the cluster: never cached
 
 
-_pipeline.__signature__ = SIGNATURE  # type: ignore[attr-defined]
-_pipeline.__doc__ = docstring(
+DOCSTRING = docstring(
     "Train an asymmetric decoder from `source` and evaluate, export and (optionally) deploy it.", PARAMETERS
 )
 
 
-def build_pipeline(pipeline_root: str | None = None) -> Any:
-    """The pipeline, with `pipeline_root` compiled in when given (else the namespace's default root applies)."""
+def build_pipeline(pipeline_root: str | None = None, runs_volume: str | None = None) -> Any:
+    """The pipeline, with `pipeline_root` compiled in when given (else the namespace's default root applies).
+
+    Without `runs_volume` no volume is mounted, so the run schedules on any cluster: run folders stay on each
+    pod's disk and checkpoints and the export go through the object store. With it, the ReadWriteMany PVC of
+    that name (k8s/runs-volume) holds the run folders of the train step and the training job's pods."""
 
     # A fresh function each time: kfp records the root as an attribute of the function it decorates.
     def pipeline(*args: Any, **kwargs: Any) -> None:
-        return _pipeline(*args, **kwargs)
+        bound = SIGNATURE.bind(*args, **kwargs)
+        bound.apply_defaults()
+        _pipeline(bound.arguments, runs_volume)
 
-    functools.update_wrapper(pipeline, _pipeline)
+    pipeline.__signature__ = SIGNATURE  # type: ignore[attr-defined]
+    pipeline.__doc__ = DOCSTRING
     return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION, pipeline_root=pipeline_root)(pipeline)
 
 

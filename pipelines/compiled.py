@@ -38,17 +38,20 @@ def _compile(func: Any, image: str | None) -> str:
     return text.replace(IMAGE, image) if image and image != IMAGE else text
 
 
-def pipeline_yaml(pipeline_root: str | None = None, image: str | None = None) -> str:
+def pipeline_yaml(pipeline_root: str | None = None, image: str | None = None, runs_volume: str | None = None) -> str:
     """The compiled pipeline. Without `pipeline_root` none is compiled in, so KFP uses the namespace's default
     artifact root (a root in the YAML is pre-filled by the UI and overrides it); `image` replaces the image of
-    every step (and the training job's default)."""
-    return _compile(build_pipeline(pipeline_root or None), image)
+    every step (and the training job's default); `runs_volume` names a ReadWriteMany PVC for the run folders
+    (default: none, checkpoints and the export go through the object store)."""
+    return _compile(build_pipeline(pipeline_root or None, runs_volume or None), image)
 
 
-def compile_pipeline(out: str | Path, pipeline_root: str | None = None, image: str | None = None) -> Path:
+def compile_pipeline(
+    out: str | Path, pipeline_root: str | None = None, image: str | None = None, runs_volume: str | None = None
+) -> Path:
     """Compile the pipeline (`pipeline_yaml`) to the file `out`."""
     out = Path(out)
-    write_atomic(out, pipeline_yaml(pipeline_root, image).encode())
+    write_atomic(out, pipeline_yaml(pipeline_root, image, runs_volume).encode())
     return out
 
 

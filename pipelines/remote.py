@@ -81,11 +81,14 @@ def _by_name(name: str) -> str:
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "string_value": name}]})
 
 
-def register(client: Any, conn: Connection, image: str, pipeline_root: str | None = None) -> Registered:
-    """Upload the pipeline, its steps on `image`, under its name (first time), else upload this package as a new
-    version of it (unless a version of the same package exists). Returns the version to run."""
+def register(
+    client: Any, conn: Connection, image: str, pipeline_root: str | None = None, runs_volume: str | None = None
+) -> Registered:
+    """Upload the pipeline, its steps on `image` (with the PVC `runs_volume` for run folders, if any), under its
+    name (first time), else upload this package as a new version of it (unless a version of the same package
+    exists). Returns the version to run."""
     with tempfile.TemporaryDirectory(prefix="asymvae-kfp-") as tmp:
-        package = compile_pipeline(Path(tmp) / "asymvae_pipeline.yaml", pipeline_root, image)
+        package = compile_pipeline(Path(tmp) / "asymvae_pipeline.yaml", pipeline_root, image, runs_volume)
         digest = hashlib.sha256(package.read_bytes()).hexdigest()[:10]
         return _register(client, conn, package, f"{PIPELINE_NAME}-{version('asymvae')}-{digest}")
 
@@ -117,12 +120,13 @@ def submit(
     run_name: str | None = None,
     pipeline_root: str | None = None,
     service_account: str | None = None,
+    runs_volume: str | None = None,
 ) -> tuple[Any, Registered]:
     """Register the pipeline (version) with its steps on `image` and start one run of it; returns the run and
     the version used."""
     check_params(params)
     client = conn.client()
-    registered = register(client, conn, image, pipeline_root)
+    registered = register(client, conn, image, pipeline_root, runs_volume)
     exp = client.create_experiment(name=experiment, namespace=conn.namespace)
     run = client.run_pipeline(
         experiment_id=exp.experiment_id,
@@ -145,6 +149,7 @@ def schedule(
     job_name: str = "asymvae-retrain",
     pipeline_root: str | None = None,
     service_account: str | None = None,
+    runs_volume: str | None = None,
 ) -> tuple[Any, Registered]:
     """A recurring run of the registered version (steps on `image`) on `cron` (KFP's 6 fields: seconds first),
     never two at once, no catch-up of missed runs."""
@@ -152,7 +157,7 @@ def schedule(
         raise ConfigError(f"--cron {cron!r}: KFP wants 6 fields (seconds minutes hours day month weekday)")
     check_params(params)
     client = conn.client()
-    registered = register(client, conn, image, pipeline_root)
+    registered = register(client, conn, image, pipeline_root, runs_volume)
     exp = client.create_experiment(name=experiment, namespace=conn.namespace)
     job = client.create_recurring_run(
         experiment_id=exp.experiment_id,

@@ -115,7 +115,8 @@ def test_credentials_are_secret_references_only() -> None:
             "accesskey": "AWS_ACCESS_KEY_ID",
             "secretkey": "AWS_SECRET_ACCESS_KEY",
         }
-    assert execs["exec-train"]["pvcMount"][0]["mountPath"] == "/mnt/runs"
+    # no volume by default: the run schedules anywhere (checkpoints and the export go through the object store)
+    assert "pvcMount" not in execs["exec-train"]
     # no value of the keys anywhere: the only AWS_ names are env var names in secretAsEnv
     assert "minio123" not in text and "REPLACE-ME" not in text
 
@@ -162,9 +163,15 @@ def test_the_train_step_knows_its_pod_and_has_shm_and_gpu_scheduling() -> None:
     assert deploy["fieldPathAsEnv"] == [{"fieldPath": "metadata.namespace", "name": "ASYMVAE_NAMESPACE"}]
 
 
-def test_train_step_gpu_image_and_an_explicit_root(tmp_path: Path) -> None:
-    out = compile_pipeline(tmp_path / "p.yaml", pipeline_root="s3://bucket/root", image="reg.example/asymvae:1")
-    spec, _ = _docs(out)
+def test_train_step_gpu_image_an_explicit_root_and_a_runs_volume(tmp_path: Path) -> None:
+    out = compile_pipeline(
+        tmp_path / "p.yaml", pipeline_root="s3://bucket/root", image="reg.example/asymvae:1", runs_volume="runs"
+    )
+    spec, platform = _docs(out)
+    (mount,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]["pvcMount"]
+    assert mount["mountPath"] == "/mnt/runs" and mount["pvcNameParameter"]["runtimeValue"]["constant"] == "runs"
+    passed = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["output_pvc"]
+    assert passed["runtimeValue"]["constant"] == "runs"
     assert spec["defaultPipelineRoot"] == "s3://bucket/root"
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
     assert train["image"] == "reg.example/asymvae:1"

@@ -95,9 +95,7 @@ def test_every_placeholder_in_a_kubernetes_field_names_a_parameter_of_the_type_t
         )
         checked.append(param)
     # the GPU limit of the train step's pod, its CPU and memory, its node selector and tolerations, the PVC
-    assert {"step_gpus", "step_cpu", "step_memory", "step_node_selector", "gpu_tolerations", "output_pvc"} <= set(
-        checked
-    )
+    assert {"step_gpus", "step_cpu", "step_memory", "step_node_selector", "gpu_tolerations"} <= set(checked)
 
 
 def test_the_train_steps_gpu_limit_survives_the_driver() -> None:

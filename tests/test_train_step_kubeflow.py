@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,7 @@ from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
 from asymvae.cluster.verdict import VERDICT, recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
 from asymvae.steps.train import TrainStepConfig, train_step
+from asymvae.training.mirror import RunMirror
 from tests.fake_kube import TOKEN, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
 from tests.k8s_rbac import run_role_rules
 
@@ -118,6 +120,39 @@ def test_submits_the_job_in_its_own_namespace_and_copies_the_export_from_the_pvc
     assert meta["launcher"] == launcher and meta["steps"] == 2 and meta["baseline"] == "baseline"
 
 
+def test_without_a_runs_volume_the_job_mirrors_to_the_object_store_and_the_step_fetches_the_export(
+    tmp_path: Path,
+    base_vae_dir: Path,
+    asym_export_dir: Path,
+    in_pod: None,
+    s3_env: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pipeline's default: no PVC. The job's pods keep their run folder on their own disks and mirror it to
+    the object store beside the model artifact; the step takes the export from there."""
+    monkeypatch.chdir(tmp_path)  # the run folders are relative to the working folder, as in the pods
+    job, run_store = "asymvae-train-novol", "s3://asymvae/v2/artifacts/asymvae/run-1/train/task-1"
+    # What rank 0 leaves in the mirror when training ends (asymvae.training.mirror)
+    shutil.copytree(asym_export_dir, tmp_path / "left" / "step2")
+    mirror = RunMirror(f"{run_store}/run")
+    mirror.claim()
+    mirror.upload_export(tmp_path / "left" / "step2", 2)
+    server = _server()
+    with server as fake:
+        fake.script(job, [status("Created", "Running", "Complete")])
+        cfg = TrainStepConfig(**_fields(tmp_path / "unused", base_vae_dir, launcher="trainjob", output_pvc="",
+                                        runs_dir=""))  # fmt: skip
+        meta = train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client(), run_store=run_store)
+    (created,) = fake.calls("POST", f"/namespaces/{NS}/trainjobs")
+    cmd = created.body["spec"]["trainer"]["command"]
+    assert f"train.mirror={run_store}/run" in cmd and "--resume" in cmd
+    assert cmd[cmd.index("--output") + 1] == f"work_dirs/pipeline/{job}"
+    patch = created.body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    volumes = patch["template"]["spec"]["template"]["spec"]["volumes"]
+    assert not [v for v in volumes if "persistentVolumeClaim" in v]  # schedules on any cluster
+    assert (tmp_path / "model" / "vae" / "config.json").is_file() and meta["steps"] == 2
+
+
 def test_a_failed_job_fails_the_step_with_its_reason(tmp_path: Path, base_vae_dir: Path, in_pod: None) -> None:
     server = _server()
     with server as fake:
@@ -149,6 +184,7 @@ _STEP = """
 import json, os, sys
 from kubernetes import client
 from asymvae.steps.train import TrainStepConfig, train_step
+from asymvae.training.mirror import RunMirror
 cfg = client.Configuration(host=os.environ["FAKE_KUBE"])
 cfg.api_key, cfg.api_key_prefix = {"authorization": os.environ["FAKE_TOKEN"]}, {"authorization": "Bearer"}
 train_step(TrainStepConfig(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4], client.ApiClient(cfg))

@@ -41,6 +41,10 @@ class CompileOptions:
     """Also write every component to `COMPONENTS/<step>/component.yaml` (for your own pipelines)."""
     pipeline_root: str | None = None
     """Artifact root compiled into the pipeline (default: none, so KFP uses the namespace's own root)."""
+    runs_volume: str | None = None
+    """A ReadWriteMany PVC in the run's namespace (k8s/runs-volume) that holds the run folders of the train step
+    and the training job's pods, mounted at /mnt/runs; default: none, so the run schedules on any cluster and
+    checkpoints and the export go through the object store."""
     image: str = IMAGE
     """Container image of every step and of the training job: build docker/Dockerfile, push it to a registry your
     cluster pulls from and name it here (the default is the local tag the documented build gives, which a
@@ -86,6 +90,10 @@ class RemoteOptions:
     """A pipeline argument NAME=VALUE (VALUE read as JSON when it parses), e.g. `nodes=2`; repeatable."""
     pipeline_root: str | None = None
     """Artifact root of the run (default: the namespace's)."""
+    runs_volume: str | None = None
+    """A ReadWriteMany PVC in the run's namespace (k8s/runs-volume) that holds the run folders of the train step
+    and the training job's pods, mounted at /mnt/runs; default: none, so the run schedules on any cluster and
+    checkpoints and the export go through the object store."""
     service_account: str | None = None
     """Service account of the run's pods (default: the namespace's, `default-editor` in a profile, with the
     rights k8s/profile grants it); another one needs the same rights plus KFP's own."""
@@ -122,7 +130,7 @@ def _run_compile(args: argparse.Namespace) -> int:
     from asymvae_pipelines.compiled import compile_components, compile_pipeline
 
     opts = from_args(CompileOptions, args)
-    print(f"Compiled {compile_pipeline(opts.out, opts.pipeline_root, opts.image)}")
+    print(f"Compiled {compile_pipeline(opts.out, opts.pipeline_root, opts.image, opts.runs_volume)}")
     if opts.components:
         for path in compile_components(opts.components, opts.image):
             print(f"Compiled {path}")
@@ -153,7 +161,7 @@ def _run_submit(args: argparse.Namespace) -> int:
     o = from_args(SubmitOptions, args)
     params = parse_params(o.param)
     run, registered = submit(
-        o.connection(), params, o.image, o.experiment, o.run_name, o.pipeline_root, o.service_account
+        o.connection(), params, o.image, o.experiment, o.run_name, o.pipeline_root, o.service_account, o.runs_volume
     )
     print(f"Started run {run.run_id} of {_version_line(registered)} in experiment {o.experiment!r} on {o.host}")
     return 0
@@ -165,7 +173,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
     o = from_args(ScheduleOptions, args)
     params = parse_params(o.param)
     job, registered = schedule(
-        o.connection(), o.cron, params, o.image, o.experiment, o.name, o.pipeline_root, o.service_account
+        o.connection(), o.cron, params, o.image, o.experiment, o.name, o.pipeline_root, o.service_account, o.runs_volume
     )
     print(
         f"Scheduled {o.name!r} ({job.recurring_run_id}) of {_version_line(registered)} on {o.cron!r}: "

@@ -20,6 +20,7 @@ from asymvae.cluster.submit import BUILDERS, LAUNCHERS, run_training
 from asymvae.cluster.verdict import recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
 from asymvae.storage import join_uri
+from asymvae.training.mirror import fetch_export
 from asymvae.training.output import latest_export
 from asymvae.training.presets import get_preset, load_experiment
 from asymvae.training.run import PRESET_PREFIX, train
@@ -35,7 +36,9 @@ IMAGE_ENV = "ASYMVAE_IMAGE"
 RUNS_MOUNT = "/mnt/runs"
 """Where the cluster launchers' runs volume is mounted (the step's and the job's pods)."""
 LOCAL_RUNS = "work_dirs/pipeline"
-"""The run folders of `launcher=local` by default (relative to the step's working folder)."""
+"""The run folders without a runs volume (relative to the working folder of the step and the job's pods)."""
+MIRROR_DIR = "run"
+"""Under the task's object-store prefix: the training's mirror (`train.mirror`) when there is no runs volume."""
 
 
 @dataclass
@@ -59,13 +62,15 @@ class TrainStepConfig:
     """GPUs per training pod (= training processes per node, at least 1); with launcher=local the processes
     the train step starts."""
     runs_dir: str = ""
-    """Run folders (checkpoints, the export); empty: /mnt/runs (the runs volume) for the cluster launchers,
-    work_dirs/pipeline for launcher=local."""
+    """Run folders (checkpoints, the export); empty: /mnt/runs (the runs volume) with `output_pvc`, else
+    work_dirs/pipeline (relative to the working folder of the step and of the job's pods)."""
     namespace: str = ""
     """Namespace of the training job; empty: the train step's own (its pod's)."""
     output_pvc: str = ""
-    """PVC mounted at `runs_dir` in the job's pods (cluster launchers; a multi-node run's checkpoints need it
-    or an object-store mirror). It is the same volume as the step's only when both live in one namespace."""
+    """A ReadWriteMany PVC holding the run folders, mounted at /mnt/runs in the step and the job's pods (the
+    same volume only when both live in one namespace); empty: no shared volume: each pod keeps its run folder
+    on its own disk, and checkpoints and the export go through the object store (`train.mirror`, beside the
+    model artifact), from which a restarted pod or a retried step resumes."""
     credentials_secret: str = "mlpipeline-minio-artifact"
     """Secret with the object-store keys (`accesskey`, `secretkey`) for the job's pods."""
     s3_endpoint: str = ""
@@ -108,8 +113,8 @@ class TrainStepConfig:
         return found or "local"
 
     def runs_folder(self) -> str:
-        """`runs_dir`, or its default for the launcher."""
-        return self.runs_dir or (RUNS_MOUNT if self.cluster else LOCAL_RUNS)
+        """`runs_dir`, or its default: the runs volume's mount point when there is one."""
+        return self.runs_dir or (RUNS_MOUNT if self.cluster and self.output_pvc else LOCAL_RUNS)
 
 
 def resolve_base(pretrained: str | None, runs_dir: str) -> str | None:
@@ -140,24 +145,37 @@ def _job_namespace(cfg: TrainStepConfig) -> str:
 
 
 def train_step(
-    cfg: TrainStepConfig, shards_uri: str, model_dir: str, job_name: str, api_client: Any = None
+    cfg: TrainStepConfig,
+    shards_uri: str,
+    model_dir: str,
+    job_name: str,
+    api_client: Any = None,
+    run_store: str = "",
 ) -> dict[str, Any]:
     """Train on the shards at `shards_uri` and copy the final export into `model_dir` (`vae/`, `config.yaml`,
     and `baseline/vae` when the base is a local folder). Returns the artifact's metadata.
 
+    `run_store` (an object-store prefix of this task, see uris.task_store) holds the run when there is no
+    shared volume (`output_pvc` empty): its `run/` is the training's mirror (checkpoints, the export), which
+    the job's pods resume from and the step fetches the export from, and a failure verdict is kept there.
     `api_client` (a kubernetes ApiClient, cluster launchers) defaults to the pod's service account or kubeconfig.
     A retry of the step (the same `job_name`) after the training itself failed raises EarlierAttemptFailedError
-    before it starts anything; after any other fault it adopts the running job or starts one.
+    before it starts anything; after any other fault it adopts the running job or starts one, which resumes
+    from the last checkpoint.
     """
     runs_dir = cfg.runs_folder()
     output = join_uri(runs_dir, job_name)
-    refuse_after_failure(output)
+    mirror = join_uri(run_store, MIRROR_DIR) if run_store and not cfg.output_pvc else ""
+    record_at = run_store if mirror else output
+    refuse_after_failure(record_at)
     exp = load_experiment(cfg.config, cfg.overrides)  # a bad config fails here, before any job starts
     image = cfg.job_image()
     overrides = list(cfg.overrides)
     base = resolve_base(exp.model.pretrained, runs_dir)
     if base != exp.model.pretrained:
         overrides.append(f"model.pretrained={base}")
+    if mirror:
+        overrides.append(f"train.mirror={mirror}")
     cluster = cfg.cluster
     spec = TrainingJobSpec(
         name=job_name,
@@ -185,9 +203,10 @@ def train_step(
     policy = None
     if cluster:
         policy = WaitPolicy(timeout_s=cfg.timeout_s, poll_s=min(15.0, cfg.timeout_s), max_restarts=cfg.max_restarts)
-    with stop_on_sigterm(), recording_failure(output, job_name):
+    with stop_on_sigterm(), recording_failure(record_at, job_name):
         summary = run_training(spec, cfg.launcher, policy=policy, api_client=api_client)
-    export = latest_export(Path(output))
+    # A cluster job's run folder is on its pods' disks: without a shared volume the export comes from the mirror.
+    export = fetch_export(mirror, Path(output)) if mirror and cluster else latest_export(Path(output))
     if export is None:
         raise FileNotFoundError(f"training finished but {output} holds no export (step<N>/vae)")
     target = Path(model_dir)

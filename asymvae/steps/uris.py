@@ -41,6 +41,14 @@ def shards_uri(manifest_uri: str, artifact_uri: str) -> str:
     return store_uri(artifact_uri).rstrip("/") + "/manifest.json"
 
 
+def task_store(artifact_uri: str) -> str:
+    """The object-store prefix of the task that writes the output artifact `artifact_uri` (its folder beside
+    the artifact: `s3://bucket/.../train/<task>`), the same for every retry of the task; "" when the
+    artifact is not in an object store (kfp.local runs)."""
+    uri = store_uri(artifact_uri)
+    return uri.rstrip("/").rsplit("/", 1)[0] if is_s3_uri(uri) else ""
+
+
 def use_store_endpoint(endpoint: str, use_https: bool = False) -> None:
     """Point this process's object-store client at `endpoint` (S3_ENDPOINT, S3_USE_HTTPS); empty leaves the
     environment as it is (kfp.local runs, or a step whose environment already names the store)."""

@@ -46,9 +46,9 @@ def train(
     import dataclasses
 
     from asymvae.steps.train import TrainStepConfig, train_step
-    from asymvae.steps.uris import job_name, use_store_endpoint
+    from asymvae.steps.uris import job_name, task_store, use_store_endpoint
 
     use_store_endpoint(s3_endpoint, s3_use_https)
     cfg = TrainStepConfig(**{f.name: given[f.name] for f in dataclasses.fields(TrainStepConfig)})
-    meta = train_step(cfg, shards, model.path, job_name("asymvae-train", model.uri))
+    meta = train_step(cfg, shards, model.path, job_name("asymvae-train", model.uri), run_store=task_store(model.uri))
     model.metadata.update(meta)
