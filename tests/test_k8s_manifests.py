@@ -19,6 +19,7 @@ from asymvae.cluster.jobspec import TrainingJobSpec, gpu_tolerations, job_labels
 from asymvae.cluster.pytorchjob import JOB_NAME_LABEL, REPLICA_TYPE_LABEL, build_pytorchjob
 from asymvae.cluster.trainjob import build_trainjob
 from tests.fake_kube import trainjob_webhook_errors
+from tests.k8s_rbac import WITH_TRAINING_OPERATOR, allows, kubeflow_role_rules
 from tests.k8s_schemas import CRDS, INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD
 from tests.kserve_runtime import merged_pod_errors
 
@@ -257,8 +258,9 @@ RUN_REQUESTS = [
     ("", "pods", "list"),
     ("", "pods/log", "get"),
 ]
-"""The stand-in API enforces the Role on the step tests (tests/test_train_step_kubeflow.py, the deploy
-component's tests), so a request missing here and in the Role fails those tests too."""
+"""The stand-in API enforces `kubeflow-edit` (a profile's run account) on the step tests
+(tests/test_train_step_kubeflow.py, the deploy component's tests), so a request missing here and there fails
+those tests too; k8s/rbac's Role (the standalone kit) is checked against this list below."""
 
 
 def test_the_run_role_allows_what_the_steps_do_and_nothing_cluster_wide():
@@ -278,21 +280,87 @@ def test_the_run_role_allows_what_the_steps_do_and_nothing_cluster_wide():
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="neither kubectl nor kustomize is installed")
-@pytest.mark.parametrize("overlay, account", [("profile", "default-editor"), ("standalone", "pipeline-runner")])
-def test_each_overlay_binds_the_role_to_the_run_account_of_its_namespace(overlay, account):
-    docs = kustomize(overlay)
-    namespace = KUSTOMIZE_NAMESPACES[f"k8s/{overlay}"]
+def test_the_standalone_kit_binds_the_role_to_the_run_account_of_its_namespace():
+    docs = kustomize("standalone")
     (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
     kinds = {d["kind"]: d for d in docs}
-    assert {"Role", "RoleBinding", "PersistentVolumeClaim", "Secret", "ServiceAccount", "PodMonitor"} <= set(kinds)
-    assert all(d["metadata"]["namespace"] == namespace for d in docs)
-    # the PVC the pipeline mounts and the serving account the deploy step names are the ones created here
-    from asymvae_pipelines.asymvae_pipeline import asymvae_pipeline
+    assert {"Role", "RoleBinding", "Secret", "ServiceAccount"} == set(kinds)
+    assert all(d["metadata"]["namespace"] == "kubeflow" for d in docs)
+    assert kinds["ServiceAccount"]["metadata"]["name"] == "asymvae-serving"  # the deploy step's default
 
-    params = asymvae_pipeline.component_spec.inputs
-    assert kinds["PersistentVolumeClaim"]["metadata"]["name"] == params["output_pvc"].default
-    assert kinds["ServiceAccount"]["metadata"]["name"] == "asymvae-serving"
+
+KINDS = {
+    # kind -> (API group, resource) for the RBAC check; PodMonitor's CRD is not part of a Kubeflow install
+    "Secret": ("", "secrets"),
+    "ServiceAccount": ("", "serviceaccounts"),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+    "Role": ("rbac.authorization.k8s.io", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "rolebindings"),
+    "PodMonitor": ("monitoring.coreos.com", "podmonitors"),
+}
+STOCK_KINDS = {"Secret", "ServiceAccount", "PersistentVolumeClaim", "Role", "RoleBinding"}
+"""Kinds a stock Kubeflow 26.03 serves among those (kubeflow/manifests example/kustomization.yaml installs no
+Prometheus Operator)."""
+
+
+def kit(folder: str) -> list[dict]:
+    """The documents of the kustomization in k8s/FOLDER and everything it lists, read without kustomize."""
+    data = yaml.safe_load((K8S / folder / "kustomization.yaml").read_text())
+    docs = []
+    for entry in data.get("resources", []):
+        target = (K8S / folder / entry).resolve()
+        if target.is_dir():
+            docs += kit(str(target.relative_to(K8S)))
+        else:
+            docs += [d for d in yaml.safe_load_all(target.read_text()) if d]
+    return docs
+
+
+def owner_refusals(docs: list[dict], owner_rules: list[dict]) -> list[str]:
+    """What `kubectl apply` by a profile owner holding `owner_rules` would be refused: kinds the cluster does not
+    serve, objects the owner may not create, and Roles granting more than the owner holds (Kubernetes' RBAC
+    escalation check, kubernetes/pkg/registry/rbac/validation/rule.go ConfirmNoEscalation)."""
+    refused = []
+    for doc in docs:
+        kind = doc["kind"]
+        if kind not in STOCK_KINDS:
+            refused.append(f"{kind}: no such kind on a stock install (its CRD is not installed)")
+            continue
+        if not allows(owner_rules, *KINDS[kind], "create"):
+            refused.append(f"{kind}: the owner may not create it")
+        for rule in doc.get("rules", []) if kind == "Role" else []:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        if not allows(owner_rules, group, resource, verb):
+                            refused.append(
+                                f"Role {doc['metadata']['name']} grants {verb} {resource}, which the owner lacks"
+                            )
+    return refused
+
+
+def test_the_profile_kit_applies_as_a_profile_owner_of_a_stock_install():
+    """The profile's owner holds `kubeflow-admin` in the namespace (profile_controller.go, RoleBinding
+    namespaceAdmin); the kit must apply with that alone. The old kit could not: a PodMonitor (no CRD) and a
+    Role granting pytorchjobs, which a stock install gives nobody."""
+    owner = kubeflow_role_rules("kubeflow-admin")
+    assert owner_refusals(kit("profile"), owner) == []
+    old = [*kit("rbac"), *kit("monitoring")]
+    assert any("PodMonitor" in r for r in owner_refusals(old, owner))
+    assert any("pytorchjobs" in r for r in owner_refusals(old, owner))
+
+
+def test_the_profiles_run_account_may_do_what_the_steps_do():
+    """`default-editor` holds `kubeflow-edit` (profile_controller.go): everything the train step (TrainJobs) and
+    the deploy step do; PyTorchJobs where the training operator's roles are installed too."""
+    stock = kubeflow_role_rules("kubeflow-edit")
+    for request in RUN_REQUESTS:
+        if request[1] != "pytorchjobs":
+            assert allows(stock, *request), f"kubeflow-edit does not allow {request}"
+    assert not allows(stock, "kubeflow.org", "pytorchjobs", "create")
+    with_operator = kubeflow_role_rules("kubeflow-edit", WITH_TRAINING_OPERATOR)
+    assert all(allows(with_operator, *request) for request in RUN_REQUESTS)
 
 
 def test_serving_credentials_are_wired_as_kserve_expects():

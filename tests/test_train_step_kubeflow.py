@@ -34,7 +34,8 @@ from asymvae.config import ConfigError
 from asymvae.steps.train import TrainStepConfig, train_step
 from asymvae.training.mirror import RunMirror
 from tests.fake_kube import TOKEN, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
-from tests.k8s_rbac import run_role_rules
+from tests.k8s_rbac import WITH_TRAINING_OPERATOR as OPERATOR_ROLES
+from tests.k8s_rbac import kubeflow_role_rules
 
 SHARDS = "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
 NS = "kubeflow-user-example-com"
@@ -70,10 +71,10 @@ def _fields(runs: Path, base: Path, **changes) -> dict:
 
 
 def _server() -> FakeKubeServer:
-    """The stand-in as the profile's run account, with exactly the rights k8s/rbac's Role gives it."""
-    return FakeKubeServer(
-        service_account=(NS, "default-editor"), rbac_rules=run_role_rules(), served=WITH_TRAINING_OPERATOR
-    )
+    """The stand-in as the profile's run account, with exactly the rights `kubeflow-edit` gives it (on a
+    platform with the training operator too, for the PyTorchJob cases)."""
+    rules = kubeflow_role_rules("kubeflow-edit", OPERATOR_ROLES)
+    return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=rules, served=WITH_TRAINING_OPERATOR)
 
 
 @pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])

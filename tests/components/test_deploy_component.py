@@ -28,7 +28,7 @@ from asymvae.export.run import export_model
 from asymvae.steps.deploy import DeployStepConfig, deploy_step
 from asymvae_components.deploy.component import deploy
 from tests.fake_kube import TOKEN, FakeKubeServer, condition
-from tests.k8s_rbac import run_role_rules
+from tests.k8s_rbac import kubeflow_role_rules
 from tests.k8s_schemas import INFERENCESERVICE_CRD
 from tests.kserve_runtime import merged_pod_errors
 from tests.m2m_gateway import M2MGateway, cluster_dns
@@ -122,7 +122,7 @@ def repository(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _cluster() -> FakeKubeServer:
-    return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=run_role_rules())
+    return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=kubeflow_role_rules("kubeflow-edit"))
 
 
 def test_deploys_in_its_namespace_waits_for_ready_and_checks_an_inference(
