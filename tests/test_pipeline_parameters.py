@@ -170,6 +170,15 @@ def test_every_pipeline_parameter_agrees_with_what_it_feeds() -> None:
             assert tasks[task]["inputs"]["parameters"][p.input] == {"componentInputParameter": p.name}
 
 
+def test_every_pipeline_parameter_has_a_default() -> None:
+    """kfp.local (`make demo`) fills each parameter not passed from its default and fails on one without
+    (kfp/local/orchestrator/orchestrator_utils.py join_user_inputs_and_defaults: "Unknown value type"), as
+    prepare's `overrides=None` once did; on a cluster the UI would ask for it."""
+    spec, _ = _compiled()
+    missing = [n for n, p in spec["root"]["inputDefinitions"]["parameters"].items() if "defaultValue" not in p]
+    assert missing == []
+
+
 def test_launcher_defaults_agree_everywhere() -> None:
     """The disagreement that was: `kubeflow` in the pipeline, `local` in the component and the step."""
     spec, _ = _compiled()

@@ -1,7 +1,5 @@
 """prepare: a data source → checksummed tar shards + manifest, as a Dataset artifact."""
 
-from typing import Optional
-
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
@@ -14,7 +12,7 @@ def prepare(
     shards: dsl.OutputPath(str),
     source: str = "builtin:demo",
     target: str = "",
-    overrides: Optional[list] = None,  # noqa: UP045 - KFP reads the annotation; it predates X | None
+    overrides: list = [],  # noqa: B006 - KFP compiles the default; the function never changes it
     s3_endpoint: str = "",
     s3_use_https: bool = False,
 ):
