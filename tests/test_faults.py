@@ -743,9 +743,17 @@ def test_a_temporary_folder_a_killed_export_left_is_removed_by_the_next_export(a
     command = [sys.executable, "-m", "asymvae", "export", str(asym_export_dir), *DIFFUSERS, str(target)]
     export = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     prefix = f".out.tmp-{socket.gethostname()}-"
-    while not any(p.name.startswith(prefix) for p in tmp_path.iterdir()) and export.poll() is None:
-        time.sleep(0.05)
+    # Look only while the export is stopped, so it cannot finish between the look and the kill (on a busy
+    # machine this process may not run for longer than the whole export takes).
+    while True:
+        export.send_signal(signal.SIGSTOP)
+        if any(p.name.startswith(prefix) for p in tmp_path.iterdir()):
+            break
+        assert export.poll() is None, "the export ended before its temporary folder was seen"
+        export.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
     export.send_signal(signal.SIGTERM)
+    export.send_signal(signal.SIGCONT)
     assert export.wait() == -signal.SIGTERM
     left = sorted(p.name for p in tmp_path.iterdir())  # its lock file holds no lock: the kernel dropped it
     assert left == sorted([f"{prefix}{export.pid}", ".out.asymvae.lock"])

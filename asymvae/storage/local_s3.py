@@ -37,6 +37,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
+VOLUME_SIZE_MB = 256
+"""Size limit of one SeaweedFS volume (a full one is followed by another)."""
+VOLUME_SLOTS = 400
+"""Volume slots of the server: room for about 50 buckets (7 volumes each), whatever the disk's free space."""
+
+
 def free_ports(count: int, avoid: set[int] | None = None) -> list[int]:
     """`count` free loopback ports p whose gRPC twins p + 10000 (SeaweedFS's convention) are free too."""
     taken = set(avoid or ())
@@ -123,8 +129,11 @@ class LocalS3Server:
             f"-s3.config={identities}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=1024",
-            "-volume.max=0",
+            # A fixed number of volume slots: `-volume.max=0` derives it from the free disk (free / size limit),
+            # and each bucket takes 7 volumes at its first write, so a disk with 12 GB free held one bucket
+            # ("No writable volumes and no free volumes left"). Volumes are sparse files: a slot costs no disk.
+            f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
+            f"-volume.max={VOLUME_SLOTS}",
             "-master.telemetry=false",
         ]
         log = (self.root / "weed.log").open("wb")
