@@ -2,12 +2,21 @@
 step call, speaking the REST paths the real `kubernetes` client uses, so tests drive the real client:
 
 - `/apis/GROUP/VERSION/namespaces/NS/PLURAL[/NAME]` for PyTorchJobs, TrainJobs and InferenceServices:
-  POST, GET, PUT, PATCH (merge patch), DELETE. Every created or replaced object is validated against its
-  real CRD (closed objects; HTTP 422 as from the API server). TrainJobs also go through the rules of
-  Trainer v2.3's admission webhook that the CRD does not carry (pkg/runtime/framework/plugins/jobset and
-  torch). An InferenceService is accepted as the API server would, and its status follows what KServe
-  and Knative make of it (`FakeKnativeService`); KServe's runtime merge (tests/kserve_runtime.py) decides
-  whether its revisions become ready, or fail with the pod's validation error.
+  POST, GET, PUT, PATCH (merge patch), DELETE. Every created or replaced object is decoded as the API server
+  decodes a custom resource: a field its CRD's schema does not define is pruned (the default field
+  validation, `Warn`; recorded in `pruned`) or, with the query `fieldValidation=Strict`, refused with HTTP
+  400 and the API server's words (`strict decoding error: unknown field "spec.x"`; recorded in
+  `strict_refusals`), after k8s.io/apiextensions-apiserver v0.35.0 pkg/apiserver/schema/pruning/algorithm.go
+  (which fields, their paths, sorted), pkg/apiserver/customresource_handler.go (`schemaCoercingDecoder`),
+  k8s.io/apimachinery pkg/runtime/error.go (`strictDecodingError`) and k8s.io/apiserver
+  pkg/endpoints/handlers/create.go and rest.go (`fieldValidation`, `transformDecodeError`). What is left is
+  validated against the CRD (closed objects; HTTP 422 as from the API server). TrainJobs also go through
+  the rules of Trainer's admission webhook that the CRD does not carry (pkg/runtime/framework/plugins/jobset
+  and torch). Which Trainer serves them is `trainer`: "v2.3" (the v2.3 line's CRD, `runtimePatches`) or
+  "v2.1" (v2.1.0's, which Kubeflow 26.03 installs: `podTemplateOverrides`, no `runtimePatches`). An
+  InferenceService is accepted as the API server would, and its status follows what KServe and Knative make
+  of it (`FakeKnativeService`); KServe's runtime merge (tests/kserve_runtime.py) decides whether its
+  revisions become ready, or fail with the pod's validation error.
 - `/api/v1/namespaces/NS/pods` (label selector) and `/pods/POD/log`: the pods the operator would have made
   for each job (PyTorchJob: `<job>-master-0`, TrainJob: `<job>-node-0-0`), labelled as upstream labels them,
   with scripted container states (restarts, termination reasons).
@@ -44,7 +53,7 @@ import yaml
 
 from asymvae.cluster.crd import schema_errors
 from tests.http_standin import Request, json_handler
-from tests.k8s_schemas import INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD
+from tests.k8s_schemas import INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD, TRAINJOB_V21_CRD
 from tests.kserve_runtime import merged_pod_errors
 
 _OBJECTS = re.compile(
@@ -53,6 +62,9 @@ _OBJECTS = re.compile(
 _PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(/(?P<pod>[^/]+)(?P<log>/log)?)?$")
 _DISCOVERY = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)$")
 CRDS = {"pytorchjobs": PYTORCHJOB_CRD, "trainjobs": TRAINJOB_CRD, "inferenceservices": INFERENCESERVICE_CRD}
+TRAINERS = {"v2.3": TRAINJOB_CRD, "v2.1": TRAINJOB_V21_CRD}
+"""The TrainJob CRD of each Trainer the stand-in can serve (tests/schemas/README.md names their sources)."""
+STRICT = "Strict"
 STOCK = frozenset({"trainjobs", "inferenceservices"})
 """The kinds of CRDS a stock Kubeflow serves: kubeflow/manifests 26.03 example/kustomization.yaml installs
 `applications/trainer/overlays` (Trainer v2.1.0) and KServe, and lists Training Operator v1 commented out."""
@@ -175,6 +187,14 @@ class FakeKube:
     objects: dict[tuple[str, str, str], FakeObject] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     invalid_bodies: list[list[str]] = field(default_factory=list)
+    pruned: list[list[str]] = field(default_factory=list)
+    """The unknown fields of each body the server pruned (any field validation but `Strict`)."""
+    strict_refusals: list[list[str]] = field(default_factory=list)
+    """The unknown fields of each body refused under `fieldValidation=Strict`."""
+    created: list[dict[str, Any]] = field(default_factory=list)
+    """Every object as the server stored it when it was created (after pruning), deleted ones included."""
+    trainer: str = "v2.3"
+    """The Trainer whose TrainJob CRD is served: a key of TRAINERS."""
     service_account: tuple[str, str] | None = None
     """(namespace, name) of the account every request must authenticate as; None: no authentication."""
     served: frozenset[str] = STOCK
@@ -248,13 +268,17 @@ class FakeKube:
             return 401, _status(401, "Unauthorized", "Unauthorized")
         resources = []
         for plural in sorted(self.served):
-            found = _crd_resources(CRDS[plural], group, version)
+            found = _crd_resources(self.crd(plural), group, version)
             resources += found + [_api_resource(*r, _CRD_VERBS) for r in _INSTALLED_WITH.get(plural, []) if found]
         resources += [_api_resource(*r, _CRD_VERBS) for r in _KUBEFLOW_CORE.get((group, version), [])]
         if not resources:
             return 404, _status(404, "NotFound", "the server could not find the requested resource")
         return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
                      "resources": resources}  # fmt: skip
+
+    def crd(self, plural: str) -> Any:
+        """The path of the CRD this server serves `plural` with."""
+        return TRAINERS[self.trainer] if plural == "trainjobs" else CRDS[plural]
 
     def _unauthenticated(self, req: Request) -> bool:
         if self.service_account is None or req.bearer_token == TOKEN:
@@ -287,16 +311,17 @@ class FakeKube:
         if plural not in self.served:
             return 404, _status(404, "NotFound", f"the server could not find the requested resource ({plural})")
         if req.method == "POST" and name is None:
-            errors = self._admit(plural, req.body)
-            if errors:
-                return 422, _status(422, "Invalid", "; ".join(errors))
-            key = (plural, ns, req.body["metadata"]["name"])
+            body, refusal = self._admit(plural, req)
+            if refusal:
+                return refusal
+            key = (plural, ns, body["metadata"]["name"])
             if key in self.objects:
                 return 409, _status(409, "AlreadyExists", f'{plural} "{key[2]}" already exists')
             statuses, log, pods = self.scripts.get(key[2], ([{}], "", []))
-            obj = _stored(req.body, generation=1)
+            obj = _stored(body, generation=1)
             ksvc = FakeKnativeService(template=_template(obj)) if plural == "inferenceservices" else None
             self.objects[key] = FakeObject(obj, statuses, log, pods, ksvc=ksvc)
+            self.created.append(json.loads(json.dumps(obj)))
             return 201, obj
         found = self.objects.get((plural, ns, name or ""))
         if found is None:
@@ -310,29 +335,42 @@ class FakeKube:
             found.obj = _merge_patch(found.obj, req.body)
             return 200, found.obj
         if req.method == "PUT":
-            errors = self._admit(plural, req.body)
-            if errors:
-                return 422, _status(422, "Invalid", "; ".join(errors))
-            version = req.body.get("metadata", {}).get("resourceVersion")
+            body, refusal = self._admit(plural, req)
+            if refusal:
+                return refusal
+            version = body.get("metadata", {}).get("resourceVersion")
             if version != found.obj["metadata"]["resourceVersion"]:
                 return 409, _status(409, "Conflict", f"the object has been modified (resourceVersion {version})")
             generation = found.obj["metadata"]["generation"]
-            if _non_metadata(req.body) != _non_metadata(found.obj):
+            if _non_metadata(body) != _non_metadata(found.obj):
                 generation += 1
-            found.obj, found.reads = _stored(req.body, generation), 0
+            found.obj, found.reads = _stored(body, generation), 0
             if found.ksvc and _template(found.obj) != found.ksvc.template:
                 found.ksvc.generation += 1
                 found.ksvc.template, found.ksvc.pending, found.ksvc.steps = _template(found.obj), True, 0
             return 200, found.obj
         return 405, _status(405, "MethodNotAllowed", req.method)
 
-    def _admit(self, plural: str, body: dict[str, Any]) -> list[str]:
-        errors = schema_errors(body, CRDS[plural])
+    def _admit(self, plural: str, req: Request) -> tuple[dict[str, Any], tuple[int, Any] | None]:
+        """(the body as the server keeps it, None), or (the body, the refusal): the decoding (unknown fields
+        pruned, or refused under strict field validation), the CRD's schema, Trainer's webhook."""
+        body, crd = json.loads(json.dumps(req.body)), self.crd(plural)
+        unknown = prune_unknown_fields(body, crd)
+        if unknown and req.query.get("fieldValidation", ["Warn"])[0] == STRICT:
+            self.strict_refusals.append(unknown)
+            kind, version = body.get("kind", "?"), body.get("apiVersion", "").rpartition("/")[2]
+            fields = ", ".join(f'unknown field "{path}"' for path in unknown)
+            message = f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding error: {fields}'
+            return body, (400, _status(400, "BadRequest", message))
+        if unknown:
+            self.pruned.append(unknown)
+        errors = schema_errors(body, crd)
         if plural == "trainjobs" and not errors:
             errors = trainjob_webhook_errors(body)
         if errors:
             self.invalid_bodies.append(errors)
-        return errors
+            return body, (422, _status(422, "Invalid", "; ".join(errors)))
+        return body, None
 
     def _next_status(self, found: FakeObject) -> dict[str, Any]:
         current = found.statuses[min(found.reads, len(found.statuses) - 1)]
@@ -404,12 +442,55 @@ class FakeKube:
 
 
 _VERSIONS = iter(range(1000, 10**9))
+_EMBEDDED_META = ("apiVersion", "kind", "metadata")
 
 
 @functools.lru_cache(maxsize=8)
 def _crd(path: Any) -> dict[str, Any]:
     with open(path) as f:
         return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def prune_unknown_fields(obj: dict[str, Any], crd_path: Any) -> list[str]:
+    """Drop from `obj` (in place) every field its CRD's schema does not define, and return their paths, sorted,
+    as the API server reports them (`spec.x`, `spec.list[0].y`). Modelled on k8s.io/apiextensions-apiserver
+    pkg/apiserver/schema/pruning/algorithm.go (`PruneWithOptions`): the object is a resource root (its
+    apiVersion, kind and metadata are kept), so is an `x-kubernetes-embedded-resource`; below
+    `x-kubernetes-preserve-unknown-fields` nothing unlisted is dropped; `additionalProperties` is the schema
+    of every key it admits. The metadata's own fields (ObjectMeta's coercion) are not checked."""
+    version = obj.get("apiVersion", "").rpartition("/")[2]
+    schemas = [v["schema"]["openAPIV3Schema"] for v in _crd(crd_path)["spec"]["versions"] if v["name"] == version]
+    unknown: list[str] = []
+    if schemas:
+        _prune(obj, {**schemas[0], "x-kubernetes-embedded-resource": True}, "", unknown)
+    return sorted(unknown)
+
+
+def _prune(value: Any, schema: dict[str, Any] | None, path: str, unknown: list[str], skip: bool = False) -> None:
+    """algorithm.go's `prune`, or with `skip` its `skipPrune` (below x-kubernetes-preserve-unknown-fields:
+    unlisted fields stay, listed ones are pruned by their own schema)."""
+    skip = skip or bool(schema and schema.get("x-kubernetes-preserve-unknown-fields"))
+    if skip and schema is None:
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _prune(item, schema.get("items") if schema else None, f"{path}[{i}]", unknown, skip)
+        return
+    if not isinstance(value, dict):
+        return
+    properties = (schema or {}).get("properties", {})
+    extra = (schema or {}).get("additionalProperties")
+    for key in list(value):
+        where = f"{path}.{key}" if path else key
+        if schema is not None and schema.get("x-kubernetes-embedded-resource") and key in _EMBEDDED_META:
+            continue
+        if key in properties:
+            _prune(value[key], properties[key], where, unknown)
+        elif extra is not None:  # a schema, or `true`: a structural schema's additionalProperties is never false
+            _prune(value[key], extra if isinstance(extra, dict) else None, where, unknown)
+        elif not skip:
+            unknown.append(where)
+            del value[key]
 
 
 def _crd_resources(path: Any, group: str, version: str) -> list[dict[str, Any]]:
@@ -489,7 +570,11 @@ def _pod(name: str, ns: str, plural: str, labels: dict[str, str], job: FakeObjec
 
 
 def trainjob_webhook_errors(job: dict[str, Any]) -> list[str]:
-    """Trainer v2.3's TrainJob admission rules that its CRD does not express (jobset.go, torch.go)."""
+    """Trainer's TrainJob admission rules that its CRD does not express, for the `torch-distributed` runtime
+    (one replicated job `node`, container `node`), from kubeflow/trainer pkg/runtime/framework/plugins:
+    torch/torch.go (no torchrun variables in `spec.trainer.env`, v2.1.0 and v2.3), jobset/jobset.go `Validate`
+    for `spec.runtimePatches` (v2.3) and for `spec.podTemplateOverrides` (v2.1.0: targetJobs and containers
+    the runtime has, no env for the `node` container). Each CRD lets through only its own form."""
     errors = []
     reserved = sorted({e["name"] for e in job["spec"].get("trainer", {}).get("env", [])} & _TORCHRUN_ENV)
     if reserved:
@@ -507,6 +592,22 @@ def trainjob_webhook_errors(job: dict[str, Any]) -> list[str]:
                     errors.append(f"spec.runtimePatches: must not have container {c['name']!r}")
                 elif c.get("env"):
                     errors.append("spec.runtimePatches: must not have envs for the node container")
+    for override in job["spec"].get("podTemplateOverrides", []):
+        if any(target["name"] != "node" for target in override["targetJobs"]):
+            errors.append("spec.podTemplateOverrides: must not have targetJob that doesn't exist in the runtime job "
+                          "template")  # fmt: skip
+        spec = override.get("spec", {})
+        for init in spec.get("initContainers", []):
+            if init["name"] != "node":
+                errors.append("spec.podTemplateOverrides: must not have initContainer that doesn't exist in the "
+                              f"runtime job node: {init['name']!r}")  # fmt: skip
+        for c in spec.get("containers", []):
+            if c["name"] != "node":
+                errors.append("spec.podTemplateOverrides: must not have container that doesn't exist in the "
+                              f"runtime job node: {c['name']!r}")  # fmt: skip
+            elif c.get("env"):
+                errors.append("spec.podTemplateOverrides: must not have envs for the dataset-initializer, "
+                              "model-initializer, node containers")  # fmt: skip
     return errors
 
 
@@ -542,8 +643,9 @@ class FakeKubeServer:
         service_account: tuple[str, str] | None = None,
         rbac_rules: list[dict[str, Any]] | None = None,
         served: frozenset[str] = STOCK,
+        trainer: str = "v2.3",
     ) -> None:
-        self.state = FakeKube(service_account=service_account, rbac_rules=rbac_rules, served=served)
+        self.state = FakeKube(service_account=service_account, rbac_rules=rbac_rules, served=served, trainer=trainer)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.state.handle))
         self.state.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

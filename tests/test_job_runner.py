@@ -1,16 +1,18 @@
 """The job runner's create / wait / restarts / logs / cleanup against a stand-in API server (no cluster can run
 here), for PyTorchJobs and Trainer v2 TrainJobs.
 
-The real `kubernetes` client talks HTTP to tests/fake_kube.py, which validates each created job against the
+The real `kubernetes` client talks HTTP to tests/fake_kube.py, which decodes each created job as the API
+server does (unknown fields pruned, or refused under strict field validation), validates it against the
 real CRD schema (and Trainer's webhook rules), answers successive status reads from a script, refuses a
 service account acting outside its namespace, and serves API discovery for the kinds it is told are installed
-(here both kinds, unless a test says otherwise).
+(here both kinds, unless a test says otherwise), with Trainer v2.3's TrainJob or v2.1.0's (Kubeflow 26.03).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from asymvae.cluster.crd import schema_errors
 from asymvae.cluster.errors import (
     JobConflictError,
     JobFailedError,
@@ -23,8 +25,9 @@ from asymvae.cluster.jobspec import OwnerPod, TrainingJobSpec
 from asymvae.cluster.pytorchjob import build_pytorchjob
 from asymvae.cluster.runner import KINDS, TrainingJobRunner, WaitPolicy
 from asymvae.cluster.submit import BUILDERS, run_training
-from asymvae.cluster.trainjob import build_trainjob
+from asymvae.cluster.trainjob import POD_TEMPLATE_OVERRIDES, build_trainjob, form_of, node_pod_template
 from tests.fake_kube import STOCK, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
+from tests.k8s_schemas import TRAINJOB_V21_CRD
 
 NS = "team-a"
 JOB_PATH = f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"
@@ -45,6 +48,7 @@ def fake():
         state.client = server.api_client()
         yield state
     assert not state.invalid_bodies, "a request body failed the CRD schema"
+    assert not state.pruned, "the API server would have dropped fields of a request body"
 
 
 def runner(fake, lines=None, **policy) -> TrainingJobRunner:
@@ -170,10 +174,23 @@ def test_fail_policy_refuses_an_existing_job(fake):
         runner(fake, on_exists="fail").run(build_pytorchjob(spec()))
 
 
-def test_an_invalid_job_is_rejected_with_the_servers_message(fake):
+def test_a_field_the_crd_lacks_is_refused_in_one_line_naming_it_not_dropped(fake):
+    """Every create asks for strict field validation: without it the API server would drop the misspelt field
+    with a warning only, and the job would run without it."""
     job = build_pytorchjob(spec())
     job["spec"]["runPolicy"]["cleanPodPolicyy"] = "All"
-    with pytest.raises(KubernetesAPIError, match="HTTP 422.*cleanPodPolicyy"):
+    with pytest.raises(KubernetesAPIError) as info:
+        runner(fake).run(job)
+    message = str(info.value)
+    assert 'refused unknown field "spec.runPolicy.cleanPodPolicyy" (HTTP 400, strict field validation' in message
+    assert "\n" not in message and not fake.jobs
+    assert fake.strict_refusals == [["spec.runPolicy.cleanPodPolicyy"]]
+
+
+def test_an_invalid_job_is_rejected_with_the_servers_message(fake):
+    job = build_pytorchjob(spec())
+    job["spec"]["runPolicy"]["cleanPodPolicy"] = 7
+    with pytest.raises(KubernetesAPIError, match="HTTP 422.*cleanPodPolicy"):
         runner(fake).run(job)
     assert fake.invalid_bodies
     fake.invalid_bodies.clear()  # expected here
@@ -184,11 +201,67 @@ def test_run_training_dispatches_to_the_cluster_for_both_launchers(fake):
     out = run_training(spec(), "trainjob", WaitPolicy(poll_s=0.01), fake.client)
     assert out["launcher"] == "trainjob" and out["reason"] == "JobSetCompleted"
     (post,) = fake.calls("POST", f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs")
-    assert post.body == build_trainjob(spec())
+    assert post.body == build_trainjob(spec()) and post.query["fieldValidation"] == ["Strict"]
 
     fake.script("run1", [status("Succeeded", reason="PyTorchJobSucceeded")])
     out = run_training(spec(), "pytorchjob", WaitPolicy(poll_s=0.01), fake.client)
     assert out["launcher"] == "pytorchjob" and out["reason"] == "PyTorchJobSucceeded"
+
+
+# -- Trainer v2.1 (Kubeflow 26.03): its TrainJob has podTemplateOverrides, not runtimePatches -------------------
+
+
+@pytest.fixture
+def trainer_v21():
+    server = FakeKubeServer(service_account=(NS, "default-editor"), trainer="v2.1")
+    with server as state:
+        state.client = server.api_client()
+        yield state
+    assert not state.invalid_bodies and not state.pruned
+
+
+@pytest.mark.parametrize("trainer, form", [("v2.3", "runtimePatches"), ("v2.1", "podTemplateOverrides")])
+def test_the_trainjob_keeps_shm_tolerations_and_node_selector_on_either_trainer(trainer, form, caplog):
+    """The API server says which form its Trainer takes: v2.1's refuses spec.runtimePatches (strict field
+    validation), and the job goes again as spec.podTemplateOverrides. What the server stored has /dev/shm, the
+    GPU toleration and the node selector; without strict validation v2.1 would have dropped them all."""
+    server = FakeKubeServer(service_account=(NS, "default-editor"), trainer=trainer)
+    with server as fake, caplog.at_level("INFO", logger="asymvae.cluster.runner"):
+        fake.script("run1", [status("Complete", reason="JobSetCompleted")])
+        job = build_trainjob(spec(node_selector={"nvidia.com/gpu.product": "NVIDIA-H200"}))
+        out = TrainingJobRunner(server.api_client(), WaitPolicy(poll_s=0.01)).run(job)
+    assert out.reason == "JobSetCompleted" and not out.adopted
+    assert fake.strict_refusals == ([["spec.runtimePatches"]] if trainer == "v2.1" else [])
+    assert not fake.pruned and not fake.invalid_bodies
+    (stored,) = fake.created
+    assert form_of(stored) == form and stored["metadata"]["annotations"] == job["metadata"]["annotations"]
+    if trainer == "v2.1":
+        assert schema_errors(stored, TRAINJOB_V21_CRD) == []
+    pod = node_pod_template(stored)["spec"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
+    assert pod["containers"] == [{"name": "node", "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}]
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H200"}
+    assert f"created TrainJob {NS}/run1 (spec.{form})" in caplog.text
+
+
+def test_a_retry_on_trainer_v2_1_adopts_the_job_its_first_attempt_created(trainer_v21):
+    """The earlier attempt created the job in v2.1's form; the retry builds the v2.2+ form, is refused, sends
+    v2.1's form, meets the job (409) and recognises it by its spec hash, the same in both forms."""
+    fake = trainer_v21
+    fake.add_existing(build_trainjob(spec(), POD_TEMPLATE_OVERRIDES), [status("Running"), status("Complete")])
+    out = runner(fake).run(build_trainjob(spec()))
+    assert out.adopted and out.reason == "JobComplete"
+    assert len(fake.calls("POST")) == 2 and fake.strict_refusals == [["spec.runtimePatches"]] and not fake.created
+
+
+def test_on_trainer_v2_1_what_its_trainjob_cannot_carry_is_a_one_line_error(trainer_v21):
+    with pytest.raises(KubernetesAPIError) as info:
+        runner(trainer_v21).run(build_trainjob(spec(active_deadline_seconds=3600)))
+    message = str(info.value)
+    assert message.startswith(f"could not create TrainJob {NS}/run1: this cluster's Trainer does not know spec.")
+    assert "spec.activeDeadlineSeconds needs Trainer v2.2 or later" in message and "\n" not in message
+    assert len(trainer_v21.calls("POST")) == 1 and not trainer_v21.jobs
 
 
 # -- API discovery: a kind the cluster does not serve is refused before anything is created -------------------

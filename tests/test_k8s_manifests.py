@@ -17,10 +17,10 @@ from asymvae.cluster.crd import crd_identity, schema_errors
 from asymvae.cluster.inferenceservice import InferenceServiceSpec, build_inferenceservice
 from asymvae.cluster.jobspec import TrainingJobSpec, gpu_tolerations, job_labels
 from asymvae.cluster.pytorchjob import JOB_NAME_LABEL, REPLICA_TYPE_LABEL, build_pytorchjob
-from asymvae.cluster.trainjob import build_trainjob
+from asymvae.cluster.trainjob import POD_TEMPLATE_OVERRIDES, build_trainjob, in_form
 from tests.fake_kube import trainjob_webhook_errors
 from tests.k8s_rbac import WITH_TRAINING_OPERATOR, allows, kubeflow_role_rules
-from tests.k8s_schemas import CRDS, INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD
+from tests.k8s_schemas import CRDS, INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD, TRAINJOB_V21_CRD
 from tests.kserve_runtime import merged_pod_errors
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
@@ -85,7 +85,7 @@ def crd_for(doc: dict) -> Path | None:
     group = doc["apiVersion"].rpartition("/")[0]
     for path in sorted(CRDS.glob("*.yaml")):
         crd_group, kind, _ = crd_identity(path)
-        if crd_group == group and kind == doc["kind"]:
+        if crd_group == group and kind == doc["kind"] and path != TRAINJOB_V21_CRD:  # k8s/ is for Trainer v2.2+
             return path
     return None
 
@@ -393,3 +393,14 @@ def test_minio_and_the_training_job_use_the_same_secret_and_endpoint():
 
 def test_the_committed_trainjob_passes_trainers_webhook_rules():
     assert trainjob_webhook_errors(find("TrainJob")) == []
+
+
+def test_the_committed_trainjob_is_the_v2_2_form_and_its_v2_1_form_fits_trainer_v2_1_0():
+    """k8s/training-v2 is for Trainer v2.2 and later (spec.runtimePatches); on Kubeflow 26.03's Trainer v2.1.0
+    the same job is written as spec.podTemplateOverrides (docs/cluster.md), which v2.1.0's CRD takes."""
+    job = find("TrainJob")
+    assert "runtimePatches" in job["spec"] and "podTemplateOverrides" not in job["spec"]
+    assert any("'runtimePatches' was unexpected" in e for e in schema_errors(job, TRAINJOB_V21_CRD))
+    older = in_form(job, POD_TEMPLATE_OVERRIDES)
+    assert older == build_trainjob(EXAMPLE_JOB, POD_TEMPLATE_OVERRIDES)
+    assert schema_errors(older, TRAINJOB_V21_CRD) == [] and trainjob_webhook_errors(older) == []

@@ -1,5 +1,6 @@
 """The Kubernetes stand-in's own rules, each shown failing: authentication, namespaces, resourceVersion
-conflicts, and an InferenceService made invalid by KServe's runtime merge."""
+conflicts, unknown fields (pruned, or refused under strict field validation), and an InferenceService made
+invalid by KServe's runtime merge."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from asymvae.cluster import trainjob
 from asymvae.cluster.inferenceservice import GROUP, PLURAL, VERSION, InferenceServiceSpec, build_inferenceservice
+from asymvae.cluster.jobspec import TrainingJobSpec
 from tests.fake_kube import FakeKubeServer
 
 NS = "team-a"
@@ -46,6 +49,28 @@ def test_a_replace_with_a_stale_resource_version_conflicts(cluster) -> None:
     with pytest.raises(ApiException) as conflict:
         api.replace_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "d", stale)
     assert conflict.value.status == 409
+
+
+def test_trainer_v2_1_prunes_runtime_patches_by_default_and_refuses_them_under_strict_validation() -> None:
+    """What the API server does with a field the CRD lacks (here Trainer v2.1.0's TrainJob, which has no
+    spec.runtimePatches): by default (`Warn`) the object is created without it, losing the pod template; with
+    `fieldValidation=Strict` it is refused, HTTP 400, in kube-apiserver's words."""
+    job = trainjob.build_trainjob(TrainingJobSpec(name="run1", namespace=NS, image="asymvae:1"))
+    args = (trainjob.GROUP, trainjob.VERSION, NS, trainjob.PLURAL, job)
+    server = FakeKubeServer(service_account=(NS, "default-editor"), trainer="v2.1")
+    with server as state:
+        api = k8s.CustomObjectsApi(server.api_client())
+        with pytest.raises(ApiException) as strict:
+            api.create_namespaced_custom_object(*args, field_validation="Strict")
+        created = api.create_namespaced_custom_object(*args)
+    body = json.loads(strict.value.body)
+    assert strict.value.status == 400 and body["reason"] == "BadRequest"
+    assert body["message"] == (
+        'TrainJob in version "v1alpha1" cannot be handled as a TrainJob: strict decoding error: '
+        'unknown field "spec.runtimePatches"'
+    )
+    assert "runtimePatches" not in created["spec"] and created["spec"]["trainer"] == job["spec"]["trainer"]
+    assert state.strict_refusals == state.pruned == [["spec.runtimePatches"]]
 
 
 def _ready_condition(api: k8s.CustomObjectsApi) -> dict:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from asymvae.cluster.crd import schema_errors
 from asymvae.cluster.errors import (
     EarlierAttemptFailedError,
     JobFailedError,
@@ -29,6 +30,7 @@ from asymvae.cluster.errors import (
     KubernetesAPIError,
 )
 from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
+from asymvae.cluster.trainjob import form_of, node_pod_template
 from asymvae.cluster.verdict import VERDICT, recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
 from asymvae.steps.train import TrainStepConfig, train_step
@@ -70,29 +72,33 @@ def _fields(runs: Path, base: Path, **changes) -> dict:
     return fields
 
 
-def _server() -> FakeKubeServer:
+def _server(trainer: str = "v2.3") -> FakeKubeServer:
     """The stand-in as the profile's run account, with exactly the rights `kubeflow-edit` gives it (on a
-    platform with the training operator too, for the PyTorchJob cases)."""
+    platform with the training operator too, for the PyTorchJob cases), serving `trainer`'s TrainJob."""
     rules = kubeflow_role_rules("kubeflow-edit", OPERATOR_ROLES)
-    return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=rules, served=WITH_TRAINING_OPERATOR)
+    return FakeKubeServer(
+        service_account=(NS, "default-editor"), rbac_rules=rules, served=WITH_TRAINING_OPERATOR, trainer=trainer
+    )
 
 
-@pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])
+@pytest.mark.parametrize("launcher, trainer", [("pytorchjob", "v2.3"), ("trainjob", "v2.3"), ("trainjob", "v2.1")])
 def test_submits_the_job_in_its_own_namespace_and_copies_the_export_from_the_pvc(
-    tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path, in_pod: None, launcher: str
+    tmp_path: Path, base_vae_dir: Path, asym_export_dir: Path, in_pod: None, launcher: str, trainer: str
 ) -> None:
+    """On Kubeflow 26.03's Trainer v2.1 the TrainJob is created in that Trainer's form (podTemplateOverrides),
+    and what the API server keeps of it still has /dev/shm, the runs volume, the GPU toleration and the node
+    selector."""
     runs, job = tmp_path / "runs", "asymvae-train-abc"
     # What the job's pods leave on the shared volume when they finish.
     shutil.copytree(asym_export_dir, runs / job / "step2")
     done = "Succeeded" if launcher == "pytorchjob" else "Complete"
-    server = _server()
+    server = _server(trainer)
     with server as fake:
         fake.script(job, [status("Created", "Running", done)], log="trained\n")
         cfg = TrainStepConfig(**_fields(runs, base_vae_dir, launcher=launcher))
         meta = train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client())
-    assert not fake.refused
-    (created,) = fake.calls("POST", f"/namespaces/{NS}/{PLURALS[launcher]}")
-    obj = created.body
+    assert not fake.refused and not fake.pruned and not fake.invalid_bodies
+    (obj,) = fake.created  # what the API server stored
     assert obj["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Pod", "name": "asymvae-train-pod", "uid": "6f1c"}
     ]
@@ -102,17 +108,20 @@ def test_submits_the_job_in_its_own_namespace_and_copies_the_export_from_the_pvc
         (container,) = pod["containers"]
         cmd, env, resources = container["command"], container["env"], container["resources"]
     else:
-        trainer = obj["spec"]["trainer"]
-        assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 4
-        patch = obj["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
-        pod = patch["template"]["spec"]["template"]["spec"]
-        cmd, env, resources = trainer["command"], trainer["env"], trainer["resourcesPerNode"]
+        spec = obj["spec"]
+        assert spec["trainer"]["numNodes"] == 2 and spec["trainer"]["numProcPerNode"] == 4
+        assert form_of(obj) == {"v2.3": "runtimePatches", "v2.1": "podTemplateOverrides"}[trainer]
+        assert schema_errors(obj, fake.crd("trainjobs")) == []
+        pod = node_pod_template(obj)["spec"]
+        cmd, env, resources = spec["trainer"]["command"], spec["trainer"]["env"], spec["trainer"]["resourcesPerNode"]
     assert cmd[:3] == ["asymvae", "train", "demo"]
     assert f"data.shards={SHARDS}" in cmd and cmd[cmd.index("--output") + 1] == str(runs / job)
     assert resources == {"limits": {"nvidia.com/gpu": 4, "cpu": "8", "memory": "64Gi"},
                          "requests": {"cpu": "8", "memory": "64Gi"}}  # fmt: skip
     assert {"name": "output", "persistentVolumeClaim": {"claimName": "asymvae-runs"}} in pod["volumes"]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
+    mounts = next(c for c in pod["containers"] if c["name"] in ("node", "pytorch"))["volumeMounts"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in mounts
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H200"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}

@@ -4,9 +4,14 @@ pods' restarts, surface rank 0's logs, clean up.
 Policies, chosen for a pipeline step that may be retried or stopped:
 - Before anything is created, the cluster's API discovery must list the job's kind (its CRD installed);
   otherwise KindNotServedError names the CRD, how to install it and the launchers the cluster does serve.
+- The job is created with strict field validation: a field the cluster's CRD lacks is refused (one line
+  naming it) instead of pruned, so a job never runs without part of its spec. A TrainJob refused for
+  `spec.runtimePatches` (Trainer v2.1, which Kubeflow 26.03 installs) is sent once more in v2.1's form,
+  `spec.podTemplateOverrides` (asymvae.cluster.trainjob.in_form); the log names the form used.
 - An existing job of the same name (HTTP 409) is handled per `on_exists`:
-  `adopt` (default) takes over a job created from the same spec (same `asymvae/spec-hash` annotation) that is
-  running or has succeeded, so a retried step neither duplicates nor loses a run; a failed one is reported
+  `adopt` (default) takes over a job created from the same spec (same `asymvae/spec-hash` annotation, the
+  same in both TrainJob forms) that is running or has succeeded, so a retried step neither duplicates nor
+  loses a run; a failed one is reported
   (JobFailedError with its reason and rank 0's last lines) and left as it is: a retry never starts a training
   again after the training itself failed. A job with a different spec is a conflict (JobConflictError).
   `replace` deletes whatever exists and creates anew. `fail` raises JobConflictError. An adopted job is
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,12 +120,23 @@ TRAINJOB = JobKind(
     ((trainjob.COMPLETION_INDEX_LABEL, "0"),),
     "trainjob",
     # kubeflow/trainer v2.2.0 (its CHANGELOG gives this form for each release): manifests/overlays/manager and
-    # overlays/runtimes (the torch-distributed ClusterTrainingRuntime). v2.1.0 has no spec.runtimePatches.
-    "install Kubeflow Trainer v2.2.0 or later and its runtimes: kubectl apply --server-side -k "
+    # overlays/runtimes (the torch-distributed ClusterTrainingRuntime). v2.1.0 (Kubeflow 26.03) works too: the
+    # runner then writes the job in v2.1's form (see TrainingJobRunner._post).
+    "install Kubeflow Trainer v2.1.0 or later and its runtimes, e.g.: kubectl apply --server-side -k "
     '"https://github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.2.0" && kubectl apply '
     '--server-side -k "https://github.com/kubeflow/trainer.git/manifests/overlays/runtimes?ref=v2.2.0"',
 )
 KINDS = {(f"{k.group}/{k.version}", k.kind): k for k in (PYTORCHJOB, TRAINJOB)}
+STRICT = "Strict"
+"""The `fieldValidation` of every create: the API server refuses a field the kind's CRD lacks (HTTP 400) instead
+of pruning it with only a warning (its default, `Warn`), so that a job never runs without a part of its spec."""
+_STRICT_ERROR = re.compile(r"strict decoding error: (.*)$")
+"""How kube-apiserver words a strict field validation refusal (HTTP 400 BadRequest): k8s.io/apimachinery
+pkg/runtime/error.go `strictDecodingError` ("strict decoding error: " and the errors joined by ", "), each
+unknown field of a custom resource as `unknown field "PATH"` (k8s.io/apiextensions-apiserver
+pkg/apiserver/customresource_handler.go, `schemaCoercingDecoder.Decode`), wrapped by k8s.io/apiserver
+pkg/endpoints/handlers/rest.go `transformDecodeError` as `KIND in version "V" cannot be handled as a KIND: ...`."""
+_FIELD_ERROR = re.compile(r'(\w+ field "([^"]+)")')
 
 
 def job_kind(job: dict[str, Any]) -> JobKind:
@@ -308,10 +325,11 @@ class TrainingJobRunner:
     def _create(self, kind: JobKind, job: dict[str, Any], deadline: float) -> bool:
         """Create the job; on 409 apply the on-exists policy. Returns True when an existing job was adopted."""
         name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
-        if self._post(kind, job):
+        created, job = self._post(kind, job)
+        if created:
             return False
         existing = self._get(kind, name, ns)
-        if existing is None and self._post(kind, job):  # deleted in between
+        if existing is None and self._post(kind, job)[0]:  # deleted in between
             return False
         existing = existing or {}
         wanted = job["metadata"].get("annotations", {}).get(SPEC_HASH_ANNOTATION)
@@ -342,7 +360,7 @@ class TrainingJobRunner:
             if self.clock() >= deadline:
                 raise JobTimeoutError(f"{kind.kind} {ns}/{name}: the old job was not deleted before the deadline")
             self.sleep(min(self.policy.poll_s, 1.0))
-        if not self._post(kind, job):
+        if not self._post(kind, job)[0]:
             raise JobConflictError(f"{kind.kind} {ns}/{name} was created again by someone else while replacing it")
         return False
 
@@ -366,17 +384,58 @@ class TrainingJobRunner:
             raise _api_error(e, f"take over {kind.kind} {ns}/{name}", kind) from e
         log.info("%s %s/%s is now owned by pod %s", kind.kind, ns, name, wanted[0].get("name"))
 
-    def _post(self, kind: JobKind, job: dict[str, Any]) -> bool:
-        """Create `job`: True when created, False when one of that name exists (HTTP 409)."""
+    def _post(self, kind: JobKind, job: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Create `job` with strict field validation. Returns (created, the form of `job` the API server takes);
+        created is False when one of that name exists (HTTP 409). A TrainJob refused because the cluster's
+        Trainer does not know `spec.runtimePatches` (Trainer v2.1) is sent once more in v2.1's form
+        (`spec.podTemplateOverrides`). Any other field the API server does not know is a KubernetesAPIError
+        naming it."""
         name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
+        error = self._send(kind, job)
+        refused = strict_errors(error)
+        if kind is TRAINJOB and f'unknown field "spec.{trainjob.RUNTIME_PATCHES}"' in refused:
+            try:
+                job = trainjob.in_form(job, trainjob.POD_TEMPLATE_OVERRIDES)
+            except ValueError as e:
+                raise KubernetesAPIError(
+                    f"could not create TrainJob {ns}/{name}: this cluster's Trainer does not know "
+                    f"spec.{trainjob.RUNTIME_PATCHES} (Trainer v2.1), and {e}"
+                ) from e
+            log.info(
+                "TrainJob %s/%s: this cluster's Trainer does not know spec.%s (Trainer v2.1): sending it as spec.%s",
+                ns, name, trainjob.RUNTIME_PATCHES, trainjob.POD_TEMPLATE_OVERRIDES,
+            )  # fmt: skip
+            error = self._send(kind, job)
+            refused = strict_errors(error)
+        form = f" (spec.{trainjob.form_of(job)})" if kind is TRAINJOB else ""
+        if error is None:
+            log.info("created %s %s/%s%s", kind.kind, ns, name, form)
+            return True, job
+        if error.status == 409:
+            return False, job
+        if refused:
+            raise KubernetesAPIError(
+                f"could not create {kind.kind} {ns}/{name}: the API server refused {', '.join(refused)} (HTTP "
+                f"{error.status}, strict field validation against the {kind.crd} {kind.version} CRD this cluster "
+                "serves). Fix or remove that field, or install the operator version that defines it"
+            ) from error
+        raise _api_error(error, f"create {kind.kind} {ns}/{name}", kind) from error
+
+    def _send(self, kind: JobKind, job: dict[str, Any]) -> ApiException | None:
+        """POST `job` with `fieldValidation=Strict`: None when created, else the API server's refusal."""
         try:
-            self._call(self.custom.create_namespaced_custom_object, kind.group, kind.version, ns, kind.plural, job)
+            self._call(
+                self.custom.create_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                job["metadata"]["namespace"],
+                kind.plural,
+                job,
+                field_validation=STRICT,
+            )
         except ApiException as e:
-            if e.status == 409:
-                return False
-            raise _api_error(e, f"create {kind.kind} {ns}/{name}", kind) from e
-        log.info("created %s %s/%s", kind.kind, ns, name)
-        return True
+            return e
+        return None
 
     def _wait(self, kind: JobKind, name: str, ns: str, deadline: float) -> dict[str, Any]:
         """Poll the job until it succeeds or fails; JobTimeoutError past `deadline`; JobFailedError (the job
@@ -514,12 +573,20 @@ def _api_error(e: ApiException, what: str, kind: JobKind | None = None) -> Kuber
     return KubernetesAPIError(f"could not {what}: HTTP {e.status} {e.reason}. {hint} {api_message(e)}".strip())
 
 
-def api_message(e: ApiException) -> str:
-    """The API server's own message from an error response (its Status object's `message`), shortened."""
+def strict_errors(e: ApiException | None) -> list[str]:
+    """What a strict field validation refusal (HTTP 400) names, e.g. `unknown field "spec.runtimePatches"`;
+    [] for any other answer."""
+    found = _STRICT_ERROR.search(api_message(e, limit=None)) if e is not None and e.status == 400 else None
+    return [m.group(1) for m in _FIELD_ERROR.finditer(found.group(1))] if found else []
+
+
+def api_message(e: ApiException, limit: int | None = 500) -> str:
+    """The API server's own message from an error response (its Status object's `message`), shortened to
+    `limit` characters (None: whole)."""
     body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else (e.body or "")
     try:
         found = json.loads(body)
     except ValueError:
         found = None
     text = found.get("message", body) if isinstance(found, dict) else body
-    return str(text).strip()[:500]
+    return str(text).strip()[:limit]
