@@ -44,8 +44,10 @@ TRAIN_TIMEOUT_S = 48 * HOUR
 """Deadline of the training job; the train step's own timeout adds an hour for the base model and the copy."""
 RETRIES = 2
 """Retries of prepare, train, evaluate and export after a failure (node loss, API hiccups): each can repeat
-without harm (prepare reuses an up-to-date dataset, train adopts its running job by spec hash, evaluate and
-export rewrite their artifacts). Deploy is not retried: its inference check is a verdict, not a hiccup."""
+without harm (prepare reuses an up-to-date dataset, train adopts its running job by spec hash and resumes from
+its last checkpoint, evaluate and export rewrite their artifacts). Argo retries on any failure, so the train
+step itself stops a retry after the training failed (asymvae.cluster.verdict). Deploy is not retried: its
+inference check is a verdict, not a hiccup."""
 
 
 def _with_store(task: dsl.PipelineTask) -> dsl.PipelineTask:
