@@ -109,6 +109,7 @@ def test_a_compiled_step_runs_in_the_image(image: Built, tmp_path: Path) -> None
                     ]
                 }
             },
+            "parameters": {"shards": {"outputFile": "/out/shards"}},
             "outputFile": "/out/executor_output.json",
         },
     }
@@ -121,6 +122,7 @@ def test_a_compiled_step_runs_in_the_image(image: Built, tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     manifest = json.loads((out / "dataset" / "manifest.json").read_text())
     assert manifest["shards"]
+    assert (out / "shards").read_text() == "/out/dataset/manifest.json"  # the output parameter train reads
     metadata = json.loads((out / "executor_output.json").read_text())["artifacts"]["dataset"]["artifacts"][0]
     assert metadata["metadata"]["train_samples"] + metadata["metadata"]["val_samples"] == 8
 
