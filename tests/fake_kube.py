@@ -46,13 +46,12 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import yaml
 
 from asymvae.cluster.crd import schema_errors
-from tests.http_standin import Request, json_handler
+from tests.http_standin import LoopbackServer, Request, json_handler
 from tests.k8s_schemas import INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD, TRAINJOB_V21_CRD
 from tests.kserve_runtime import merged_pod_errors
 
@@ -646,17 +645,15 @@ class FakeKubeServer:
         trainer: str = "v2.3",
     ) -> None:
         self.state = FakeKube(service_account=service_account, rbac_rules=rbac_rules, served=served, trainer=trainer)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.state.handle))
-        self.state.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.server = LoopbackServer(json_handler(self.state.handle))
+        self.state.url = self.server.url
 
     def __enter__(self) -> FakeKube:
-        self.thread.start()
+        self.server.start()
         return self.state
 
     def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
     def api_client(self, token: str | None = TOKEN) -> Any:
         """The real kubernetes ApiClient, configured for this server (with the service account's token)."""

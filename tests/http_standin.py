@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -74,3 +75,22 @@ def json_handler(handle: Handle) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+class LoopbackServer:
+    """A threaded HTTP server on a free loopback port, answering with `handler` from `start()` to `stop()`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -19,14 +19,12 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import urllib.parse
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from tests.http_standin import Request, json_handler
+from tests.http_standin import LoopbackServer, Request, json_handler
 
 HEALTH_PATHS = ("/healthz", "/ready", "/wait-for-drain", "/metrics", "/stats/prometheus")
 """The paths the overlay lets through without a token (and `*/healthz`, `*/ready`)."""
@@ -39,17 +37,15 @@ class M2MGateway:
     def __init__(self, routes: dict[str, str], tokens: set[str]) -> None:
         self.routes, self.tokens = routes, tokens
         self.seen: list[str | None] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.handle))
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.server = LoopbackServer(json_handler(self.handle))
+        self.port = self.server.port
 
     def __enter__(self) -> int:
-        self.thread.start()
+        self.server.start()
         return self.port
 
     def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
     def handle(self, req: Request) -> tuple[int, Any]:
         self.seen.append(req.headers.get("authorization"))

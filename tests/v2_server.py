@@ -11,8 +11,7 @@ raw tensors (the binary tensor extension `tritonclient.http` uses: `Inference-He
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from asymvae.export.client import NUMPY_DTYPES, ModelIO
+from tests.http_standin import LoopbackServer
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -65,17 +65,15 @@ class V2Server:
     def __init__(self, repository: Path) -> None:
         self.models = {p.name: _Model(p) for p in sorted(Path(repository).iterdir()) if (p / "config.pbtxt").is_file()}
         self.requests: list[dict[str, Any]] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.server = LoopbackServer(self._handler())
+        self.url = self.server.url
 
     def __enter__(self) -> str:
-        self.thread.start()
+        self.server.start()
         return self.url
 
     def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
     def infer(self, model: _Model, header: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], list[bytes]]:
         arrays, offset = {}, 0
