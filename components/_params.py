@@ -83,12 +83,10 @@ def document(doc: str, config: type, params: typing.Mapping[str, inspect.Paramet
     end = start
     while end < len(lines) and (lines[end].startswith("    ") or not lines[end].strip()):
         end += 1
-    written = {m.group(1) for line in lines[start:end] if (m := _ARG.match(line))}
-    wanted = [name for name in params if name in docs and name not in written]
-    entries = {name: [f"    {name}: {' '.join(docs[name].split())}"] for name in wanted}
-    head = lines[:start] if "Args:" in lines else [*lines, "", "Args:"]
     hand = _entries(lines[start:end])
-    ordered = [hand.get(n) or entries[n] for n in params if n in hand or n in entries]
+    generated = {name: [f"    {name}: {' '.join(docs[name].split())}"] for name in params if name in docs}
+    ordered = [hand.get(n) or generated[n] for n in params if n in hand or n in generated]
+    head = lines[:start] if "Args:" in lines else [*lines, "", "Args:"]
     return "\n".join([*head, *(line for entry in ordered for line in entry), *lines[end:]])
 
 
