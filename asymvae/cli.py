@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 
 from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, train
+from asymvae.commands.options import unknown_options
 from asymvae.data.termination import Terminated
 from asymvae.errors import UserError
 from asymvae.storage.faults import environment_fault
@@ -29,7 +31,8 @@ def _setup_logging() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="asymvae", description=__doc__)
+    parser = argparse.ArgumentParser(prog="asymvae", description=__doc__, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('asymvae')}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
@@ -38,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `asymvae` and `vaeengine`."""
-    args = build_parser().parse_args(argv)
+    args, extras = build_parser().parse_known_args(argv)
+    if extras:  # the subcommand's own usage, and the closest option it knows
+        args.parser.error(unknown_options(args.parser, extras))
     _setup_logging()
     try:
         sys.exit(args.func(args))

@@ -1,4 +1,5 @@
-"""Typed configuration from text: YAML files and `--set a.b=value` overrides into checked dataclasses.
+"""Typed configuration from text: YAML files, command-line values and `section.field=value` overrides into
+checked dataclasses.
 
 Every config is a dataclass whose fields carry a docstring; each lives beside the code that owns it
 (the experiment's sections in `asymvae/*/config.py`, composed by `asymvae.training.experiment`). This
@@ -74,26 +75,44 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
     return from_dict(cls, data)
 
 
-def apply_overrides(cfg: T, overrides: list[str], section: str = "", example: str = "train.max_steps=100") -> T:
-    """Return a copy of config dataclass `cfg` with `section.field=value` overrides applied (values parsed as YAML).
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`section.field=value` strings (the pipeline's `overrides` parameter) as {dotted key: value read as YAML}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.max_steps=100")
+        out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+    return out
+
+
+def override_flag(item: str) -> str:
+    """The command-line flag of one `section.field=value` override: `train.max_steps=5` -> `--train.max-steps=5`."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.max_steps=100")
+    return f"--{key.strip().replace('_', '-')}={text}"
+
+
+def apply_overrides(cfg: T, overrides: list[str] | dict[str, Any], section: str = "") -> T:
+    """Return a copy of config dataclass `cfg` with overrides applied: `section.field=value` strings (values
+    read as YAML) or a {dotted key: value} mapping (the command line's typed values).
 
     `cfg` is the whole experiment, or with `section` (e.g. `prepare`) that one section: then every key
-    starts with `section.`. `example` is the override the error for a malformed item suggests.
+    starts with `section.`. Every value is checked as a config file's would be.
     """
+    values = parse_overrides(overrides) if isinstance(overrides, list) else overrides
     root = {section: to_dict(cfg)} if section else to_dict(cfg)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set {example}")
+    for key, value in values.items():
         node = root
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for depth, part in enumerate(parts):
             prefix = ".".join(parts[: depth + 1])
             if not isinstance(node, dict) or part not in node:
                 known = node.keys() if isinstance(node, dict) else []
                 raise ConfigError(_unknown_key(prefix, part, known))
             if depth == len(parts) - 1:
-                node[part] = yaml.safe_load(text) if text.strip() else ""
+                node[part] = _plain(value)
             else:
                 node = node[part]
     return from_dict(type(cfg), root[section] if section else root, section)
@@ -123,6 +142,13 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {tp}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}.{hint}")
+        return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
@@ -144,7 +170,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         except ValueError:
             pass
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        # `--set model.decoder=2` style values that YAML parsed as numbers but the field wants text.
+        # `--model.decoder 2` style values that YAML parsed as numbers but the field wants text.
         return str(value)
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{path}: expected true or false, got {value!r}")
@@ -185,6 +211,7 @@ def parse_value(tp: Any, text: str, path: str) -> Any:
     except yaml.YAMLError:
         value = text
     wants_text = tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
+    wants_text |= typing.get_origin(tp) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(tp))
     if wants_text and not isinstance(value, str) and (value is not None or tp is str):
-        value = text  # `--name 007` (or `--prompt null` for a plain str) stays the text it was
+        value = text  # `--name 007`, `--compile off` (or `--prompt null` for a plain str) stay the text it was
     return _coerce(tp, value, path)

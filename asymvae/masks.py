@@ -18,10 +18,13 @@ depend on the training resolution.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # numpy and torch load when masks are drawn, not when a config is read (`asymvae --help`)
+    import numpy as np
+    import torch
 
 # Mixed into the seed sequence so that masks are not correlated with other per-sample randomness
 # (crops, flips) that may be seeded with the same `[seed, index]`.
@@ -85,7 +88,7 @@ def eval_mask_config() -> MaskConfig:
 
 def _is_int(value: object) -> bool:
     # bool is an int subclass, but `True` as a size is always a config mistake.
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy's integers too
 
 
 def _check_range(name: str, value: object) -> tuple[int, int]:
@@ -116,6 +119,8 @@ def _scaled(value: float, scale: float) -> int:
 
 def _draw_capsule(hole: np.ndarray, x0: float, y0: float, x1: float, y1: float, radius: float) -> None:
     """Mark every pixel centre within `radius` of the segment: a thick line with round ends and joints."""
+    import numpy as np
+
     height, width = hole.shape
     left = max(0, math.floor(min(x0, x1) - radius))
     right = min(width, math.ceil(max(x0, x1) + radius) + 1)
@@ -136,6 +141,8 @@ def _draw_capsule(hole: np.ndarray, x0: float, y0: float, x1: float, y1: float, 
 
 
 def _stroke_mask(cfg: MaskConfig, rng: np.random.Generator, height: int, width: int, scale: float) -> np.ndarray:
+    import numpy as np
+
     hole = np.zeros((height, width), dtype=bool)
     for _ in range(_pick(rng, *cfg.stroke_count)):
         # Start anywhere on the image; fractions of the side keep the layout resolution-independent.
@@ -158,6 +165,8 @@ def _stroke_mask(cfg: MaskConfig, rng: np.random.Generator, height: int, width: 
 
 
 def _box_mask(cfg: MaskConfig, rng: np.random.Generator, height: int, width: int, scale: float) -> np.ndarray:
+    import numpy as np
+
     hole = np.zeros((height, width), dtype=bool)
     margin = _scaled(cfg.box_margin, scale) if cfg.box_margin > 0 else 0
     size_lo, size_hi = (_scaled(v, scale) for v in cfg.box_size)
@@ -191,6 +200,8 @@ def make_mask(cfg: MaskConfig, height: int, width: int, seed: int, index: int) -
         A float32 array of shape (height, width) holding only 0.0 and 1.0. The same arguments give the
         identical mask in any process; a different `index` or `seed` almost always gives another one.
     """
+    import numpy as np
+
     for name, value in (("height", height), ("width", width)):
         if not _is_int(value) or value <= 0:
             raise ValueError(f"mask {name} must be a positive integer, got {value!r}")
@@ -212,4 +223,6 @@ def make_mask(cfg: MaskConfig, height: int, width: int, seed: int, index: int) -
 
 def mask_tensor(cfg: MaskConfig, height: int, width: int, seed: int, index: int) -> torch.Tensor:
     """`make_mask` as a float32 tensor of shape (1, height, width), ready to stack into a batch."""
+    import torch
+
     return torch.from_numpy(make_mask(cfg, height, width, seed, index)).unsqueeze(0)

@@ -4,16 +4,25 @@ A parameter that only feeds one component input is taken from that component (`F
 description are the component's, which for train and deploy come from the library's step config
 (asymvae_components._params). A parameter of the pipeline's own (`Own`: shared by several steps, or about
 a step's own pod) is declared here. `signature()` and `docstring()` turn the table into the pipeline function's
-signature and `Args:`, which KFP compiles into the YAML and shows in the UI.
+signature and `Args:`, which KFP compiles into the YAML and shows in the UI. `compiled_parameters()` reads
+them back from the committed YAML without kfp, for the command line's `--pipeline.NAME` flags.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 _KFP_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool, "List": list, "Dict": dict}
+_COMPILED_TYPES = {
+    "STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool, "LIST": list, "STRUCT": dict,
+}  # fmt: skip
+COMPILED = Path(__file__).with_name("asymvae_pipeline.yaml")
+"""The compiled pipeline, committed and installed with this package (`make compile` writes it)."""
 
 
 @dataclass(frozen=True)
@@ -64,3 +73,16 @@ def docstring(summary: str, params: list[Param]) -> str:
         first, *rest = p.spec()[2].splitlines() or [""]
         lines += [f"    {p.name}: {first}", *(f"        {line.strip()}" for line in rest)]
     return "\n".join(lines)
+
+
+def compiled_parameters(path: Path = COMPILED) -> list[tuple[str, type, Any, str]]:
+    """(name, type, default, description) of every pipeline parameter, as compiled into the pipeline's YAML:
+    the signature above, read without importing kfp (so that `asymvae pipeline submit --help` stays light)."""
+    with path.open() as f:
+        spec = next(yaml.load_all(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    out = []
+    for name, p in spec["root"]["inputDefinitions"]["parameters"].items():
+        tp = _COMPILED_TYPES[p["parameterType"]]
+        default = p.get("defaultValue")
+        out.append((name, tp, int(default) if tp is int else default, p.get("description", "")))
+    return out

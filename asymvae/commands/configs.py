@@ -1,11 +1,12 @@
-"""`asymvae configs [NAME]`: list presets, or print one as YAML (a starting point for your own file)."""
+"""`asymvae configs [NAME] [--section.field VALUE ...]`: list presets, or print one, with any changes, as YAML (a
+starting point for your own file)."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from asymvae.commands.options import PRESET_NOTE, add_command, from_args
+from asymvae.commands.options import PRESET_NOTE, add_command, config_leaves, from_args, section_values
 from asymvae.training.experiment import ExperimentConfig
 
 
@@ -15,8 +16,6 @@ class ConfigsOptions:
 
     name: str | None = None
     """A preset name or YAML file to print, resolved, as YAML (without it: list the presets)."""
-    set: list[str] = field(default_factory=list)
-    """Override one config key, `section.field=value`, before printing; repeatable."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = from_args(ConfigsOptions, args)
     if opts.name:
-        cfg = load_experiment(opts.name, opts.set)
+        cfg = load_experiment(opts.name, section_values(args))
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     width = max(len(n) for n in PRESETS)
@@ -41,5 +40,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `configs` to the command line."""
     add_command(
         sub, "configs", ConfigsOptions, run, help="list presets, or print one as YAML", description=__doc__,
-        positional=("name",), set_keys=(ExperimentConfig, "", PRESET_NOTE),
+        positional=("name",), sections=config_leaves(ExperimentConfig()), sections_note=PRESET_NOTE,
     )  # fmt: skip

@@ -6,29 +6,29 @@ The Kubeflow layer (and kfp) is imported when a pipeline command runs, not when 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asymvae.commands.options import PRESET_NOTE, add_command, from_args
-from asymvae.config import ConfigError
-from asymvae.training.experiment import ExperimentConfig
+from asymvae.commands.options import Leaf, add_command, from_args, section_values
 from asymvae_components._image import IMAGE
 
+PARAMS_NOTE = (
+    "the pipeline's parameters (`docs/kubeflow.md`); values read as YAML, e.g. --pipeline.nodes 2, "
+    "--pipeline.overrides [train.max_steps=50]; those not given keep the pipeline's defaults"
+)
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` pipeline arguments; a VALUE that parses as JSON (numbers, true/false, lists) is taken as such."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--param {item!r}: expected NAME=VALUE, e.g. --param nodes=2")
-        try:
-            out[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key.strip()] = text
-    return out
+
+def pipeline_leaves() -> list[Leaf]:
+    """The pipeline's parameters as `--pipeline.NAME` flags, from its compiled signature (no kfp import)."""
+    from asymvae_pipelines.parameters import compiled_parameters
+
+    return [Leaf(f"pipeline.{name}", tp, default, doc) for name, tp, default, doc in compiled_parameters()]
+
+
+def pipeline_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline arguments given on the command line (the others keep the pipeline's defaults)."""
+    return {k.removeprefix("pipeline."): v for k, v in section_values(args, "pipeline").items()}
 
 
 @dataclass
@@ -57,11 +57,6 @@ class RunLocalOptions:
 
     root: str = "work_dirs/pipeline-runs"
     """Artifact root: each run lands in `ROOT/asymvae-<timestamp>/<task>/<output>`."""
-    param: list[str] = field(default_factory=list)
-    """A pipeline argument NAME=VALUE (VALUE read as JSON when it parses), e.g. `eval_max_images=16`; repeatable."""
-    set: list[str] = field(default_factory=list)
-    """A training override `section.field=value` (appended to the `overrides` argument), e.g.
-    `train.max_steps=50`; repeatable."""
     runner: str = "subprocess"
     """How each step runs: `subprocess` (a process of this Python) or `docker` (a container of `--image` in the
     Docker engine DOCKER_HOST names, exactly as a cluster runs it; docs/cluster.md, "The image")."""
@@ -86,8 +81,6 @@ class RemoteOptions:
     notebook); without a token or a file, kfp.Client's own credentials (its context, kubeconfig) are used."""
     experiment: str = "asymvae"
     """Experiment name (created when missing)."""
-    param: list[str] = field(default_factory=list)
-    """A pipeline argument NAME=VALUE (VALUE read as JSON when it parses), e.g. `nodes=2`; repeatable."""
     pipeline_root: str | None = None
     """Artifact root of the run (default: the namespace's)."""
     runs_volume: str | None = None
@@ -141,11 +134,8 @@ def _run_local(args: argparse.Namespace) -> int:
     from asymvae_pipelines.local import run_local, summary_lines
 
     opts = from_args(RunLocalOptions, args)
-    params = parse_params(opts.param)
-    if opts.set:
-        params["overrides"] = list(params.get("overrides", [])) + list(opts.set)
     start = time.perf_counter()
-    run_dir, artifacts = run_local(opts.root, params, opts.runner, opts.image)
+    run_dir, artifacts = run_local(opts.root, pipeline_params(args), opts.runner, opts.image)
     print("\n" + "\n".join(summary_lines(run_dir, artifacts, time.perf_counter() - start)))
     return 0
 
@@ -159,7 +149,7 @@ def _run_submit(args: argparse.Namespace) -> int:
     from asymvae_pipelines.remote import submit
 
     o = from_args(SubmitOptions, args)
-    params = parse_params(o.param)
+    params = pipeline_params(args)
     run, registered = submit(
         o.connection(), params, o.image, o.experiment, o.run_name, o.pipeline_root, o.service_account, o.runs_volume
     )
@@ -171,7 +161,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
     from asymvae_pipelines.remote import schedule
 
     o = from_args(ScheduleOptions, args)
-    params = parse_params(o.param)
+    params = pipeline_params(args)
     job, registered = schedule(
         o.connection(), o.cron, params, o.image, o.experiment, o.name, o.pipeline_root, o.service_account, o.runs_volume
     )
@@ -184,15 +174,21 @@ def _run_schedule(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `pipeline` to the command line."""
-    p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, run locally, submit, schedule")
+    p = sub.add_parser(
+        "pipeline", help="the Kubeflow pipeline: compile, run locally, submit, schedule", allow_abbrev=False
+    )
     steps = p.add_subparsers(dest="action", required=True)
     add_command(steps, "compile", CompileOptions, _run_compile, help="compile the pipeline and its components to YAML")
+    leaves = pipeline_leaves()
     add_command(
-        steps, "run-local", RunLocalOptions, _run_local, set_keys=(ExperimentConfig, "", PRESET_NOTE),
+        steps, "run-local", RunLocalOptions, _run_local, sections=iter(leaves), sections_note=PARAMS_NOTE,
         help="run the whole pipeline here with kfp.local (the built-in demo by default)",
     )  # fmt: skip
-    add_command(steps, "submit", SubmitOptions, _run_submit, help="start a run on a Kubeflow Pipelines server")
     add_command(
-        steps, "schedule", ScheduleOptions, _run_schedule,
+        steps, "submit", SubmitOptions, _run_submit, sections=iter(leaves), sections_note=PARAMS_NOTE,
+        help="start a run on a Kubeflow Pipelines server",
+    )  # fmt: skip
+    add_command(
+        steps, "schedule", ScheduleOptions, _run_schedule, sections=iter(leaves), sections_note=PARAMS_NOTE,
         help="schedule recurring retraining on a Kubeflow Pipelines server",
     )  # fmt: skip

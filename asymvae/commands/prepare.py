@@ -1,4 +1,5 @@
-"""`asymvae prepare SOURCE --out URI`: validate, resize and split a source into tar shards plus a manifest."""
+"""`asymvae prepare SOURCE --out URI [--prepare.field VALUE ...]`: validate, resize and split a source into tar
+shards plus a manifest."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from asymvae.commands.options import add_command, from_args
-from asymvae.data.prepare import PrepareConfig
+from asymvae.data.config import PrepareConfig
 
 
 @dataclass
@@ -19,18 +20,16 @@ class PrepareOptions:
     """Output folder or `s3://bucket/prefix`."""
     create_bucket: bool = False
     """Create the S3 bucket if it does not exist."""
-    set: list[str] = field(default_factory=list)
-    """Override one setting, `prepare.field=value` (value read as YAML), e.g. `prepare.max_side=512`;
-    repeatable. The keys are listed below."""
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    """How images become shards: `--prepare.max-side 512`, `--prepare.eval-masks.full-mask-prob 0`, ..."""
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare, then print where the manifest is and how to train from it."""
-    from asymvae.data.prepare import bad_summary, prepare, prepare_config
+    from asymvae.data.prepare import bad_summary, prepare
 
     opts = from_args(PrepareOptions, args)
-    cfg = prepare_config(opts.set)
-    result = prepare(opts.source, opts.out, cfg, progress=True, create_bucket=opts.create_bucket)
+    result = prepare(opts.source, opts.out, opts.prepare, progress=True, create_bucket=opts.create_bucket)
     m = result.manifest
     if result.up_to_date:
         print(
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if m.bad.get("count"):
             print(bad_summary(m.bad, result.bad_list or "the manifest"))
     print(f"Manifest: {result.manifest_uri}")
-    print(f"Train from it with:\n  asymvae train CONFIG --set data.shards={result.manifest_uri}")
+    print(f"Train from it with:\n  asymvae train CONFIG --data.shards {result.manifest_uri}")
     return 0
 
 
@@ -57,5 +56,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_command(
         sub, "prepare", PrepareOptions, run, description=__doc__,
         help="turn images into checksummed tar shards + manifest (local folder or s3://bucket/prefix)",
-        positional=("source",), set_keys=(PrepareConfig, "prepare", ""),
+        positional=("source",),
     )  # fmt: skip

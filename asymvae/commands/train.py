@@ -1,13 +1,16 @@
-"""`asymvae train CONFIG`: train, checkpoint, export to OUTPUT/step<N>/vae."""
+"""`asymvae train CONFIG [--section.field VALUE ...]`: train, checkpoint, export to OUTPUT/step<N>/vae.
+
+Any config value can be changed on top of the preset or YAML file: `--train.max-steps 100`,
+`--data.shards s3://bucket/prefix/manifest.json`, `--optim.betas [0.9,0.99]` (values read as YAML)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from asymvae.commands.options import PRESET_NOTE, add_command, from_args
+from asymvae.commands.options import PRESET_NOTE, add_command, config_leaves, from_args, section_values
 from asymvae.training.experiment import ExperimentConfig
 
 log = logging.getLogger("asymvae")
@@ -19,9 +22,6 @@ class TrainOptions:
 
     config: str
     """A preset name (see `asymvae configs`) or a YAML file."""
-    set: list[str] = field(default_factory=list)
-    """Override one config key, `section.field=value` (value read as YAML), e.g. `train.max_steps=100`;
-    repeatable. The keys are listed below."""
     resume: bool = False
     """Continue from the newest complete checkpoint of this run."""
     resume_from: str | None = None
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from asymvae.training.presets import load_experiment
 
     opts = from_args(TrainOptions, args)
-    cfg = load_experiment(opts.config, opts.set)  # fail on a bad config before starting any workers
+    cfg = load_experiment(opts.config, section_values(args))  # fail on a bad config before starting any workers
     cmd = torchrun_command(sys.argv[1:])
     if cmd is not None:
         log.info("starting %s", " ".join(cmd))
@@ -64,5 +64,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `train` to the command line."""
     add_command(
         sub, "train", TrainOptions, run, help="train a VAE from a preset or YAML config", description=__doc__,
-        positional=("config",), set_keys=(ExperimentConfig, "", PRESET_NOTE),
+        positional=("config",), sections=config_leaves(ExperimentConfig()), sections_note=PRESET_NOTE,
     )  # fmt: skip

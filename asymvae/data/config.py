@@ -1,8 +1,12 @@
-"""Configuration of where training images come from and how they are cropped."""
+"""Configuration of where training images come from and how they are cropped (`DataConfig`), and of how
+`asymvae prepare` turns a source into shards (`PrepareConfig`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from asymvae.masks import MaskConfig, eval_mask_config
 
 
 @dataclass
@@ -19,7 +23,7 @@ class DataConfig:
     """Column holding the images; found automatically (the first Image-typed column) when unset."""
     resolution: int = 256
     """Side of the square training crop, in pixels. Must be a multiple of 8 (the VAE's downsampling)."""
-    crop: str = "random_scale"
+    crop: Literal["random_scale", "random", "center"] = "random_scale"
     """`random_scale`: a random square of `crop_scale_min`..1 of the short side, resized (official recipe);
     `random`: resize the short side to `resolution`, then a random square; `center`: the same, centred."""
     crop_scale_min: float = 0.5
@@ -57,3 +61,61 @@ class DataConfig:
     def effective_min_side(self) -> int:
         """The short-side threshold below which an image is skipped."""
         return self.min_side if self.min_side is not None else self.resolution // 2
+
+
+@dataclass
+class PrepareConfig:
+    """How `asymvae prepare` turns a source into shards (`asymvae prepare --prepare.FIELD VALUE`)."""
+
+    split: str = "train"
+    """Split of the source to read (of a Hugging Face dataset, or split subfolder of an image folder)."""
+    image_column: str | None = None
+    """Image column of a dataset source (found automatically when unset)."""
+    max_samples: int | None = None
+    """Use only the first N images of the source."""
+    max_side: int = 1024
+    """Longest side after resizing (images are only ever shrunk, keeping their aspect ratio)."""
+    min_side: int = 64
+    """Images whose short side is below this are skipped as too small, before or after shrinking to
+    `max_side` (so an extreme aspect ratio, such as 10000x70 at max_side 1024, is skipped as too narrow)."""
+    val_fraction: float = 0.05
+    """Share of images put in the validation split, chosen by a hash of each image's name (stable when the
+    source grows)."""
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    """`jpeg` (4:4:4 chroma, `jpeg_quality`) or `png` (lossless)."""
+    jpeg_quality: int = 95
+    """JPEG quality, 1-100."""
+    shard_max_bytes: int = 128 << 20
+    """Largest shard size in bytes (a single sample larger than this gets a shard of its own)."""
+    max_bad_share: float = 0.05
+    """Fail, writing no manifest, when more than this share of the images is unusable."""
+    workers: int = 0
+    """Processes that decode and encode images (0 = one per CPU core). Does not change the output."""
+    mask_seed: int = 0
+    """Seed of the fixed evaluation masks stored with validation samples."""
+    eval_masks: MaskConfig = field(default_factory=eval_mask_config)
+    """Mix and geometry of the evaluation masks (1 = hole)."""
+
+    def __post_init__(self) -> None:
+        if self.max_side < 8:
+            raise ValueError(f"prepare.max_side must be >= 8, got {self.max_side}")
+        if self.min_side < 1 or self.min_side > self.max_side:
+            raise ValueError(f"prepare.min_side must be in [1, max_side], got {self.min_side}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"prepare.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.image_format not in ("jpeg", "png"):
+            raise ValueError(f"prepare.image_format must be jpeg or png, got {self.image_format!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"prepare.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.shard_max_bytes < 64 << 10:
+            raise ValueError(f"prepare.shard_max_bytes must be at least 65536, got {self.shard_max_bytes}")
+        if not 0.0 <= self.max_bad_share <= 1.0:
+            raise ValueError(f"prepare.max_bad_share must be in [0, 1], got {self.max_bad_share}")
+        if self.workers < 0:
+            raise ValueError(f"prepare.workers must be >= 0, got {self.workers}")
+
+    def output_settings(self) -> dict[str, Any]:
+        """The fields that determine the output (all but `workers`)."""
+        settings = asdict(self)
+        settings.pop("workers")
+        return settings

@@ -32,13 +32,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from PIL import Image
 
 from asymvae.config import apply_overrides
+from asymvae.data.config import PrepareConfig
 from asymvae.data.identity import digest, run_fingerprint, sample_key, sample_names, source_fingerprint, split_of
 from asymvae.data.images import as_bad_image, decode_image, shrunk_size
 from asymvae.data.manifest import (
@@ -55,7 +56,7 @@ from asymvae.data.shards import ShardWriter, encode_mask
 from asymvae.data.sources import DataSourceError, ImageSource, open_source
 from asymvae.data.superseded import remove_superseded
 from asymvae.data.termination import default_sigterm, sigterm_stops
-from asymvae.masks import MaskConfig, eval_mask_config, make_mask
+from asymvae.masks import make_mask
 from asymvae.storage import Store, open_store
 from asymvae.storage.local import LocalStore
 from asymvae.storage.ownership import own_folder
@@ -65,64 +66,6 @@ log = logging.getLogger(__name__)
 
 class PrepareError(DataSourceError):
     """The source cannot be prepared (too many bad images, nothing usable); the message lists them."""
-
-
-@dataclass
-class PrepareConfig:
-    """How `asymvae prepare` turns a source into shards (`--set prepare.<field>=value`)."""
-
-    split: str = "train"
-    """Split of the source to read (of a Hugging Face dataset, or split subfolder of an image folder)."""
-    image_column: str | None = None
-    """Image column of a dataset source (found automatically when unset)."""
-    max_samples: int | None = None
-    """Use only the first N images of the source."""
-    max_side: int = 1024
-    """Longest side after resizing (images are only ever shrunk, keeping their aspect ratio)."""
-    min_side: int = 64
-    """Images whose short side is below this are skipped as too small, before or after shrinking to
-    `max_side` (so an extreme aspect ratio, such as 10000x70 at max_side 1024, is skipped as too narrow)."""
-    val_fraction: float = 0.05
-    """Share of images put in the validation split, chosen by a hash of each image's name (stable when the
-    source grows)."""
-    image_format: str = "jpeg"
-    """`jpeg` (4:4:4 chroma, `jpeg_quality`) or `png` (lossless)."""
-    jpeg_quality: int = 95
-    """JPEG quality, 1-100."""
-    shard_max_bytes: int = 128 << 20
-    """Largest shard size in bytes (a single sample larger than this gets a shard of its own)."""
-    max_bad_share: float = 0.05
-    """Fail, writing no manifest, when more than this share of the images is unusable."""
-    workers: int = 0
-    """Processes that decode and encode images (0 = one per CPU core). Does not change the output."""
-    mask_seed: int = 0
-    """Seed of the fixed evaluation masks stored with validation samples."""
-    eval_masks: MaskConfig = field(default_factory=eval_mask_config)
-    """Mix and geometry of the evaluation masks (1 = hole)."""
-
-    def __post_init__(self) -> None:
-        if self.max_side < 8:
-            raise ValueError(f"prepare.max_side must be >= 8, got {self.max_side}")
-        if self.min_side < 1 or self.min_side > self.max_side:
-            raise ValueError(f"prepare.min_side must be in [1, max_side], got {self.min_side}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"prepare.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.image_format not in ("jpeg", "png"):
-            raise ValueError(f"prepare.image_format must be jpeg or png, got {self.image_format!r}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"prepare.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        if self.shard_max_bytes < 64 << 10:
-            raise ValueError(f"prepare.shard_max_bytes must be at least 65536, got {self.shard_max_bytes}")
-        if not 0.0 <= self.max_bad_share <= 1.0:
-            raise ValueError(f"prepare.max_bad_share must be in [0, 1], got {self.max_bad_share}")
-        if self.workers < 0:
-            raise ValueError(f"prepare.workers must be >= 0, got {self.workers}")
-
-    def output_settings(self) -> dict[str, Any]:
-        """The fields that determine the output (all but `workers`)."""
-        settings = asdict(self)
-        settings.pop("workers")
-        return settings
 
 
 @dataclass
@@ -150,7 +93,7 @@ class PrepareResult:
 
 def prepare_config(overrides: list[str]) -> PrepareConfig:
     """A PrepareConfig with `prepare.field=value` overrides (values parsed as YAML)."""
-    return apply_overrides(PrepareConfig(), overrides, section="prepare", example="prepare.max_side=512")
+    return apply_overrides(PrepareConfig(), overrides, section="prepare")
 
 
 def resize_max_side(image: Image.Image, max_side: int) -> Image.Image:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from asymvae.model.decode import TileConfig, tile_option
+if TYPE_CHECKING:  # torch and diffusers load when an evaluation runs, not when its options are parsed
+    from asymvae.model.decode import TileConfig
 
 EVAL_MASK_SEED = 20_230_607
 """Seed of the evaluation masks (index = the image's position in the source): every evaluation of every
@@ -34,10 +36,10 @@ class EvalConfig:
     """Score only the first N images."""
     batch_size: int = 8
     """Images decoded at once."""
-    lpips: str = "shift_tolerant"
+    lpips: Literal["shift_tolerant", "standard", "off"] = "shift_tolerant"
     """`shift_tolerant` (ST-LPIPS, weights ship with the package), `standard` (needs torchvision's weights) or
     `off`."""
-    lpips_net: str = "alex"
+    lpips_net: Literal["alex", "vgg"] = "alex"
     """LPIPS backbone: `alex` or `vgg`."""
     grid_samples: int = 4
     """Rows of the PNG grid."""
@@ -68,6 +70,8 @@ class EvalConfig:
     @property
     def tiling(self) -> TileConfig | None:
         """The tiled-decoding settings, or None for whole images."""
+        from asymvae.model.decode import tile_option
+
         return tile_option(self.tile, self.tile_overlap)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from asymvae.export import ExportError
 
@@ -22,7 +23,8 @@ def check_model_name(name: str) -> str:
     return name
 
 
-FORMATS = ("diffusers", "onnx", "triton")
+Format = Literal["diffusers", "onnx", "triton"]
+FORMATS = get_args(Format)
 
 
 @dataclass
@@ -31,7 +33,7 @@ class ExportConfig:
 
     model: str
     """A training export (`OUTPUT/step<N>`, holding `vae/`) or a diffusers VAE folder."""
-    format: str
+    format: Format
     """`diffusers`, `onnx` or `triton`."""
     out: str
     """Target folder (for triton: the model repository root)."""

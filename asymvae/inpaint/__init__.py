@@ -8,26 +8,32 @@ runs any of them and decodes with the unmasked image (see `asymvae.inpaint.run`)
     images = inpaint(pipe, InpaintRequest(["a cat"], image, mask, num_images_per_prompt=2))
 """
 
-from asymvae.inpaint.condition import BatchedConditionVAE, batched_condition_vae, repeat_to_batch
-from asymvae.inpaint.kinds import KINDS, PipelineKind, folder_kind, pipeline_kind
-from asymvae.inpaint.options import InpaintOptions
-from asymvae.inpaint.request import InpaintInputError, InpaintRequest, read_request
-from asymvae.inpaint.run import decode_pipeline_latents, inpaint, load_pipeline, output_size
+import importlib
+from typing import Any
 
-__all__ = [
-    "KINDS",
-    "BatchedConditionVAE",
-    "InpaintInputError",
-    "InpaintOptions",
-    "InpaintRequest",
-    "PipelineKind",
-    "batched_condition_vae",
-    "decode_pipeline_latents",
-    "folder_kind",
-    "inpaint",
-    "load_pipeline",
-    "output_size",
-    "pipeline_kind",
-    "read_request",
-    "repeat_to_batch",
-]
+# Each name loads its module on first use (PEP 562), so that `asymvae inpaint --help`, which reads only
+# `asymvae.inpaint.options`, does not import torch and diffusers.
+_HOMES = {
+    "BatchedConditionVAE": "condition",
+    "batched_condition_vae": "condition",
+    "repeat_to_batch": "condition",
+    "KINDS": "kinds",
+    "PipelineKind": "kinds",
+    "folder_kind": "kinds",
+    "pipeline_kind": "kinds",
+    "InpaintOptions": "options",
+    "InpaintInputError": "request",
+    "InpaintRequest": "request",
+    "read_request": "request",
+    "decode_pipeline_latents": "run",
+    "inpaint": "run",
+    "load_pipeline": "run",
+    "output_size": "run",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

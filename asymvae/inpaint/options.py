@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from asymvae.inpaint.request import InpaintRequest, read_request
-from asymvae.model.decode import TileConfig, tile_option
-from asymvae.model.decode_speed import DecodeSpeed
+from asymvae.model.decode_speed import CompileMode, DecodeSpeed
+
+if TYPE_CHECKING:  # images, torch and diffusers load when a run reads its files, not when options are parsed
+    from asymvae.inpaint.request import InpaintRequest
+    from asymvae.model.decode import TileConfig
 
 __all__ = ["InpaintOptions"]
 
@@ -49,7 +52,7 @@ class InpaintOptions:
     """Pixels neighbouring tiles share (with `tile`)."""
     device: str | None = None
     """`cuda`, `cpu`, ... (default: cuda when available)."""
-    compile: str = "off"
+    compile: CompileMode = "off"
     """torch.compile the VAE's decoder for the final decode: `off`, `default`, `max-autotune-no-cudagraphs`,
     `reduce-overhead` or `max-autotune` (the last two with CUDA graphs). Same images up to rounding; the first
     decode compiles and takes longer (a minute or more on a released VAE). Not with `tile`. Whether it pays on a
@@ -69,6 +72,8 @@ class InpaintOptions:
     @property
     def tiling(self) -> TileConfig | None:
         """The tiled-decoding settings, or None for whole images."""
+        from asymvae.model.decode import tile_option
+
         return tile_option(self.tile, self.tile_overlap)
 
     @property
@@ -81,6 +86,8 @@ class InpaintOptions:
 
     def request(self) -> InpaintRequest:
         """The request these options describe, with image and mask read and checked."""
+        from asymvae.inpaint.request import read_request
+
         return read_request(
             self.image,
             self.mask,

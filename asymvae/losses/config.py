@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-LPIPS_NETS = ("vgg", "alex")
-LPIPS_VARIANTS = ("standard", "shift_tolerant")
+LPIPSNet = Literal["vgg", "alex"]
+LPIPS_NETS = get_args(LPIPSNet)
+LPIPSVariant = Literal["standard", "shift_tolerant"]
+LPIPS_VARIANTS = get_args(LPIPSVariant)
 
 
 @dataclass
@@ -14,9 +17,9 @@ class LPIPSConfig:
 
     weight: float = 1.0
     """Weight of LPIPS in the reconstruction loss; 0 turns it off (and loads no backbone)."""
-    net: str = "vgg"
+    net: LPIPSNet = "vgg"
     """Backbone: `vgg` (the paper's) or `alex` (cheaper; the reference engine's)."""
-    variant: str = "standard"
+    variant: LPIPSVariant = "standard"
     """`standard`: the lpips package; needs torchvision's ImageNet backbone weights in TORCH_HOME (downloaded
     once, or baked into the image). `shift_tolerant`: ST-LPIPS (stlpips-pytorch), whose complete weights ship
     inside the package, so it works offline; a different, published perceptual metric."""
@@ -55,7 +58,7 @@ class GANConfig:
 class LossConfig:
     """Reconstruction loss = pixel + LPIPS (+ adaptive-weighted adversarial, + KL when the encoder trains)."""
 
-    pixel: str = "l1"
+    pixel: Literal["l1", "l2"] = "l1"
     """`l1` (official) or `l2` (the reference engine's)."""
     pixel_weight: float = 1.0
     """Weight of the pixel term."""

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from asymvae.model.family import FAMILIES
 
-KINDS = ("asymmetric", "autoencoderkl")
-DECODER_PRESETS = ("base", "x1.5", "x2", "custom")
+Kind = Literal["asymmetric", "autoencoderkl"]
+KINDS = get_args(Kind)
+DecoderPreset = Literal["base", "x1.5", "x2", "custom"]
+DECODER_PRESETS = get_args(DecoderPreset)
 
 
 @dataclass
 class ModelConfig:
     """Which VAE is trained, where its weights come from, and which parts learn."""
 
-    kind: str = "asymmetric"
+    kind: Kind = "asymmetric"
     """`asymmetric`: an AsymmetricAutoencoderKL (mask-conditioned decoder); `autoencoderkl`: a plain VAE."""
     pretrained: str | None = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     """Hub id or local diffusers folder. For `asymmetric` either a base AutoencoderKL (a new asymmetric
@@ -23,7 +26,7 @@ class ModelConfig:
     Null: a fresh AutoencoderKL of the `scratch_*` sizes (kind `autoencoderkl` only)."""
     subfolder: str | None = "vae"
     """Subfolder of `pretrained` holding the VAE (skipped for a local folder that has config.json itself)."""
-    decoder: str = "x1.5"
+    decoder: DecoderPreset = "x1.5"
     """Asymmetric decoder size when built from a base VAE: `base` (the base decoder's widths, weights
     copied), `x1.5` and `x2` (the paper's heavier decoders: 1.5x/2x widths, +1/+3 res layers per up
     block), or `custom` (`decoder_channels`, `decoder_layers`)."""

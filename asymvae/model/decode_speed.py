@@ -19,14 +19,15 @@ Whether a setting pays is measured on a GPU by benchmarks/decode_throughput.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, get_args
 
-import torch
-
-from asymvae.model.build import VAE
+if TYPE_CHECKING:  # torch and diffusers load when a decoder is sped up, not when options are read
+    from asymvae.model.build import VAE
 
 __all__ = ["COMPILE_MODES", "CUDA_GRAPH_MODES", "DecodeSpeed", "apply_decode_speed", "decode_speed_of"]
 
-COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+CompileMode = Literal["off", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune"]
+COMPILE_MODES = get_args(CompileMode)
 """`DecodeSpeed.compile` values: off, or a torch.compile mode."""
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 """The compile modes that replay CUDA graphs (on a GPU), whose outputs the next call overwrites."""
@@ -38,7 +39,7 @@ class DecodeSpeed:
     """How the decoder runs: compiled or eager, channels-last or NCHW weights. Neither changes what it computes
     beyond rounding."""
 
-    compile: str = "off"
+    compile: CompileMode = "off"
     """`off` (eager), or the torch.compile mode of the decoder: `default`, `max-autotune-no-cudagraphs`,
     `reduce-overhead` or `max-autotune` (the last two replay CUDA graphs on a GPU)."""
     channels_last: bool = False
@@ -62,6 +63,8 @@ class DecodeSpeed:
 def apply_decode_speed(vae: VAE, speed: DecodeSpeed) -> None:
     """Apply `speed` to `vae` in place: channels-last decoder weights if asked, `vae.decoder` compiled with
     static shapes unless `speed.compile` is off. Call once per VAE, before its first decode."""
+    import torch
+
     if decode_speed_of(vae) != DecodeSpeed():
         raise ValueError(f"decode speed settings were already applied to this VAE: {decode_speed_of(vae)}")
     if speed.channels_last:

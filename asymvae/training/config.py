@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-PRECISIONS = ("no", "bf16", "fp16")
+Precision = Literal["no", "bf16", "fp16"]
+PRECISIONS = get_args(Precision)
 SWITCHES = ("auto", "on", "off")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES = get_args(CompileMode)
 
 
 @dataclass
@@ -23,7 +26,7 @@ class OptimConfig:
     """AdamW decoupled weight decay."""
     eps: float = 1e-8
     """Adam epsilon."""
-    schedule: str = "cosine"
+    schedule: Literal["cosine", "constant"] = "cosine"
     """`cosine`: warm-up then cosine to `min_lr`; `constant`: warm-up then flat."""
     warmup_steps: int = 0
     """Linear warm-up from 0, in optimizer steps."""
@@ -50,7 +53,7 @@ class TrainConfig:
     """Images per device per micro-step; the global batch is batch_size x processes x grad_accum."""
     grad_accum: int = 1
     """Micro-steps per optimizer step."""
-    mixed_precision: str = "bf16"
+    mixed_precision: Precision = "bf16"
     """`no` (fp32), `bf16` or `fp16` autocast; weights stay fp32."""
     seed: int = 0
     """Seeds model init, data order, augmentation, masks and posterior samples."""
@@ -79,7 +82,7 @@ class TrainConfig:
     ddp_bucket_mb: int = 25
     """DDP gradient bucket size in MB (PyTorch's default): with compile, dynamo also splits the graph at
     bucket boundaries so each bucket's all-reduce overlaps the rest of the backward pass."""
-    compile_mode: str = "default"
+    compile_mode: CompileMode = "default"
     """torch.compile mode: `default`, `reduce-overhead` (CUDA graphs), `max-autotune` or
     `max-autotune-no-cudagraphs` (long compilation)."""
     channels_last: bool | str = "auto"

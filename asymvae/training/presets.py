@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from asymvae.config import ConfigError, apply_overrides, load_yaml
 from asymvae.data.config import DataConfig
@@ -27,12 +29,18 @@ def preset(fn: Callable[[], ExperimentConfig]) -> Callable[[], ExperimentConfig]
 def get_preset(name: str) -> ExperimentConfig:
     """A fresh config for preset `name`."""
     if name not in PRESETS:
-        raise ConfigError(f"no preset {name!r}; `asymvae configs` lists them: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(f"no preset {name!r}.{_closest_presets(name)} `asymvae configs` lists all {len(PRESETS)}")
     return PRESETS[name]()
 
 
-def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
-    """A preset name or a YAML file, with `section.field=value` overrides applied."""
+def _closest_presets(name: str) -> str:
+    close = difflib.get_close_matches(name, list(PRESETS), n=3, cutoff=0.5)
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
+def load_experiment(name_or_path: str, overrides: list[str] | dict[str, Any] | None = None) -> ExperimentConfig:
+    """A preset name or a YAML file, with overrides applied: `section.field=value` strings or the command
+    line's {dotted key: value} (see `asymvae.config.apply_overrides`)."""
     path = Path(name_or_path)
     if name_or_path in PRESETS:
         cfg = get_preset(name_or_path)
@@ -41,8 +49,11 @@ def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Ex
             raise ConfigError(f"config file {path} does not exist")
         cfg = load_yaml(ExperimentConfig, path)
     else:
-        raise ConfigError(f"{name_or_path!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a YAML file")
-    return apply_overrides(cfg, overrides or [])
+        raise ConfigError(
+            f"{name_or_path!r} is neither a preset nor a YAML file.{_closest_presets(name_or_path)} "
+            f"`asymvae configs` lists all {len(PRESETS)} presets"
+        )
+    return apply_overrides(cfg, overrides or {})
 
 
 def describe(name: str) -> str:
