@@ -51,7 +51,7 @@ def _cli(workdir: Path, *args: str) -> float:
 def run_family(family: str, workdir: Path) -> dict:
     """Train and evaluate one family's demo; returns the evaluation summary with timings."""
     base, asym = _names(family)
-    train_s = _cli(workdir, "train", asym, "--set", "train.progress=false")
+    train_s = _cli(workdir, "train", asym, "--train.progress", "false")
     base_dir = max((workdir / "work_dirs" / base).glob("step*"), key=lambda p: int(p.name[4:]))
     asym_dir = max((workdir / "work_dirs" / asym).glob("step*"), key=lambda p: int(p.name[4:]))
     out = workdir / f"eval_{family}"

@@ -1,4 +1,4 @@
-"""Configs: presets, YAML round trips, `--set` overrides and their errors, the `configs` command."""
+"""Configs: presets, YAML round trips, overrides and their errors, the `configs` command."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_overrides_are_typed():
         ("optim.betas=[0.9]", "expected 2 values"),
         ("data.resolution=100", "multiple of 8"),
         ("train.mixed_precision=fp8", "mixed_precision"),
-        ("train.max_steps", "KEY=VALUE"),
+        ("train.max_steps", "section.field=value"),
+        ("model.kind=asymetric", "Did you mean 'asymmetric'"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override, message):
@@ -74,6 +75,8 @@ def test_load_config_from_yaml_and_unknown_names(tmp_path):
     assert (cfg.name, cfg.train.max_steps, cfg.train.batch_size) == ("mine", 12, 3)
     with pytest.raises(ConfigError, match="neither a preset"):
         load_experiment("no_such_preset")
+    with pytest.raises(ConfigError, match="Did you mean demo_base or demo"):
+        load_experiment("demo_bsae")
     (tmp_path / "bad.yaml").write_text("train:\n  bogus: 1\n")
     with pytest.raises(ConfigError, match="train.bogus"):
         load_experiment(str(tmp_path / "bad.yaml"))
@@ -84,9 +87,9 @@ def test_cli_lists_presets_and_reports_errors_without_traceback():
     for name in PRESETS:
         assert name in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "asymvae", "train", "demo", "--set", "train.max_stepz=1"],
+        [sys.executable, "-m", "asymvae", "train", "demo", "--train.max-stepz=1"],
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2
-    assert "Did you mean 'max_steps'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "usage: asymvae train" in bad.stderr and "did you mean --train.max-steps?" in bad.stderr

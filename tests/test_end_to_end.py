@@ -118,7 +118,7 @@ def test_bad_images_beyond_the_allowed_share_stop_the_run_with_names(base_vae_di
     for name in ("empty.png", "notes.jpg", "tiny.png", "max_bad_share"):
         assert name in run.stderr
     assert "Traceback" not in run.stderr
-    ok = asymvae("train", str(cfg_file), "--set", "data.max_bad_share=0.5", timeout=300)
+    ok = asymvae("train", str(cfg_file), "--data.max-bad-share=0.5", timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "tiny.png" in ok.stderr  # still reported, by name
 
@@ -126,7 +126,7 @@ def test_bad_images_beyond_the_allowed_share_stop_the_run_with_names(base_vae_di
 def _train_preset(folder: Path, preset: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
     """`asymvae train PRESET` in `folder` as its own process, with `env` added to the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "asymvae", "train", preset, "--set", "train.progress=false"],
+        [sys.executable, "-m", "asymvae", "train", preset, "--train.progress=false"],
         capture_output=True,
         text=True,
         cwd=folder,

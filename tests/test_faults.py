@@ -50,7 +50,7 @@ from tests.test_train import weights
 
 DEMO = "builtin:demo?count=64&size=48"
 DIFFUSERS = ["--format", "diffusers", "--out"]
-SMALL = ["--set", "prepare.min_side=16", "--set", "prepare.max_side=48", "--set", "prepare.workers=1"]
+SMALL = ["--prepare.min-side=16", "--prepare.max-side=48", "--prepare.workers=1"]
 
 
 def _png(path: Path, seed: int) -> None:
@@ -106,9 +106,7 @@ def test_prepare_names_every_entry_it_cannot_read_and_counts_it(broken_folder, t
     assert "too many unusable images: 7 of 16 > prepare.max_bad_share" in one_line_error(refused, "prepare")
     assert not (out / MANIFEST_NAME).exists()
 
-    run = asymvae(
-        "prepare", str(root), "--out", str(out), *SMALL, "--set", "prepare.max_bad_share=0.5", preexec=modes_bind()
-    )
+    run = asymvae("prepare", str(root), "--out", str(out), *SMALL, "--prepare.max-bad-share=0.5", preexec=modes_bind())
     assert run.returncode == 0, run.stderr[-3000:]
     for name, reason in expected.items():
         assert f"{name}: " in run.stdout and reason in run.stdout.split(f"{name}: ", 1)[1].splitlines()[0]
@@ -159,8 +157,8 @@ def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_p
 
 def test_a_sigterm_stops_prepare_and_its_workers_with_one_line(tmp_path):
     source, out = "builtin:demo?count=400&size=256", tmp_path / "out"
-    command = [sys.executable, "-m", "asymvae", "prepare", source, "--out", str(out), "--set", "prepare.workers=2"]
-    command += ["--set", "prepare.image_format=png"]
+    command = [sys.executable, "-m", "asymvae", "prepare", source, "--out", str(out), "--prepare.workers=2"]
+    command += ["--prepare.image-format=png"]
     run = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     seen = ""
     while "preparing 400 images" not in seen and (line := run.stderr.readline()):
@@ -208,7 +206,7 @@ def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
     for i in range(30):
         (root / f"bad{i:02d}.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    run = asymvae("prepare", str(root), "--out", str(out), *SMALL, "--set", "prepare.workers=2")
+    run = asymvae("prepare", str(root), "--out", str(out), *SMALL, "--prepare.workers=2")
     assert one_line_error(run, "prepare").endswith(
         "too many unusable images: 30 of 40 > prepare.max_bad_share=0.05 (no manifest written)."
     )
@@ -431,7 +429,7 @@ def test_damaged_shards_are_named_then_rebuilt_by_running_prepare_again(asym_exp
     assert str(out / val.name) in line and "is corrupt" in line and "re-run `asymvae prepare`" in line
 
     prepare = ("prepare", DEMO, "--out", str(out), *SMALL)
-    prepare += ("--set", "prepare.shard_max_bytes=65536", "--set", "prepare.val_fraction=0.3")
+    prepare += ("--prepare.shard-max-bytes=65536", "--prepare.val-fraction=0.3")
     again = asymvae(*prepare)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "4 missing or damaged shards rebuilt" in again.stdout
@@ -548,13 +546,13 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     _trained_run(base_vae_dir, tmp_path)
     missing = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(tmp_path / "nope"))
     assert "does not exist" in one_line_error(missing, "train") and "step-00000002" in missing.stderr
-    changed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.batch_size=1")
+    changed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--train.batch-size=1")
     line = one_line_error(changed, "train")
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
 
 
 def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path):
-    run = asymvae("train", "demo", "--set", "name=../escape", "--set", "train.max_steps=1")
+    run = asymvae("train", "demo", "--name=../escape", "--train.max-steps=1")
     line = one_line_error(run, "train")
     assert "name '../escape' is not a plain folder name" in line and "Fix:" in line
     assert not (ROOT / "escape").exists()
@@ -634,7 +632,7 @@ def test_a_checkpoint_is_safetensors_and_json_and_a_pickled_one_is_never_loaded(
     torch.save(_Planted(witness), old / "custom_checkpoint_0.pkl")
     torch.save(_Planted(witness), old / "random_states_0.pkl")
     write_marker(old, {"step": 2, "images": 4})  # intact by its checksums: only its format is refused
-    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(old), "--set", "train.max_steps=4")
+    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(old), "--train.max-steps=4")
     line = one_line_error(run, "train")
     assert f"checkpoint {old} was written by an earlier asymvae in pickle files" in line and "Fix:" in line
     assert not witness.exists(), "a pickle from the checkpoint was loaded"
@@ -645,7 +643,7 @@ def test_a_checkpoint_of_another_model_is_named_and_a_changed_resume_is_recorded
     out = _trained_run(base_vae_dir, tmp_path)
     (written,) = complete_checkpoints(out)
 
-    other = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--set", "model.decoder=x1.5")
+    other = asymvae("train", str(tmp_path / "run.yaml"), "--resume", "--model.decoder=x1.5")
     line = one_line_error(other, "train")
     assert f"checkpoint {written} was made for another model (model.decoder='base' there, 'x1.5' here)" in line
 
@@ -654,11 +652,11 @@ def test_a_checkpoint_of_another_model_is_named_and_a_changed_resume_is_recorded
     shutil.copytree(written, lying)
     (lying / "config.yaml").write_text((lying / "config.yaml").read_text().replace("decoder: base", "decoder: x1.5"))
     write_marker(lying, {"step": 2, "images": 4})
-    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(lying), "--set", "model.decoder=x1.5")
+    run = asymvae("train", str(tmp_path / "run.yaml"), "--resume-from", str(lying), "--model.decoder=x1.5")
     line = one_line_error(run, "train")
     assert f"checkpoint {lying} was made for another model: its weights do not fit this one" in line
 
-    changed = ["--set", "train.max_steps=4", "--set", "optim.lr=0.0005"]
+    changed = ["--train.max-steps=4", "--optim.lr=0.0005"]
     resumed = asymvae("train", str(tmp_path / "run.yaml"), "--resume", *changed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed with config changes since step-00000002 was written: optim.lr: 0.001 -> 0.0005" in resumed.stderr
@@ -696,8 +694,7 @@ def test_ctrl_c_in_training_is_one_line_and_resume_continues(base_vae_dir, tmp_p
         "train",
         str(tmp_path / "run.yaml"),
         "--resume",
-        "--set",
-        "train.max_steps=" + str(int(reached.name.split("-")[1]) + 2),
+        "--train.max-steps=" + str(int(reached.name.split("-")[1]) + 2),
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {reached}" in resumed.stderr
@@ -887,8 +884,7 @@ def test_an_s3_server_stopped_mid_transfer_is_one_line_in_prepare_and_in_trainin
         "--out",
         f"s3://data/{key}",
         *SMALL[:2],
-        "--set",
-        "prepare.shard_max_bytes=65536",
+        "--prepare.shard-max-bytes=65536",
         env=server.env(),
     )
     client = server._client()

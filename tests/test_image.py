@@ -151,7 +151,7 @@ def test_the_pipeline_runs_in_the_image(image: Built, s3_server, base_vae_dir: P
         "eval_max_images": 4,
     }
     cli = Path(sys.executable).with_name("asymvae")
-    args = [a for k, v in params.items() for a in ("--param", f"{k}={json.dumps(v)}")]
+    args = [f"--pipeline.{k}={json.dumps(v)}" for k, v in params.items()]
     env = {**os.environ, **s3_server.env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     done = subprocess.run(
         [str(cli), "pipeline", "run-local", "--runner", "docker", "--image", image.tag, "--root", str(root), *args],

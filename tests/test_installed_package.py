@@ -98,7 +98,7 @@ def test_installed_commands_work_from_an_empty_folder(installed: Path, tmp_path:
 
     with KFPStandInServer() as (state, url):
         image = ("--image", "reg.example/asymvae:1")
-        done = _run(installed, empty, "pipeline", "submit", "--host", url, *image, "--param", "nodes=2")
+        done = _run(installed, empty, "pipeline", "submit", "--host", url, *image, "--pipeline.nodes=2")
         assert done.returncode == 0, done.stderr
         assert state.calls("POST", "/runs")[0].body["runtime_config"]["parameters"] == {"nodes": 2}
         done = _run(installed, empty, "pipeline", "schedule", "--host", url, *image, "--cron", "0 0 3 * * *")
@@ -127,9 +127,8 @@ def test_installed_run_local_produces_every_artifact(installed: Path, tmp_path: 
         "eval_resolution": 32,
         "eval_max_images": 4,
     }
-    args = [f"{k}={json.dumps(v)}" for k, v in params.items()]
-    done = _run(installed, empty, "pipeline", "run-local", "--root", "runs", *[a for p in args for a in ("--param", p)],
-                timeout=850)  # fmt: skip
+    args = [f"--pipeline.{k}={json.dumps(v)}" for k, v in params.items()]
+    done = _run(installed, empty, "pipeline", "run-local", "--root", "runs", *args, timeout=850)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_dir,) = (empty / "runs").iterdir()
     assert f"artifacts under {run_dir}" in done.stdout

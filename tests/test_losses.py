@@ -23,7 +23,7 @@ def test_standard_lpips_without_backbone_weights_says_how_to_fix(tmp_path, monke
     text = str(err.value)
     assert "vgg16-397923af.pth" in text
     assert str(tmp_path) in text
-    assert "loss.lpips.variant=shift_tolerant" in text and "loss.lpips.weight=0" in text
+    assert "--loss.lpips.variant shift_tolerant" in text and "--loss.lpips.weight 0" in text
 
 
 @pytest.mark.parametrize("net", ["alex", "vgg"])

@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 
 from asymvae.cli import main
-from asymvae.commands.pipeline import parse_params
-from asymvae.config import ConfigError
 from tests.kfp_standin import TOKEN, KFPStandInServer
 
 NS = "kubeflow-user-example-com"
@@ -41,21 +39,27 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return done.value.code, out.out, out.err
 
 
-def test_parse_params() -> None:
-    assert parse_params(["nodes=2", "launcher=pytorchjob", 'overrides=["train.max_steps=5"]', "deploy_model=true"]) == {
-        "nodes": 2,
-        "launcher": "pytorchjob",
-        "overrides": ["train.max_steps=5"],
-        "deploy_model": True,
-    }
-    with pytest.raises(ConfigError, match="NAME=VALUE"):
-        parse_params(["nodes"])
+def test_pipeline_parameters_are_flags_from_the_compiled_signature() -> None:
+    """`--pipeline.NAME` flags: typed like the compiled parameter, values read as YAML, only given ones passed."""
+    from asymvae.cli import build_parser
+    from asymvae.commands.pipeline import pipeline_params
+    from asymvae_pipelines.parameters import compiled_parameters
+
+    argv = ["pipeline", "submit", "--host", "h", "--image", "i", "--pipeline.nodes", "2", "--pipeline.launcher",
+            "pytorchjob", "--pipeline.overrides", "[train.max_steps=5]", "--pipeline.deploy-model"]  # fmt: skip
+    assert pipeline_params(build_parser().parse_args(argv)) == {
+        "nodes": 2, "launcher": "pytorchjob", "overrides": ["train.max_steps=5"], "deploy_model": True
+    }  # fmt: skip
+    names = {name for name, *_ in compiled_parameters()}
+    assert {"nodes", "overrides", "prepare_overrides", "deploy_model"} <= names
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv[:6], "--pipeline.nodes", "two"])
 
 
 def test_submit_registers_the_pipeline_and_runs_its_version(kfp_api, capsys) -> None:
     state, url = kfp_api
     code, out, _ = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--experiment", "retrain",
-                       "--param", "nodes=2", "--param", "launcher=pytorchjob",
+                       "--pipeline.nodes=2", "--pipeline.launcher=pytorchjob",
                        "--pipeline-root", "s3://asymvae/pipeline-root")  # fmt: skip
     assert code == 0
     (pipeline,) = state.pipelines.values()
@@ -145,7 +149,7 @@ def test_a_missing_token_file_is_a_user_error(multi_user, capsys) -> None:
 def test_schedule_is_a_cron_recurring_run_of_the_registered_version(multi_user, capsys) -> None:
     state, url = multi_user
     code, out, _ = run(capsys, "pipeline", "schedule", "--host", url, "--image", IMAGE, "--namespace", NS,
-                       "--token", TOKEN, "--cron", "0 0 3 * * *", "--param", "config=demo")  # fmt: skip
+                       "--token", TOKEN, "--cron", "0 0 3 * * *", "--pipeline.config=demo")  # fmt: skip
     assert code == 0
     (rec,) = state.calls("POST", "/recurringruns")
     body = rec.body
@@ -168,8 +172,8 @@ def test_schedule_rejects_a_five_field_cron(kfp_api, capsys) -> None:
 
 def test_unknown_pipeline_parameter_is_a_user_error(kfp_api, capsys) -> None:
     _, url = kfp_api
-    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--param", "gpu=8")
-    assert code == 2 and "unknown pipeline parameter(s) gpu" in err
+    code, _, err = run(capsys, "pipeline", "submit", "--host", url, "--image", IMAGE, "--pipeline.gpu=8")
+    assert code == 2 and "did you mean --pipeline.step-gpus?" in err
 
 
 def test_run_local_summary_lists_artifacts_in_pipeline_order(tmp_path) -> None:

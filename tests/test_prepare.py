@@ -176,18 +176,16 @@ def test_prepare_cli_and_its_errors(tmp_path, capsys):
                 "builtin:demo?count=8&size=64",
                 "--out",
                 str(out),
-                "--set",
-                "prepare.max_side=32",
-                "--set",
-                "prepare.min_side=16",
+                "--prepare.max-side=32",
+                "--prepare.min-side=16",
             ]
         )
     assert e.value.code == 0
-    assert f"data.shards={out / MANIFEST_NAME}" in capsys.readouterr().out
+    assert f"--data.shards {out / MANIFEST_NAME}" in capsys.readouterr().out
     assert load_manifest(str(out))[0].config["max_side"] == 32
     with pytest.raises(SystemExit) as e:
-        main(["prepare", "builtin:demo", "--out", str(out), "--set", "prepare.max_sid=32"])
-    assert e.value.code == 2 and "max_side" in capsys.readouterr().err
+        main(["prepare", "builtin:demo", "--out", str(out), "--prepare.max-sid=32"])
+    assert e.value.code == 2 and "did you mean --prepare.max-side?" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["prepare", str(tmp_path / "nope"), "--out", str(out)])
     assert e.value.code == 2 and "no such folder" in capsys.readouterr().err

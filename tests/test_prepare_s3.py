@@ -76,7 +76,7 @@ def test_an_upload_killed_halfway_leaves_the_old_manifest_and_a_rerun_completes(
     key = uuid.uuid4().hex[:10]
     out = f"s3://asymvae/{key}"
     source = "builtin:demo?count=400&size=128"
-    sets = ["--set", "prepare.min_side=16", "--set", "prepare.shard_max_bytes=65536", "--set", "prepare.workers=2"]
+    sets = ["--prepare.min-side=16", "--prepare.shard-max-bytes=65536", "--prepare.workers=2"]
     # An older, complete dataset at the same place (other settings).
     old = prepare(source, out, PrepareConfig(min_side=16, max_side=32, workers=2), progress=False)
 

@@ -56,8 +56,8 @@ def test_master_and_workers_run_asymvae_train_in_the_pytorch_container():
         assert container["name"] == "pytorch"
         assert container["command"] == [
             "asymvae", "train", "asymmetric_autoencoderkl_sdv15_pokemon",
-            "--set", "train.max_steps=2000", "--set", "train.batch_size=8",
-            "--set", "data.shards=s3://datasets/pokemon/shards",
+            "--train.max-steps=2000", "--train.batch-size=8",
+            "--data.shards=s3://datasets/pokemon/shards",
             "--resume", "--output", "/mnt/output/sd15-x15",
         ]  # fmt: skip
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 8

@@ -15,12 +15,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from asymvae.config import override_flag
 from asymvae.training.launch import METRICS_PORT_ENV, PUSHGATEWAY_ENV
 
 SPEC_HASH_ANNOTATION = "asymvae/spec-hash"
 """Hash of the job's spec: lets a re-run recognise (and adopt) the job it created before."""
 SHARDS_OVERRIDE = "data.shards"
-"""The config key the shards URI is passed as (`--set data.shards=URI`, the data-prep reader's key)."""
+"""The config key the shards URI is passed as (`--data.shards=URI`, the data-prep reader's key)."""
 MAX_NAME_LENGTH = 63 - len("-worker-999")
 """Pods are named `<job>-worker-<i>` (PyTorchJob) or `<job>-node-0-<i>-<suffix>` (TrainJob) and must stay
 valid 63-character DNS labels."""
@@ -92,7 +93,7 @@ class TrainingJobSpec:
     config: str = "demo"
     """Preset name (`asymvae configs`) or a YAML path inside the image or a mounted volume."""
     overrides: list[str] = field(default_factory=list)
-    """`section.field=value` config overrides, passed as `--set`."""
+    """`section.field=value` config overrides, passed as flags (`--section.field=value`)."""
     namespace: str = "asymvae"
     """Namespace to run in (the pipeline's train step passes its own pod's namespace)."""
     nodes: int = 1
@@ -102,7 +103,7 @@ class TrainingJobSpec:
     nproc_per_node: int | None = None
     """Training processes per pod (torchrun's nproc_per_node); default: gpus_per_node, or 1 without GPUs."""
     shards_uri: str | None = None
-    """Prepared shards (`s3://bucket/prefix` or a path), passed as `--set data.shards=URI`."""
+    """Prepared shards (`s3://bucket/prefix` or a path), passed as `--data.shards=URI`."""
     output_uri: str | None = None
     """Run folder (checkpoints, logs, export), passed as `--output`. Multi-node runs need shared storage."""
     resume: bool = True
@@ -206,13 +207,12 @@ class TrainingJobSpec:
 
 
 def train_args(spec: TrainingJobSpec) -> list[str]:
-    """The `asymvae` arguments of the run: `train CONFIG --set ... [--resume] [--output OUT]`."""
+    """The `asymvae` arguments of the run: `train CONFIG [--section.field=value ...] [--resume] [--output OUT]`."""
     args = ["train", spec.config]
     sets = list(spec.overrides)
     if spec.shards_uri:
         sets.append(f"{SHARDS_OVERRIDE}={spec.shards_uri}")
-    for item in sets:
-        args += ["--set", item]
+    args += [override_flag(item) for item in sets]
     if spec.resume:
         args.append("--resume")
     if spec.output:

@@ -1,7 +1,7 @@
 """`launcher=local`: run the same training as the cluster job, in place, under torchrun when asked.
 
-The command is the job's (`asymvae train CONFIG --set ...`) and NPROC_PER_NODE is the job's nprocPerNode,
-so `asymvae train` re-executes itself under `torchrun --standalone` exactly as on one node of the cluster.
+The command is the job's (`asymvae train CONFIG --section.field=value ...`) and NPROC_PER_NODE is the job's
+nprocPerNode, so `asymvae train` re-executes itself under `torchrun --standalone` exactly as on one node of the cluster.
 Object-store credentials come from this process's environment (there is no Secret to mount).
 """
 

@@ -243,6 +243,8 @@ def _shown(value: Any) -> str:
         return "[" + ", ".join(map(str, value)) + "]"
     if value is None:
         return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
     return str(value) if value != "" else "''"
 
 

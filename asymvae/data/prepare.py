@@ -392,8 +392,8 @@ def _fail_bad(report: dict[str, Any], cfg: PrepareConfig, listed_in: str) -> Non
     raise PrepareError(
         f"too many unusable images: {report['unusable']} of {report['total']} > prepare.max_bad_share="
         f"{cfg.max_bad_share} (no manifest written).\n{bad_summary(report, listed_in)}\nFix: repair or remove "
-        f"these files, or accept them with --set prepare.max_bad_share=<share>; keep small images with "
-        f"--set prepare.min_side=<px> (now {cfg.min_side})."
+        f"these files, or accept them with --prepare.max-bad-share <share>; keep small images with "
+        f"--prepare.min-side <px> (now {cfg.min_side})."
     )
 
 

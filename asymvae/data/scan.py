@@ -155,9 +155,9 @@ def scan_source(
         )
     if report.bad_share > max_bad_share:
         needed = math.ceil(report.bad_share * 100) / 100
-        fixes = [f"repair or remove the files listed above, or accept them with --set data.max_bad_share={needed}"]
+        fixes = [f"repair or remove the files listed above, or accept them with --data.max-bad-share {needed}"]
         if kinds.get("too_small"):
-            fixes.append(f"keep small images with --set data.min_side=<smaller> (now {min_side})")
+            fixes.append(f"keep small images with --data.min-side <smaller> (now {min_side})")
         raise DataSourceError(
             f"too many unusable images: {len(bad)} of {total} ({100 * report.bad_share:.1f}%) > "
             f"data.max_bad_share={max_bad_share}.\n{report.summary()}\nFix: " + "; or ".join(fixes) + "."

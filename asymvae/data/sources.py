@@ -224,7 +224,7 @@ def _split_subfolder(path: Path, split: str) -> Path:
     splits = sorted(s for s in subdirs if s == "train" or s in _SPLIT_DIR_PARTNERS)
     raise DataSourceError(
         f"data.source {str(path)!r} has split subfolders {splits} but none named {split!r}. "
-        f"Fix: --set data.split=<one of {splits}>."
+        f"Fix: --data.split <one of {splits}>."
     )
 
 
@@ -270,7 +270,7 @@ def _pick_split(dataset_dict: Any, split: str, where: str) -> Any:
         available = sorted(dataset_dict.keys())
         raise DataSourceError(
             f"data.source {where!r} has no split {split!r}; available splits: {available}. "
-            f"Fix: --set data.split=<one of {available}>."
+            f"Fix: --data.split <one of {available}>."
         )
     return dataset_dict[split]
 
@@ -309,7 +309,7 @@ def _dataset_source(
         if image_column not in features:
             raise DataSourceError(
                 f"data.source {label!r}: no column {image_column!r}; columns: {columns}. "
-                "Fix: --set data.image_column=<one of these>, or unset it to detect the image column."
+                "Fix: --data.image-column <one of these>, or unset it to detect the image column."
             )
         column = image_column
     else:
@@ -319,7 +319,7 @@ def _dataset_source(
                 f"data.source {label!r}: cannot tell which column holds the images (none is typed "
                 f"datasets.Image or named like {list(_IMAGE_COLUMN_NAMES)}); columns: "
                 + ", ".join(f"{c} ({_feature_type(features[c])})" for c in columns)
-                + ". Fix: --set data.image_column=<name>."
+                + ". Fix: --data.image-column <name>."
             )
     feature = features[column]
     if isinstance(feature, datasets.Image):
@@ -329,7 +329,7 @@ def _dataset_source(
     elif not _is_raw_image_feature(feature):
         raise DataSourceError(
             f"data.source {label!r}: column {column!r} is {_feature_type(feature)}, not images (expected "
-            "datasets.Image, binary bytes or file-path strings). Fix: --set data.image_column=<image column>."
+            "datasets.Image, binary bytes or file-path strings). Fix: --data.image-column <image column>."
         )
     return HFDatasetSource(dataset, column, label, split, base_dir)
 

@@ -97,7 +97,7 @@ class ShardItems:
         available = manifest.samples(split)
         if available == 0:
             raise DataSourceError(
-                f"{uri} has no {split} samples. Fix: prepare it with --set prepare.val_fraction=<share above 0>."
+                f"{uri} has no {split} samples. Fix: prepare it with --prepare.val-fraction <share above 0>."
             )
         self.uri, self.split, self.resolution = uri, split, resolution
         self.count = min(available, max_images) if max_images else available

@@ -223,7 +223,7 @@ def _open_items(cfg: EvalConfig) -> SourceItems | ShardItems:
     try:
         return eval_items(cfg.data, cfg.resolution, cfg.split, cfg.max_images, cfg.mask_seed)
     except DataSourceError as e:
-        raise DataSourceError(str(e).replace("--set data.split=", "--split ")) from e
+        raise DataSourceError(str(e).replace("--data.split ", "--split ")) from e
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:

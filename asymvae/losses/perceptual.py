@@ -44,8 +44,8 @@ def _standard(net: str) -> nn.Module:
             f"Fix one of:\n"
             f"  - put {_TORCHVISION_FILES[net]} at {target} (download it once where there is network, "
             f"or set TORCH_HOME to a folder that has hub/checkpoints/{_TORCHVISION_FILES[net]});\n"
-            f"  - use ST-LPIPS, whose weights ship with the package: --set loss.lpips.variant=shift_tolerant;\n"
-            f"  - turn the perceptual loss off: --set loss.lpips.weight=0"
+            f"  - use ST-LPIPS, whose weights ship with the package: --loss.lpips.variant shift_tolerant;\n"
+            f"  - turn the perceptual loss off: --loss.lpips.weight 0"
         ) from e
 
 

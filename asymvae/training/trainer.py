@@ -90,7 +90,7 @@ class TrainState:
         if saved != self.batch_size:
             raise PositionError(
                 f"the checkpoint was made with train.batch_size={saved}, this run has {self.batch_size}. Fix: "
-                f"resume with --set train.batch_size={saved}, or start a new run (another --output)."
+                f"resume with --train.batch-size {saved}, or start a new run (another --output)."
             )
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
@@ -259,7 +259,7 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"checkpoint {folder} was written by an earlier asymvae in pickle files (accelerate's .bin and "
                 ".pkl), which asymvae does not load: unpickling a file can run any code. Fix: start anew (another "
-                "--output), initialised from that run's last export with --set model.pretrained=OUTPUT/step<N>/vae."
+                "--output), initialised from that run's last export with --model.pretrained OUTPUT/step<N>/vae."
             )
         if problem is None:
             try:
