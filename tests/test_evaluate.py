@@ -284,3 +284,35 @@ def test_the_zoom_shows_a_detailed_preserved_region():
     # Left: the input's crop, upscaled to the tile's height; right: the decoding's.
     crop = (image[:, 20:28, 18:26].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     assert np.array_equal(zoom[::16, :128:16], crop)
+
+
+def _psnr_row(table: str, case: str, region: str) -> tuple[float, float]:
+    line = next(r for r in table.splitlines() if r.startswith(f"| {case} | PSNR (dB) ↑ | {region} |"))
+    base, asym = line.strip("| ").split(" | ")[-2:]
+    return float(base), float(asym)
+
+
+def test_the_readmes_demo_figures_are_the_run_docs_evaluation_records():
+    """README.md quotes the demo's figures from the one table docs/evaluation.md records (pasted whole from a
+    `make demo` run's metrics.md between the demo-figures markers): after a refresh, this says what to update."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "evaluation.md").read_text()
+    block = docs.split("<!-- demo-figures:begin")[1].split("<!-- demo-figures:end")[0]
+    section = (root / "README.md").read_text().split("## What the demo produces")[1].split("\n## ")[0]
+    recorded = {line for line in block.splitlines() if line.startswith("|")}
+    quoted = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(quoted) >= 4, "README.md's demo table is missing"
+    assert [line for line in quoted if line not in recorded] == [], "README rows not in docs/evaluation.md's table"
+    run = re.search(r"the `make demo` run of (\d{4}-\d{2}-\d{2})", " ".join(block.split()))
+    flat = " ".join(section.split())  # the prose, as one line
+    assert run and run.group(0) in flat, "README and docs name different runs"
+    ratio = re.search(r"pre_error ratio \(asymmetric / baseline\): \*\*([\d.]+)\*\*", block).group(1)
+    assert f"**pre_error ratio: {ratio}.**" in flat
+    images, side, hole = re.search(r"(\d+) images of .* at (\d+)², .*mean hole ([\d.]+)%", block).groups()
+    assert f"{images} held-out crops at {side}², mean hole {hole}%" in flat
+    # The differences README.md spells out, from the recorded rows.
+    full, inside = _psnr_row(block, "full mask", "full image"), _psnr_row(block, "masked", "hole")
+    assert f"(full mask) is {full[0] - full[1]:.2f} dB lower" in flat
+    assert f"inside the hole it is {inside[0] - inside[1]:.2f} dB lower" in flat
