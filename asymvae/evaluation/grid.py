@@ -154,7 +154,9 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return grown & ~shrunk
 
 
-def _tile(pixels: np.ndarray, size: tuple[int, int], hole: np.ndarray | None, box: tuple[int, int, int] | None):
+def _tile(
+    pixels: np.ndarray, size: tuple[int, int], hole: np.ndarray | None, box: tuple[int, int, int] | None
+) -> Image.Image:
     """Upscale (nearest) to `size` = (W, H); draw the hole's outline and the zoom box at the display scale."""
     w, h = size
     out = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.NEAREST)).copy()
