@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from asymvae.cli import main
 from asymvae.data.sources import DataSourceError
 from asymvae.evaluation.config import EvalConfig
 from asymvae.evaluation.data import EvalItem, SourceItems
+from asymvae.evaluation.grid import GridSample, cell, error_scale, grid_image, row_labels, zoom_window
 from asymvae.evaluation.run import decode_all, evaluate, score_items
 
 DATA = "builtin:demo?count=5&size=96&seed=1"
@@ -85,6 +88,7 @@ def test_evaluate_writes_the_report(asym_export_dir, base_vae_dir, tmp_path):
         "grid.png",
         "metrics.json",
         "metrics.md",
+        "report.html",
     ]
     data = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     s = data["summary"]
@@ -100,7 +104,8 @@ def test_evaluate_writes_the_report(asym_export_dir, base_vae_dir, tmp_path):
     assert "| masked | pre_error: MSE ↓ | preserved |" in table and "5 images" in table
     from PIL import Image
 
-    assert Image.open(tmp_path / "eval" / "grid.png").size == (6 * 128, 18 + 3 * 128)
+    # Three rows (baseline, asymmetric, full mask) per sample; 64² images drawn at 128².
+    assert Image.open(tmp_path / "eval" / "grid.png").size[1] > 3 * 3 * 128
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -116,6 +121,12 @@ def test_eval_cli_runs_and_rejects_bad_inputs(asym_export_dir, base_vae_dir, tmp
         capsys, "eval", str(asym_export_dir), "--baseline", str(base_vae_dir), *common, "--out", str(tmp_path / "e")
     )
     assert code == 0 and "| masked | pre_error" in out and (tmp_path / "e" / "metrics.json").is_file()
+    # The same HTML page the pipeline's evaluate step shows: the table's numbers and the grid inline.
+    page = (tmp_path / "e" / "report.html").read_text()
+    summary = json.loads((tmp_path / "e" / "metrics.json").read_text())["summary"]
+    assert f"<td>{summary['masked']['asymmetric']['pre_error']:.3e}</td>" in page
+    png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1))
+    assert png == (tmp_path / "e" / "grid.png").read_bytes() and str(tmp_path / "e" / "report.html") in out
 
     code, _, err = _cli(capsys, "eval", str(tmp_path / "missing"), "--baseline", str(base_vae_dir), *common)
     assert code == 2 and "does not exist" in err and "Traceback" not in err
@@ -189,3 +200,119 @@ def test_tiled_evaluation_for_large_images(asym_export_dir, base_vae_dir, tmp_pa
     assert code == 2 and "tile size 36 is not a multiple of the decoder's upsampling factor 8" in err
     code, _, err = _cli(capsys, "eval", str(asym_export_dir), *common, "--tile", "32", "--tile-overlap", "32")
     assert code == 2 and "below the tile size" in err
+
+
+def _textured(seed: int = 0, side: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, side, side, generator=g) * 0.5 + 0.25
+    mask = torch.zeros(1, side, side)
+    mask[:, 4:20, 6:22] = 1
+    return image, mask
+
+
+def _sample(error: float, seed: int = 0) -> GridSample:
+    """A sample whose decodings are off by about `error` (kept region: a tenth of that for the asymmetric one)."""
+    image, mask = _textured(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def noisy(scale: float) -> torch.Tensor:
+        return (image + scale * torch.randn(image.shape, generator=g)).clamp(0, 1)
+
+    asym = torch.where(mask.bool(), noisy(error), noisy(error / 10))
+    return GridSample(f"k{seed}", image, mask, noisy(error), asym, noisy(error))
+
+
+def _tile(grid, shape, sample: int, row: str, column: str) -> np.ndarray:
+    left, top, right, bottom = cell(shape, sample, row, column)
+    return np.asarray(grid)[top:bottom, left:right]
+
+
+def test_the_grids_error_maps_follow_the_data():
+    """A real SD VAE's errors are a few hundredths: the error maps must not be black for them."""
+    small = [_sample(0.004, 0), _sample(0.004, 1)]
+    grid = grid_image(small)
+    shape = tuple(small[0].image.shape)
+    # The baseline's error tile reaches the top of the heat scale (pale yellow: red channel 252).
+    assert _tile(grid, shape, 0, "baseline", "error")[..., 0].max() >= 240
+    # The scale is the data's: errors ten times larger get a scale ten times larger.
+    assert error_scale([_sample(0.04, 0), _sample(0.04, 1)]) == pytest.approx(10 * error_scale(small), rel=0.2)
+    assert 0.004 < error_scale(small) < 0.02
+
+
+def test_grid_rows_are_labelled_with_their_numbers_and_the_hole_is_outlined():
+    from asymvae.evaluation import metrics as M
+
+    s = _sample(0.05)
+    labels = row_labels(s)
+    assert [lines[0 if i else 1] for i, lines in enumerate(labels)] == [
+        "baseline",
+        "asymmetric, masked",
+        "asymmetric, full mask",
+    ]
+    kept = 1 - s.mask[None]
+    pre = float(M.masked_mse(s.asymmetric[None], s.image[None], kept)[0])
+    assert f"pre_error {pre:.2e}" in labels[1] and "hole 25% of the image" in labels[1]
+    assert labels[0][0] == "k0" and any(line.startswith("PSNR kept") for line in labels[0])
+    full = float(M.psnr(s.asymmetric_full[None], s.image[None])[0])
+    assert f"PSNR {full:.2f} dB" in labels[2]
+
+    grid = grid_image([s])
+    shape = tuple(s.image.shape)
+    for row in ("baseline", "asymmetric", "full_mask"):
+        assert (_tile(grid, shape, 0, row, "label") < 100).any(), row  # text is drawn in every label cell
+    cyan = np.array([0, 229, 255])
+    outlined = (_tile(grid, shape, 0, "asymmetric", "decoding") == cyan).all(-1)
+    # 32² drawn at 128²: the hole (rows 4..19, columns 6..21) has its edge at 16 and 80 px, 24 and 88 px.
+    assert outlined[16:80, 23:25].all() and outlined[15:17, 24:88].all() and not outlined[40:60, 40:70].any()
+    assert (_tile(grid, shape, 0, "baseline", "error") == cyan).all(-1).any()
+    # The full-mask row: the whole image is the hole, so there is no edge to draw.
+    assert not (_tile(grid, shape, 0, "full_mask", "decoding") == cyan).all(-1).any()
+
+
+def test_the_zoom_shows_a_detailed_preserved_region():
+    image = torch.full((3, 32, 32), 0.5)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, :16] = 1  # the top half is the hole
+    g = torch.Generator().manual_seed(0)
+    image[:, 2:10, 2:10] = torch.rand(3, 8, 8, generator=g)  # detail in the hole: not a preserved region
+    image[:, 20:28, 18:26] = torch.rand(3, 8, 8, generator=g)  # detail outside it
+    top, left, side = zoom_window(image, mask)
+    assert side == 8 and float(mask[:, top : top + side, left : left + side].sum()) == 0
+    assert (top, left) == (20, 18)
+    s = GridSample("z", image, mask, image * 0.9, image, image * 0.8)
+    zoom = _tile(grid_image([s]), tuple(image.shape), 0, "baseline", "zoom")
+    # Left: the input's crop, upscaled to the tile's height; right: the decoding's.
+    crop = (image[:, 20:28, 18:26].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(zoom[::16, :128:16], crop)
+
+
+def _psnr_row(table: str, case: str, region: str) -> tuple[float, float]:
+    line = next(r for r in table.splitlines() if r.startswith(f"| {case} | PSNR (dB) ↑ | {region} |"))
+    base, asym = line.strip("| ").split(" | ")[-2:]
+    return float(base), float(asym)
+
+
+def test_the_readmes_demo_figures_are_the_run_docs_evaluation_records():
+    """README.md quotes the demo's figures from the one table docs/evaluation.md records (pasted whole from a
+    `make demo` run's metrics.md between the demo-figures markers): after a refresh, this says what to update."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "evaluation.md").read_text()
+    block = docs.split("<!-- demo-figures:begin")[1].split("<!-- demo-figures:end")[0]
+    section = (root / "README.md").read_text().split("## What the demo produces")[1].split("\n## ")[0]
+    recorded = {line for line in block.splitlines() if line.startswith("|")}
+    quoted = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(quoted) >= 4, "README.md's demo table is missing"
+    assert [line for line in quoted if line not in recorded] == [], "README rows not in docs/evaluation.md's table"
+    run = re.search(r"the `make demo` run of (\d{4}-\d{2}-\d{2})", " ".join(block.split()))
+    flat = " ".join(section.split())  # the prose, as one line
+    assert run and run.group(0) in flat, "README and docs name different runs"
+    ratio = re.search(r"pre_error ratio \(asymmetric / baseline\): \*\*([\d.]+)\*\*", block).group(1)
+    assert f"**pre_error ratio: {ratio}.**" in flat
+    images, side, hole = re.search(r"(\d+) images of .* at (\d+)², .*mean hole ([\d.]+)%", block).groups()
+    assert f"{images} held-out crops at {side}², mean hole {hole}%" in flat
+    # The differences README.md spells out, from the recorded rows.
+    full, inside = _psnr_row(block, "full mask", "full image"), _psnr_row(block, "masked", "hole")
+    assert f"(full mask) is {full[0] - full[1]:.2f} dB lower" in flat
+    assert f"inside the hole it is {inside[0] - inside[1]:.2f} dB lower" in flat

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 from diffusers import AsymmetricAutoencoderKL
 
 from asymvae.cli import main
@@ -160,15 +161,76 @@ def test_export_cli_exit_codes(asym_export_dir, tmp_path, capsys):
     assert code == 0 and "max abs error" in out.out and (tmp_path / "r" / "vae" / "config.pbtxt").is_file()
 
 
-def test_card_shows_a_recorded_data_fingerprint(asym_export_dir):
-    from asymvae.export.card import CardInfo, find_fingerprint, model_card
+def test_the_card_of_a_model_trained_on_prepared_shards_names_their_source_and_fingerprint(base_vae_dir, tmp_path):
+    """The config says `data.source: builtin:demo` (its default) even when shards are read; the card must give
+    what the shards hold: the manifest's source and fingerprint, and the base model as loaded."""
+    from asymvae.data.manifest import load_manifest
+    from asymvae.data.prepare import PrepareConfig, prepare
+    from asymvae.training.run import train
+    from tests.conftest import tiny_config
+
+    data = tmp_path / "data"
+    prepare(
+        "builtin:demo?count=8&size=48&seed=3",
+        str(data),
+        PrepareConfig(min_side=16, max_side=48, val_fraction=0.0, workers=1),
+        progress=False,
+    )
+    manifest, _ = load_manifest(str(data))
+    cfg = tiny_config(base_vae_dir, tmp_path / "run", f"data.shards={data}", "train.max_steps=2", "data.num_workers=0")
+    run = train(cfg)
+    out = tmp_path / "hf"
+    export_model(ExportConfig(str(run.export), "diffusers", str(out)))
+    card = (out / "README.md").read_text()
+    assert f"- prepared dataset: `{data}` (made by `asymvae prepare`, 8 training samples)" in card
+    assert f"- source: `{manifest.source['spec']}` ({manifest.source['description']}, 8 images)" in card
+    assert manifest.source["spec"] == "builtin:demo?count=8&size=48&seed=3"
+    assert f"- data fingerprint: `{manifest.fingerprint}` (the prepared dataset's manifest; of its source: " in card
+    assert f"- base model: `{base_vae_dir}` (subfolder `vae`)" in card
+    assert "- source: `builtin:demo`" not in card and "not recorded" not in card
+    # The record travels with the export, so a second export from it says the same.
+    assert (out / "provenance.json").is_file()
+    export_model(ExportConfig(str(out), "onnx", str(tmp_path / "onnx")))
+    assert f"`{manifest.fingerprint}`" in (tmp_path / "onnx" / "README.md").read_text()
+
+
+def test_the_card_of_a_preset_base_names_the_folder_it_was_loaded_from(asym_export_dir, tmp_path):
+    from asymvae.export.card import CardInfo, model_card
 
     vae = AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae")
-    config = {"model": {"pretrained": "sd15"}, "data": {"source": "s3://b/p", "manifest": {"fingerprint": "abc123"}}}
-    assert find_fingerprint(config) == "abc123" and find_fingerprint({"data": {}}) is None
-    card = model_card(vae, CardInfo("n", "onnx", "somewhere", run_config=config))
-    assert "- data fingerprint: `abc123`" in card and "- source: `s3://b/p`" in card
-    assert "- base model: `sd15`" in card
+    config = {"model": {"pretrained": "preset:demo_base"}, "data": {"source": "/data/mine", "resolution": 64}}
+    record = {
+        "base_model": "/runs/demo_base/step600/vae",
+        "data": {"fingerprint": "f1", "source": {"spec": "/data/mine"}},
+    }
+    card = model_card(vae, CardInfo("n", "diffusers", "somewhere", run_config=config, provenance=record))
+    assert "- base model: `/runs/demo_base/step600/vae` (`model.pretrained: preset:demo_base`)" in card
+    assert "- source: `/data/mine`" in card and "- data fingerprint: `f1` (of the source as read)" in card
+    assert "- training crops: 64²" in card
+    # An export without a record: what the config says, and that the fingerprint was not recorded.
+    card = model_card(vae, CardInfo("n", "diffusers", "somewhere", run_config=config))
+    assert "- base model: `preset:demo_base`" in card and "- data fingerprint: not recorded" in card
+
+
+def test_a_plain_autoencoderkl_is_described_as_what_it_is(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from asymvae.config import to_dict
+    from asymvae.model.config import ModelConfig
+    from asymvae.training.experiment import ExperimentConfig
+    from tests.conftest import make_base_vae
+
+    model = tmp_path / "step6"
+    make_base_vae().save_pretrained(model / "vae")
+    cfg = ExperimentConfig(name="plain", model=ModelConfig(kind="autoencoderkl", pretrained=None))
+    (model / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    export_model(ExportConfig(str(model), "diffusers", str(tmp_path / "hf")))
+    card = (tmp_path / "hf" / "README.md").read_text()
+    AutoencoderKL.from_pretrained(tmp_path / "hf", subfolder="vae")
+    assert "A plain VAE (`AutoencoderKL`), trained with asymvae" in card and "no mask branch" in card
+    assert "- base model: none: trained from scratch" in card
+    for asymmetric_only in ("image=", "mask branch ", "An asymmetric", "asymvae inpaint", "Not evaluated"):
+        assert asymmetric_only not in card, asymmetric_only
 
 
 @pytest.mark.parametrize("family", ["flux", "sd3"])
@@ -224,3 +286,20 @@ def test_an_export_onto_the_folder_it_runs_in_is_one_line(asym_export_dir, tmp_p
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and why in err[0] and "Fix:" in err[0]
     assert sorted(p.name for p in earlier.iterdir()) == [WRITTEN_BY]
+
+
+def test_a_source_read_directly_is_recorded_with_its_own_fingerprint():
+    from asymvae.data.config import DataConfig
+    from asymvae.data.dataset import TrainImages
+    from asymvae.data.provenance import data_record
+    from asymvae.data.sources import open_source
+    from asymvae.masks import MaskConfig
+
+    def record(spec: str) -> dict:
+        return data_record(TrainImages(open_source(spec), [0, 1, 3], DataConfig(source=spec), MaskConfig(), 0))
+
+    one = record("builtin:demo?count=4&size=48")
+    assert one["source"]["spec"] == "builtin:demo?count=4&size=48" and one["source"]["images"] == 4
+    assert one["train_samples"] == 3 and "shards" not in one
+    assert one["fingerprint"] == one["source"]["fingerprint"] == record("builtin:demo?count=4&size=48")["fingerprint"]
+    assert record("builtin:demo?count=5&size=48")["fingerprint"] != one["fingerprint"]

@@ -47,9 +47,13 @@ def html_report(markdown: str, grid_png: bytes | None, title: str = "asymvae eva
     if grid_png:
         data = base64.b64encode(grid_png).decode("ascii")
         picture = (
-            f'<img alt="input | mask | baseline | asymmetric | error of each" src="data:image/png;base64,{data}">\n'
-            "<p>Columns: input, mask (white = hole), baseline decoding, asymmetric decoding, and the absolute "
-            "error of each.</p>"
+            '<img alt="per sample: baseline, asymmetric with the mask, asymmetric with a full mask; decoding, error, '
+            f'zoom" src="data:image/png;base64,{data}">\n'
+            "<p>Per sample three rows: the baseline's plain decoding, the asymmetric decoding with the mask, and "
+            "with a full mask (the whole image generated). Columns: what the mask branch sees, the decoding, its "
+            "absolute error (the scale is in the picture's header: the 99th percentile of the errors shown), and a "
+            "zoomed preserved region of the input beside the decoding's. Each row's label gives that sample's "
+            "pre_error and PSNR. Cyan: the hole's edge; green: the zoomed region.</p>"
         )
     style = (
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"

@@ -37,7 +37,8 @@ from asymvae.data.sources import DataSourceError
 from asymvae.evaluation import metrics as M
 from asymvae.evaluation.config import EvalConfig
 from asymvae.evaluation.data import EvalItem, ShardItems, SourceItems, batches, eval_items
-from asymvae.evaluation.report import GridSample, check_report_target, write_report
+from asymvae.evaluation.grid import GridSample
+from asymvae.evaluation.report import check_report_target, write_report
 from asymvae.losses.config import LPIPSConfig
 from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import VAE, ModelSourceError
@@ -187,6 +188,7 @@ def score_items(
                     d.mask[i].cpu(),
                     d.baseline[i].cpu(),
                     d.asymmetric[i].cpu(),
+                    d.asymmetric_full[i].cpu(),
                 )
             )
         done += len(batch)
@@ -227,7 +229,8 @@ def _open_items(cfg: EvalConfig) -> SourceItems | ShardItems:
 
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
-    """Run the evaluation described by `cfg` and write metrics.json, metrics.md and grid.png to `cfg.out_dir`."""
+    """Run the evaluation described by `cfg` and write its report (`asymvae.evaluation.report.write_report`:
+    metrics.json, metrics.md, grid.png, report.html) to `cfg.out_dir`."""
     start = time.perf_counter()
     check_report_target(Path(cfg.out_dir))  # before the models load: the report must not replace a user's files
     device = _device(cfg.device)

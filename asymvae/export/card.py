@@ -15,7 +15,7 @@ from asymvae.model.build import VAE
 from asymvae.model.family import family_of
 from asymvae.model.latent_space import PIPELINE_KEYS, LatentTransform
 
-__all__ = ["CardInfo", "find_fingerprint", "model_card", "write_card"]
+__all__ = ["CardInfo", "model_card", "write_card"]
 
 
 @dataclass
@@ -28,6 +28,8 @@ class CardInfo:
     """Where the exported model was read from."""
     run_config: dict[str, Any] | None = None
     """The training config.yaml beside `vae/`, when present."""
+    provenance: dict[str, Any] | None = None
+    """The training export's provenance.json (base model as loaded, training data: asymvae.data.provenance)."""
     eval_summary: dict[str, Any] | None = None
     """`summary` of an `asymvae eval` metrics.json, when given."""
     onnx_checks: list[dict[str, Any]] = field(default_factory=list)
@@ -38,27 +40,27 @@ def _millions(module: Any) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
 
 
-def find_fingerprint(config: dict[str, Any] | None) -> str | None:
-    """A data fingerprint recorded anywhere in the training config (a key containing `fingerprint`), or None."""
-    if not isinstance(config, dict):
-        return None
-    for key, value in config.items():
-        if "fingerprint" in str(key).lower() and value:
-            return str(value)
-        found = find_fingerprint(value) if isinstance(value, dict) else None
-        if found:
-            return found
-    return None
+def _base_model(info: CardInfo) -> str:
+    """The base model as the training loaded it, with the config's reference to it when that differs."""
+    if info.run_config is None and info.provenance is None:
+        return "not recorded (no training config.yaml or provenance.json beside vae/)"
+    model_cfg = (info.run_config or {}).get("model") or {}
+    spec = model_cfg.get("pretrained")
+    loaded = (info.provenance or {}).get("base_model", spec)
+    if not loaded:
+        return "none: trained from scratch (`model.pretrained` is empty)"
+    text = f"`{loaded}`"
+    if loaded == spec and model_cfg.get("subfolder"):
+        text += f" (subfolder `{model_cfg['subfolder']}`)"
+    elif spec and spec != loaded:
+        text += f" (`model.pretrained: {spec}`)"
+    return text
 
 
-def _model_section(vae: VAE, config: dict[str, Any] | None) -> list[str]:
+def _model_section(vae: VAE, info: CardInfo) -> list[str]:
     c = vae.config
-    model_cfg = (config or {}).get("model", {}) if isinstance(config, dict) else {}
-    base = model_cfg.get("pretrained")
-    base_text = f"`{base}`" if base else "not recorded (no training config.yaml beside vae/)"
-    if base and model_cfg.get("subfolder") and not str(base).startswith("preset:"):
-        base_text += f" (subfolder `{model_cfg['subfolder']}`)"
-    lines = ["## Model", "", f"- class: `{type(vae).__name__}`", f"- base model: {base_text}"]
+    model_cfg = (info.run_config or {}).get("model") or {}
+    lines = ["## Model", "", f"- class: `{type(vae).__name__}`", f"- base model: {_base_model(info)}"]
     if isinstance(vae, AsymmetricAutoencoderKL):
         branch = _millions(vae.decoder.condition_encoder)
         lines += [
@@ -70,7 +72,10 @@ def _model_section(vae: VAE, config: dict[str, Any] | None) -> list[str]:
         if model_cfg.get("decoder"):
             lines.append(f"- decoder size preset: `{model_cfg['decoder']}`")
     else:
-        lines.append(f"- decoder: widths {list(c.block_out_channels)}, {_millions(vae.decoder)} parameters")
+        lines += [
+            f"- decoder: widths {list(c.block_out_channels)}, {_millions(vae.decoder)} parameters; no mask branch",
+            f"- encoder: {_millions(vae.encoder)} parameters",
+        ]
     family = family_of(c)
     lines += [
         f"- latent space: {c.latent_channels} channels; pipelines decode `{LatentTransform.of(c).describe()}`; "
@@ -82,6 +87,42 @@ def _model_section(vae: VAE, config: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def _data_section(info: CardInfo) -> list[str]:
+    """Where the training data came from and its fingerprint: the export's provenance.json, else what the
+    config says (a config names the shards but not what they held)."""
+    record = (info.provenance or {}).get("data") or {}
+    data_cfg = (info.run_config or {}).get("data") or {}
+    shards = record.get("shards") or data_cfg.get("shards")
+    lines = ["## Training data", ""]
+    if shards:
+        samples = f", {record['train_samples']} training samples" if record.get("train_samples") else ""
+        lines.append(f"- prepared dataset: `{shards}` (made by `asymvae prepare`{samples})")
+    source = record.get("source") or {}
+    if source.get("spec"):
+        about = ", ".join(
+            str(x) for x in (source.get("description"), source.get("images") and f"{source['images']} images") if x
+        )
+        lines.append(f"- source: `{source['spec']}`" + (f" ({about})" if about else ""))
+    elif shards:
+        lines.append("- source: not recorded in this export (the prepared dataset's manifest.json names it)")
+    elif data_cfg.get("source"):
+        split = f", split `{data_cfg['split']}`" if data_cfg.get("split") else ""
+        lines.append(f"- source: `{data_cfg['source']}`{split}")
+    else:
+        lines.append("- source: not recorded")
+    if data_cfg.get("resolution"):
+        lines.append(f"- training crops: {data_cfg['resolution']}²")
+    fingerprint = record.get("fingerprint")
+    if fingerprint and shards:
+        of_source = f"; of its source: `{source['fingerprint']}`" if source.get("fingerprint") else ""
+        lines.append(f"- data fingerprint: `{fingerprint}` (the prepared dataset's manifest{of_source})")
+    elif fingerprint:
+        lines.append(f"- data fingerprint: `{fingerprint}` (of the source as read)")
+    else:
+        lines.append("- data fingerprint: not recorded (no provenance.json beside vae/)")
+    return [*lines, ""]
 
 
 def _family_use(vae: VAE) -> list[str]:
@@ -134,8 +175,14 @@ def _usage(info: CardInfo, vae: VAE) -> list[str]:
             f"from diffusers import {cls}",
             f'vae = {cls}.from_pretrained("PATH/TO/THIS/FOLDER", subfolder="vae")',
             f"# vae.config has what pipelines read (config.json keeps it; diffusers 0.42.1 loads it): {saved}",
-            f"# decode(z, image=..., mask=...) with z = {transform}, `latent` being the diffusion model's;",
-            "# image on [-1, 1] (B, 3, H, W), mask (B, 1, H, W), 1 = hole",
+            *(
+                [
+                    f"# decode(z, image=..., mask=...) with z = {transform}, `latent` being the diffusion model's;",
+                    "# image on [-1, 1] (B, 3, H, W), mask (B, 1, H, W), 1 = hole",
+                ]
+                if isinstance(vae, AsymmetricAutoencoderKL)
+                else [f"# decode(z) with z = {transform}, `latent` being the diffusion model's (no image, no mask)"]
+            ),
             "```",
             "",
             *(_family_use(vae) if isinstance(vae, AsymmetricAutoencoderKL) else []),
@@ -179,37 +226,35 @@ def _usage(info: CardInfo, vae: VAE) -> list[str]:
     return lines
 
 
+def _summary_line(vae: VAE, info: CardInfo) -> str:
+    how = "trained with asymvae" if info.run_config or info.provenance else "exported by asymvae"
+    where = f"exported as **{info.fmt}** from `{info.source}`"
+    if isinstance(vae, AsymmetricAutoencoderKL):
+        return (
+            f"An asymmetric VAE decoder (arXiv 2306.04632), {how}, {where}. Its decoder also takes the image and "
+            "the mask, so the pixels outside the mask come back as they were."
+        )
+    return (
+        f"A plain VAE (`AutoencoderKL`), {how}, {where}. It decodes a latent alone (no image, no mask): a base "
+        "that asymmetric decoders are trained on and evaluated against."
+    )
+
+
 def model_card(vae: VAE, info: CardInfo) -> str:
     """The README.md of an export: model, use, data, evaluation, training config."""
-    lines = [
-        f"# {info.name}",
-        "",
-        f"An asymmetric VAE decoder trained with asymvae (arXiv 2306.04632), exported as **{info.fmt}** from "
-        f"`{info.source}`.",
-        "",
-    ]
+    lines = [f"# {info.name}", "", _summary_line(vae, info), ""]
     if info.files:
         lines += ["Files: " + ", ".join(f"`{f}`" for f in info.files), ""]
-    lines += _model_section(vae, info.run_config)
+    lines += _model_section(vae, info)
     lines += _usage(info, vae)
-    data = (info.run_config or {}).get("data", {}) if isinstance(info.run_config, dict) else {}
-    fingerprint = find_fingerprint(info.run_config)
-    source = f"`{data['source']}`" if data.get("source") else "not recorded"
-    if data.get("split") and data.get("resolution"):
-        source += f", split `{data['split']}`, {data['resolution']}² crops"
-    lines += [
-        "## Training data",
-        "",
-        f"- source: {source}",
-        f"- data fingerprint: {f'`{fingerprint}`' if fingerprint else 'not recorded'}",
-        "",
-        "## Evaluation",
-        "",
-    ]
+    lines += _data_section(info)
+    lines += ["## Evaluation", ""]
     if info.eval_summary:
         lines += [markdown_table(info.eval_summary)]
-    else:
+    elif isinstance(vae, AsymmetricAutoencoderKL):
         lines += ["Not evaluated with this export (run `asymvae eval`, then export with `--eval metrics.json`).", ""]
+    else:
+        lines += ["`asymvae eval` scores asymmetric decoders; a plain VAE like this one is their `--baseline`.", ""]
     lines += ["## Training config", ""]
     if info.run_config:
         lines += ["```yaml", yaml.safe_dump(info.run_config, sort_keys=False).rstrip(), "```", ""]

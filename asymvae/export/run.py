@@ -22,13 +22,14 @@ import onnx
 import yaml
 from diffusers import AsymmetricAutoencoderKL
 
+from asymvae.data.provenance import PROVENANCE_NAME
 from asymvae.export import ExportError
 from asymvae.export.card import CardInfo, write_card
 from asymvae.export.config import ExportConfig
 from asymvae.export.onnx import export_onnx, verify_onnx
 from asymvae.export.triton import triton_config, validate_triton_model
 from asymvae.model.build import VAE
-from asymvae.model.files import load_vae, read_run_config, save_vae
+from asymvae.model.files import load_vae, read_provenance, read_run_config, save_vae
 from asymvae.storage.faults import writing
 from asymvae.storage.local import check_replaceable, private_staging_dir, publish
 from asymvae.storage.ownership import own_target
@@ -77,7 +78,9 @@ def _write_onnx(vae: VAE, path: Path, opset: int) -> list[dict[str, Any]]:
     return checks
 
 
-def _fill(cfg: ExportConfig, vae: VAE, tmp: Path, run_config: dict[str, Any] | None) -> tuple[list[str], list]:
+def _fill(
+    cfg: ExportConfig, vae: VAE, tmp: Path, run_config: dict[str, Any] | None, record: dict[str, Any] | None
+) -> tuple[list[str], list]:
     """Write the format's files into `tmp`; return (relative file names, ONNX checks)."""
     checks: list[dict[str, Any]] = []
     if cfg.format == "diffusers":
@@ -96,6 +99,8 @@ def _fill(cfg: ExportConfig, vae: VAE, tmp: Path, run_config: dict[str, Any] | N
             raise ExportError(str(e)) from e
     if run_config is not None and cfg.format != "triton":
         (tmp / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+    if record is not None and cfg.format != "triton":
+        (tmp / PROVENANCE_NAME).write_text(json.dumps(record, indent=1) + "\n")
     if checks:
         (tmp / "export_report.json").write_text(json.dumps({"onnx_parity": checks}, indent=1) + "\n")
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
@@ -116,13 +121,14 @@ def _export(cfg: ExportConfig, target: Path) -> ExportResult:
     eval_summary = _read_eval(cfg.eval)
     vae = load_vae(cfg.model).float()
     run_config = read_run_config(cfg.model)
+    record = read_provenance(cfg.model)
     tmp: Path | None = None
     try:
         with writing("the export", target):  # a full disk or a folder it may not write to: one line, nothing left
             tmp = private_staging_dir(target)  # also removes what a killed export left here
-            files, checks = _fill(cfg, vae, tmp, run_config)
+            files, checks = _fill(cfg, vae, tmp, run_config, record)
             files.append("README.md")
-            info = CardInfo(cfg.name, cfg.format, str(cfg.model), run_config, eval_summary, checks, files)
+            info = CardInfo(cfg.name, cfg.format, str(cfg.model), run_config, record, eval_summary, checks, files)
             write_card(tmp, vae, info)  # last: a folder with its card is complete
             publish(tmp, target)
     except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +13,11 @@ from typing import Any
 import yaml
 from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
+from asymvae.data.provenance import PROVENANCE_NAME
 from asymvae.model.build import VAE, ModelSourceError
 from asymvae.model.latent_space import PIPELINE_KEYS
 
-__all__ = ["load_vae", "read_run_config", "save_vae", "vae_folder"]
+__all__ = ["load_vae", "read_provenance", "read_run_config", "save_vae", "vae_folder"]
 
 _CLASSES: dict[str, type[VAE]] = {"AutoencoderKL": AutoencoderKL, "AsymmetricAutoencoderKL": AsymmetricAutoencoderKL}
 
@@ -93,17 +95,40 @@ def load_vae(path: str | Path, require: type[VAE] | None = None, load_as: type[V
     return vae.eval().requires_grad_(False)
 
 
+def _beside_vae(path: str | Path, name: str) -> Path | None:
+    """The file `name` beside `vae/` in the training export `path` (or its parent, for `path` = `.../vae`)."""
+    root = Path(path).expanduser()
+    for candidate in (root / name, root.parent / name):
+        if candidate.is_file() and (candidate.parent / "vae").is_dir():
+            return candidate
+    return None
+
+
 def read_run_config(path: str | Path) -> dict[str, Any] | None:
     """The training `config.yaml` beside `vae/` (as a dict), or None when the folder has none."""
-    root = Path(path).expanduser()
-    for candidate in (root / "config.yaml", root.parent / "config.yaml"):
-        if candidate.is_file() and (candidate.parent / "vae").is_dir():
-            try:
-                data = yaml.safe_load(candidate.read_text())
-            except yaml.YAMLError as e:
-                raise ModelSourceError(f"{candidate} is not valid YAML: {e}") from e
-            return data if isinstance(data, dict) else None
-    return None
+    candidate = _beside_vae(path, "config.yaml")
+    if candidate is None:
+        return None
+    try:
+        data = yaml.safe_load(candidate.read_text())
+    except yaml.YAMLError as e:
+        raise ModelSourceError(f"{candidate} is not valid YAML: {e}") from e
+    return data if isinstance(data, dict) else None
+
+
+def read_provenance(path: str | Path) -> dict[str, Any] | None:
+    """What the training export `path` was trained from (its `provenance.json` beside `vae/`, see
+    asymvae.data.provenance), or None when it has none."""
+    candidate = _beside_vae(path, PROVENANCE_NAME)
+    if candidate is None:
+        return None
+    try:
+        data = json.loads(candidate.read_text())
+    except ValueError as e:
+        raise ModelSourceError(
+            f"{candidate} is not valid JSON ({e}). Fix: delete it, or export from the run again"
+        ) from e
+    return data if isinstance(data, dict) else None
 
 
 def save_vae(vae: VAE, folder: Path) -> Path:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from asymvae.evaluation.config import EvalConfig
-from asymvae.evaluation.html import html_report
 from asymvae.evaluation.run import EvalResult, evaluate
 
 
@@ -20,7 +19,8 @@ def evaluate_step(
     max_images: int = 0,
     lpips: str = "shift_tolerant",
 ) -> EvalResult:
-    """Run `asymvae eval` on the step's model; the report (metrics.json, metrics.md, grid.png) goes to `out_dir`."""
+    """Run `asymvae eval` on the step's model; its report (metrics.json, metrics.md, grid.png, report.html) goes to
+    `out_dir`."""
     cfg = EvalConfig(
         model=model_dir,
         baseline=baseline,
@@ -50,7 +50,5 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
 
 
 def report_html(result: EvalResult) -> str:
-    """The report as one HTML page with the grid inline."""
-    grid = result.files.get("grid")
-    png = Path(grid).read_bytes() if grid else None
-    return html_report(Path(result.files["markdown"]).read_text(), png)
+    """The report as one HTML page with the grid inline: the report.html `asymvae eval` writes."""
+    return Path(result.files["html"]).read_text()

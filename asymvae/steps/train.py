@@ -153,7 +153,7 @@ def train_step(
     run_store: str = "",
 ) -> dict[str, Any]:
     """Train on the shards at `shards_uri` and copy the final export into `model_dir` (`vae/`, `config.yaml`,
-    and `baseline/vae` when the base is a local folder). Returns the artifact's metadata.
+    `provenance.json`, and `baseline/vae` when the base is a local folder). Returns the artifact's metadata.
 
     `run_store` (an object-store prefix of this task, see uris.task_store) holds the run when there is no
     shared volume (`output_pvc` empty): its `run/` is the training's mirror (checkpoints, the export), which

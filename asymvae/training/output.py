@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+from asymvae.data.provenance import PROVENANCE_NAME
 from asymvae.model.build import VAE
 from asymvae.model.files import save_vae
 from asymvae.storage.faults import writing
@@ -26,8 +29,9 @@ def latest_export(output_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name[4:])) if found else None
 
 
-def write_export(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Path:
-    """Save `vae` to `OUTPUT/step<N>/vae` (safetensors + config) with the run's config beside it.
+def write_export(vae: VAE, output_dir: Path, step: int, config_yaml: str, provenance: dict[str, Any]) -> Path:
+    """Save `vae` to `OUTPUT/step<N>/vae` (safetensors + config) with the run's config and `provenance` (what it
+    was trained from: asymvae.data.provenance) beside it.
 
     Written to a hidden folder and renamed when complete: a crash leaves no half-written `step<N>`.
     Call on one process only.
@@ -39,6 +43,7 @@ def write_export(vae: VAE, output_dir: Path, step: int, config_yaml: str) -> Pat
             tmp = staging_dir(final)
             save_vae(vae, tmp)
             (tmp / "config.yaml").write_text(config_yaml)
+            (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=1) + "\n")
             publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from asymvae.config import to_dict
 from asymvae.data.dataset import TrainImages
+from asymvae.data.provenance import provenance
 from asymvae.data.sampler import PositionError, ResumableBatchSampler
 from asymvae.data.scan import BAD_LIST_NAME, scan_source
 from asymvae.data.sources import open_source
@@ -127,6 +128,7 @@ class Trainer:
         set_seed(t.seed)
         self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
+        self.base_model = pretrained or cfg.model.pretrained  # what the weights were loaded from, for the export
         self.step_fn = TrainStep(cfg, acc, build_vae(cfg.model, pretrained), build_lpips(cfg.loss.lpips))
         self.images_per_step = self.step_fn.images_per_step
         self.params = self.step_fn.params
@@ -404,10 +406,11 @@ class Trainer:
         vae = self.step_fn.inner.vae
         path = self.out / f"step{self.state.step}"
         if acc.is_main_process:
+            record = provenance(self.base_model, self.dataset)
             if self.ema is not None:
                 self.ema.store(self.params)
                 self.ema.copy_to(self.params)
-            path = write_export(vae, self.out, self.state.step, self.config_yaml)
+            path = write_export(vae, self.out, self.state.step, self.config_yaml, record)
             if self.ema is not None:
                 self.ema.restore(self.params)
             if self.mirror is not None:

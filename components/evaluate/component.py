@@ -27,9 +27,10 @@ def evaluate(
         model: Output of the train component.
         metrics: Every mean metric as `case/decoder/metric` (e.g. `masked/asymmetric/pre_error`), plus
             `pre_error_ratio`.
-        report: The table and the comparison grid in one HTML page (the grid inline, base64 PNG).
+        report: The table and the comparison grid in one HTML page (the grid inline, base64 PNG): the
+            report.html `asymvae eval` writes.
         table: The table as Markdown.
-        results: The report folder: metrics.json (with per-image values), metrics.md, grid.png.
+        results: The report folder: metrics.json (with per-image values), metrics.md, grid.png, report.html.
         data: Held-out images: a prepared dataset (`s3://` prefix or manifest of `asymvae prepare`: its val
             split with the stored masks), or a folder, dataset, `builtin:demo?seed=1`.
         baseline: The baseline VAE (default: the base the model was trained on, recorded by train).

@@ -33,8 +33,8 @@ def train(
     timeout_s: float = 172800.0,
 ):
     """Train per `config` on the prepared shards; the final export lands in `model` (`vae/`, `config.yaml`,
-    `baseline/vae` when the base VAE is a local folder). Every setting is documented once, on the library's
-    TrainStepConfig, and checked against it when this module is imported.
+    `provenance.json`, `baseline/vae` when the base VAE is a local folder). Every setting is documented once,
+    on the library's TrainStepConfig, and checked against it when this module is imported.
 
     Args:
         shards: The prepared dataset's manifest (output `shards` of the prepare component: an `s3://` URI or,

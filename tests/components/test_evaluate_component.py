@@ -40,6 +40,7 @@ def test_evaluates_against_the_recorded_baseline(tmp_path: Path, asym_export_dir
     html = Path(report.path).read_text()
     png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', html).group(1))
     assert png == (tmp_path / "results" / "grid.png").read_bytes()
+    assert html == (tmp_path / "results" / "report.html").read_text()  # the page `asymvae eval` writes
     assert Path(table.path).read_text() == (tmp_path / "results" / "metrics.md").read_text()
     assert results.metadata["images"] == 3
 
