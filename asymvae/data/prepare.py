@@ -380,21 +380,17 @@ def prepare(
 
 def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> PrepareResult:
     started = time.perf_counter()
-    with phase(f"opening {spec} and listing its images", log):
-        source = open_source(spec, split=cfg.split, image_column=cfg.image_column, max_samples=cfg.max_samples)
-        if len(source) == 0:
-            raise PrepareError(f"{source.description} has no images. Fix: check the source and prepare.split.")
-        names = sample_names(source)
-        src_fp = source_fingerprint(source, spec, names)
+    source, names, src_fp = _open(spec, cfg)
     fingerprint = run_fingerprint(src_fp, cfg.output_settings())
-    previous, existing, whole = _existing_manifest(store, fingerprint)
     manifest_uri = store.url(MANIFEST_NAME)
+    previous, existing, whole = _existing_manifest(store, fingerprint)
     if existing is not None:
         log.info("%s is up to date (fingerprint %s, %d shards verified)", manifest_uri, fingerprint[:16], len(whole))
         listed = store.url(BAD_LIST_NAME) if existing.bad.get("count") else None
         return PrepareResult(
             manifest_uri, existing, up_to_date=True, seconds=time.perf_counter() - started, bad_list=listed
         )
+
     sink = ShardSink(store, f"shards-{fingerprint[:16]}", cfg.shard_max_bytes)
     reused = sink.resume(whole)
     work = _Work(source, cfg, names, [split_of(n, cfg.val_fraction) for n in names], sink)
@@ -417,6 +413,16 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
         rebuilt_shards=rebuilt,
         bad_list=store.url(BAD_LIST_NAME) if bad else None,
     )
+
+
+def _open(spec: str, cfg: PrepareConfig) -> tuple[ImageSource, list[str], str]:
+    """The source of `spec`, its images' names (`sample_names`) and its fingerprint; an empty one raises."""
+    with phase(f"opening {spec} and listing its images", log):
+        source = open_source(spec, split=cfg.split, image_column=cfg.image_column, max_samples=cfg.max_samples)
+        if len(source) == 0:
+            raise PrepareError(f"{source.description} has no images. Fix: check the source and prepare.split.")
+        names = sample_names(source)
+        return source, names, source_fingerprint(source, spec, names)
 
 
 def _convert_all(work: _Work, tasks: list[tuple[int, str, str]], progress: bool) -> list[list[str]]:
