@@ -59,7 +59,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_rate(per_second: float, unit: str) -> str:
-    """`6.49 img/s`, `52.3 img/s`, `812 img/s`: three significant digits up to 999, whole numbers above."""
+    """`6.49 img/s`, `52.3 img/s`, `812 img/s`: two decimals below 10, one below 100, none above."""
     if per_second >= 100:
         return f"{per_second:.0f} {unit}/s"
     if per_second >= 10:
