@@ -27,7 +27,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -57,6 +56,7 @@ from asymvae.data.sources import DataSourceError, ImageSource, open_source
 from asymvae.data.superseded import remove_superseded
 from asymvae.data.termination import default_sigterm, sigterm_stops
 from asymvae.masks import make_mask
+from asymvae.progress import Progress, phase
 from asymvae.storage import Store, open_store
 from asymvae.storage.local import LocalStore
 from asymvae.storage.ownership import own_folder
@@ -203,6 +203,32 @@ def _sample_files(name: str, split: str, ordinal: int, result: dict[str, Any]) -
 
 
 @dataclass
+class _Work:
+    """What a run converts: the source and config, each image's name and split, and the sink of its shards."""
+
+    source: ImageSource
+    cfg: PrepareConfig
+    names: list[str]
+    splits: list[str]
+    sink: ShardSink
+
+    @property
+    def allowed_bad(self) -> int:
+        """How many unusable images `max_bad_share` allows."""
+        return int(self.cfg.max_bad_share * len(self.source))
+
+    def pending(self) -> list[tuple[int, str, str]]:
+        """(index, name, split) of each image not in a finished shard: train first, then val (each val image is
+        checked against every train image, and a copy is kept out of val)."""
+        return [
+            (i, self.names[i], s)
+            for s in SPLITS
+            for i in range(len(self.names))
+            if self.splits[i] == s and i >= self.sink.splits[s].done_end
+        ]
+
+
+@dataclass
 class _Rebuild:
     """A damaged shard being rebuilt: its writer, the split ordinal of its first sample, images left."""
 
@@ -211,11 +237,10 @@ class _Rebuild:
     left: int
 
 
-def _rebuild_damaged(
-    source: ImageSource, cfg: PrepareConfig, names: list[str], splits: list[str], sink: ShardSink
-) -> int:
+def _rebuild_damaged(work: _Work) -> int:
     """Re-process the source images of each damaged shard of an earlier run and put the rebuilt shard in
     its place (the shard holds the same samples: shards are a pure function of the inputs)."""
+    source, cfg, names, splits, sink = work.source, work.cfg, work.names, work.splits, work.sink
     owner: dict[int, tuple[SplitState, int]] = {}
     rebuilds: dict[tuple[str, int], _Rebuild] = {}
     for split, k, why in sink.damaged:
@@ -298,12 +323,7 @@ def prepare(
 
 def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> PrepareResult:
     started = time.perf_counter()
-    source = open_source(spec, split=cfg.split, image_column=cfg.image_column, max_samples=cfg.max_samples)
-    total = len(source)
-    if total == 0:
-        raise PrepareError(f"{source.description} has no images. Fix: check the source and prepare.split.")
-    names = sample_names(source)
-    src_fp = source_fingerprint(source, spec, names)
+    source, names, src_fp = _open(spec, cfg)
     fingerprint = run_fingerprint(src_fp, cfg.output_settings())
     manifest_uri = store.url(MANIFEST_NAME)
     previous, existing, whole = _existing_manifest(store, fingerprint)
@@ -316,67 +336,17 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
 
     sink = ShardSink(store, f"shards-{fingerprint[:16]}", cfg.shard_max_bytes)
     reused = sink.resume(whole)
-    splits = [split_of(n, cfg.val_fraction) for n in names]
-    # Train first, then val: each val image is checked against every train image (a copy is kept out of val).
-    tasks = [(i, names[i], s) for s in SPLITS for i in range(total) if splits[i] == s and i >= sink.splits[s].done_end]
+    work = _Work(source, cfg, names, [split_of(n, cfg.val_fraction) for n in names], sink)
+    tasks = work.pending()
     if reused or sink.damaged:
-        log.info("resuming: %d finished shards kept, %d of %d images left", reused, len(tasks), total)
-    allowed_bad = int(cfg.max_bad_share * total)
-    unchecked: list[list[str]] = []
+        log.info("resuming: %d finished shards kept, %d of %d images left", reused, len(tasks), len(source))
     try:
-        rebuilt = _rebuild_damaged(source, cfg, names, splits, sink) if sink.damaged else 0
-        log.info("preparing %d images of %s into %s", len(tasks), source.description, store.uri)
-        bar = _Progress(len(tasks), progress)
-        n_bad = _unusable(sink.bad_images())
-        train_pixels = sink.splits["train"].names_by_digest()
-        results = _results(source, cfg, tasks)
-        try:
-            for done, (i, result) in enumerate(results, 1):
-                split = sink.splits[splits[i]]
-                if "bad" in result:
-                    split.bad.append([names[i], result["bad"], result["kind"]])
-                    n_bad += 1
-                    if n_bad > allowed_bad:  # this run fails: list every bad image, converting nothing more
-                        results.close()
-                        unchecked = _check_rest(source, cfg, tasks[done:], progress)
-                        break
-                elif split.name == "val" and result["pixels"] in train_pixels:
-                    twin = train_pixels[result["pixels"]]
-                    split.bad.append([names[i], f"same pixels as train image {twin}: kept out of val", DUPLICATE])
-                else:
-                    files = _sample_files(names[i], split.name, split.ordinal, result)
-                    sink.add(split, i, *files, digest=(result["pixels"], names[i]))
-                    if split.name == "train":
-                        train_pixels[result["pixels"]] = names[i]
-                bar.update(done)
-            else:
-                for split in sink.splits.values():
-                    sink.close(split, end=total)
-        finally:
-            bar.close()
+        rebuilt = _rebuild_damaged(work) if sink.damaged else 0
+        unchecked = _convert_all(work, tasks, progress)
     finally:
         sink.shutdown()  # every shard and receipt is stored before anything below (the manifest) is written
     bad = sink.bad_images() + unchecked
-    report = _bad_report(bad, total)
-    listed_in = "the manifest"
-    if bad:
-        store.put(BAD_LIST_NAME, bad_image_table(bad))
-        listed_in = store.url(BAD_LIST_NAME)
-        log.warning("%s", bad_summary(report, listed_in))
-    if report["unusable"] > allowed_bad:
-        _fail_bad(report, cfg, listed_in)
-    manifest = _manifest(spec, source, (src_fp, fingerprint), cfg, sink, report)
-    if manifest.samples("train") == 0:
-        raise PrepareError(f"no usable training image in {source.description}.\n{bad_summary(report, listed_in)}")
-    store.put(MANIFEST_NAME, manifest.to_json().encode())  # last: only now is the dataset visible
-    remove_superseded(store, sink.folder, previous, abandoned=isinstance(store, LocalStore), bad_list=bool(bad))
-    log.info(
-        "wrote %s: %d train / %d val samples in %d shards",
-        manifest_uri,
-        manifest.samples("train"),
-        manifest.samples("val"),
-        len(manifest.shards),
-    )
+    manifest = _write_manifest(spec, work, (src_fp, fingerprint), bad, previous)
     return PrepareResult(
         manifest_uri,
         manifest,
@@ -386,6 +356,93 @@ def _prepare(spec: str, store: Store, cfg: PrepareConfig, progress: bool) -> Pre
         rebuilt_shards=rebuilt,
         bad_list=store.url(BAD_LIST_NAME) if bad else None,
     )
+
+
+def _open(spec: str, cfg: PrepareConfig) -> tuple[ImageSource, list[str], str]:
+    """The source of `spec`, its images' names (`sample_names`) and its fingerprint; an empty one raises."""
+    with phase(f"opening {spec} and listing its images", log):
+        source = open_source(spec, split=cfg.split, image_column=cfg.image_column, max_samples=cfg.max_samples)
+        if len(source) == 0:
+            raise PrepareError(f"{source.description} has no images. Fix: check the source and prepare.split.")
+        names = sample_names(source)
+        return source, names, source_fingerprint(source, spec, names)
+
+
+def _convert_all(work: _Work, tasks: list[tuple[int, str, str]], progress: bool) -> list[list[str]]:
+    """Convert `tasks` into the sink's shards, then close the last shard of each split; returns []. When more
+    images are unusable than `max_bad_share` allows, converting stops and the rest are only checked: returns
+    [name, reason, kind] of the bad images among them, so that the failure lists every one."""
+    log.info("preparing %d images of %s into %s", len(tasks), work.source.description, work.sink.store.uri)
+    stopped_at = _convert(work, tasks, progress)
+    if stopped_at is not None:
+        return _check_rest(work.source, work.cfg, tasks[stopped_at:], progress)
+    for split in work.sink.splits.values():
+        work.sink.close(split, end=len(work.source))
+    return []
+
+
+def _convert(work: _Work, tasks: list[tuple[int, str, str]], progress: bool) -> int | None:
+    """Convert `tasks` in source order into the sink; None when all are done, else how many were done when
+    one unusable image too many stopped it."""
+    n_bad = _unusable(work.sink.bad_images())
+    train_pixels = work.sink.splits["train"].names_by_digest()
+    results = _results(work.source, work.cfg, tasks)
+    with Progress("preparing", len(tasks), "img", logger=log, bar=progress) as shown:
+        for done, (i, result) in enumerate(results, 1):
+            split = work.sink.splits[work.splits[i]]
+            if "bad" in result:
+                split.bad.append([work.names[i], result["bad"], result["kind"]])
+                n_bad += 1
+                if n_bad > work.allowed_bad:  # this run fails: converting nothing more
+                    results.close()
+                    return done
+            else:
+                _keep(work.sink, split, i, work.names[i], result, train_pixels)
+            shown.update()
+    return None
+
+
+def _keep(
+    sink: ShardSink, split: SplitState, i: int, name: str, result: dict[str, Any], train_pixels: dict[str, str]
+) -> None:
+    """Add converted image `i` to its split's shard, unless it is a val image with the pixels of a train image
+    (`train_pixels`: digest -> name): that one is listed as a duplicate and kept out of val."""
+    if split.name == "val" and result["pixels"] in train_pixels:
+        twin = train_pixels[result["pixels"]]
+        split.bad.append([name, f"same pixels as train image {twin}: kept out of val", DUPLICATE])
+        return
+    sink.add(split, i, *_sample_files(name, split.name, split.ordinal, result), digest=(result["pixels"], name))
+    if split.name == "train":
+        train_pixels[result["pixels"]] = name
+
+
+def _write_manifest(
+    spec: str, work: _Work, fingerprints: tuple[str, str], bad: list[list[str]], previous: Manifest | None
+) -> Manifest:
+    """List the `bad` images in bad-images.tsv (when any), fail when too many are unusable, else write the
+    manifest (last: only now is the dataset visible) and remove what it supersedes."""
+    store, total = work.sink.store, len(work.source)
+    report = _bad_report(bad, total)
+    listed_in = "the manifest"
+    if bad:
+        store.put(BAD_LIST_NAME, bad_image_table(bad))
+        listed_in = store.url(BAD_LIST_NAME)
+        log.warning("%s", bad_summary(report, listed_in))
+    if report["unusable"] > work.allowed_bad:
+        _fail_bad(report, work.cfg, listed_in)
+    manifest = _manifest(spec, work.source, fingerprints, work.cfg, work.sink, report)
+    if manifest.samples("train") == 0:
+        raise PrepareError(f"no usable training image in {work.source.description}.\n{bad_summary(report, listed_in)}")
+    store.put(MANIFEST_NAME, manifest.to_json().encode())
+    remove_superseded(store, work.sink.folder, previous, abandoned=isinstance(store, LocalStore), bad_list=bool(bad))
+    log.info(
+        "wrote %s: %d train / %d val samples in %d shards",
+        store.url(MANIFEST_NAME),
+        manifest.samples("train"),
+        manifest.samples("val"),
+        len(manifest.shards),
+    )
+    return manifest
 
 
 def _fail_bad(report: dict[str, Any], cfg: PrepareConfig, listed_in: str) -> None:
@@ -425,31 +482,3 @@ def _manifest(
         bad=report,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-
-
-class _Progress:
-    """tqdm on a terminal, else a log line every 10%."""
-
-    def __init__(self, total: int, show: bool) -> None:
-        self.total = total
-        self.bar = None
-        self.next_log = 0.1
-        if show and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="Preparing", unit="img", file=sys.stderr)
-        self.started = time.perf_counter()
-        self.done = 0
-
-    def update(self, done: int) -> None:
-        if self.bar is not None:
-            self.bar.update(done - self.done)
-        elif self.total and done / self.total >= self.next_log:
-            rate = done / max(time.perf_counter() - self.started, 1e-9)
-            log.info("prepared %d/%d images (%.0f img/s)", done, self.total, rate)
-            self.next_log += 0.1
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

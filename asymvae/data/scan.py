@@ -8,9 +8,9 @@ them at once, not 20 per run.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +19,10 @@ from pathlib import Path
 
 from asymvae.data.image_source import DataSourceError, ImageSource
 from asymvae.data.images import BadImageError, as_bad_image, check_image
+from asymvae.progress import Progress
 from asymvae.storage.local import write_atomic
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BAD_LIST_NAME", "ScanReport", "bad_image_lines", "bad_image_table", "check_images", "scan_source"]
 
@@ -65,26 +68,20 @@ def check_images(
     rules: `max_side` is the long side images will be shrunk to, when they will be).
 
     Decoding runs on `num_threads` threads (default: up to 8); Pillow releases the GIL while decoding, so
-    this scales on large sources. `progress` shows a bar on a terminal.
+    this scales on large sources. Progress is logged (`asymvae.progress`); `progress` shows a bar instead on a
+    terminal.
     """
     threads = num_threads or min(8, os.cpu_count() or 1)
-    bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(indices), desc="Checking images", unit="img", file=sys.stderr)
-    try:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            # Blocks bound the number of pending futures on sources with millions of images.
-            block = 256 * threads
-            for start in range(0, len(indices), block):
-                chunk = indices[start : start + block]
-                yield from pool.map(lambda i: _check_one(source, i, min_side, max_side), chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+    with (
+        Progress("checking images", len(indices), "img", logger=log, bar=progress) as shown,
+        ThreadPoolExecutor(max_workers=threads) as pool,
+    ):
+        # Blocks bound the number of pending futures on sources with millions of images.
+        block = 256 * threads
+        for start in range(0, len(indices), block):
+            chunk = indices[start : start + block]
+            yield from pool.map(lambda i: _check_one(source, i, min_side, max_side), chunk)
+            shown.update(len(chunk))
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from asymvae.data.shards import ShardWriter
+from asymvae.progress import phase
 from asymvae.storage import StorageError, Store
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,12 @@ def verify_shards(store: Store, shards: Sequence[tuple[str, str, int]]) -> list[
 
     Reads every shard once, a few at a time (object stores answer faster in parallel).
     """
-    with ThreadPoolExecutor(_VERIFY_THREADS, thread_name_prefix="shard-verify") as pool:
+    if not shards:
+        return []
+    with (
+        phase(f"checking {len(shards)} shards of {store.uri} against their sha256", log),
+        ThreadPoolExecutor(_VERIFY_THREADS, thread_name_prefix="shard-verify") as pool,
+    ):
         return list(pool.map(lambda s: store.verify(s[0], s[1], s[2]), shards))
 
 

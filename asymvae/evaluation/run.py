@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -30,7 +29,6 @@ from typing import Any
 
 import torch
 from diffusers import AsymmetricAutoencoderKL
-from tqdm.auto import tqdm
 
 from asymvae.config import ConfigError
 from asymvae.data.sources import DataSourceError
@@ -44,6 +42,7 @@ from asymvae.losses.perceptual import build_lpips
 from asymvae.model.build import VAE, ModelSourceError
 from asymvae.model.decode import TileConfig, decode_latents, upsampling_factor
 from asymvae.model.files import load_vae
+from asymvae.progress import Progress, phase
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +150,7 @@ def score_items(
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     rows: list[dict[str, Any]] = []
     grid: list[GridSample] = []
-    bar = tqdm(
-        total=total,
-        desc="eval",
-        unit="img",
-        disable=not (progress and sys.stderr.isatty()),
-        dynamic_ncols=True,
-    )
-    done = 0
+    shown = Progress("scoring", total, "img", logger=log, bar=progress, waiting_for="the first batch")
     for batch in batches(items, batch_size):
         image = torch.stack([it.image for it in batch]).to(device)
         mask = torch.stack([it.mask for it in batch]).to(device)
@@ -191,11 +183,8 @@ def score_items(
                     d.asymmetric_full[i].cpu(),
                 )
             )
-        done += len(batch)
-        bar.update(len(batch))
-        if bar.disable:
-            log.info("scored %d%s images", done, f"/{total}" if total else "")
-    bar.close()
+        shown.update(len(batch))
+    shown.close()
     if not rows:
         raise DataSourceError("no image could be scored: the evaluation data yielded nothing usable")
     summary: dict[str, Any] = {MASKED: {}, FULL: {}}
@@ -234,8 +223,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     start = time.perf_counter()
     check_report_target(Path(cfg.out_dir))  # before the models load: the report must not replace a user's files
     device = _device(cfg.device)
-    model = load_vae(cfg.model, require=AsymmetricAutoencoderKL).to(device)
-    baseline = load_vae(cfg.baseline).to(device)
+    with phase(f"loading the model from {cfg.model} and the baseline from {cfg.baseline} onto {device}", log):
+        model = load_vae(cfg.model, require=AsymmetricAutoencoderKL).to(device)
+        baseline = load_vae(cfg.baseline).to(device)
     if model.config.latent_channels != baseline.config.latent_channels:
         raise ModelSourceError(
             f"the model decodes {model.config.latent_channels}-channel latents but the baseline's encoder makes "
@@ -254,7 +244,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         )
     lpips_net = None
     if cfg.lpips != "off":
-        lpips_net = build_lpips(LPIPSConfig(weight=1.0, net=cfg.lpips_net, variant=cfg.lpips)).to(device)
+        with phase(f"loading the LPIPS network ({cfg.lpips}/{cfg.lpips_net})", log):
+            lpips_net = build_lpips(LPIPSConfig(weight=1.0, net=cfg.lpips_net, variant=cfg.lpips)).to(device)
     items = _open_items(cfg)
     total = len(items)
     log.info("scoring %d images of %s at %d² on %s", total, cfg.data, cfg.resolution, device)

@@ -30,6 +30,7 @@ from asymvae.export.onnx import export_onnx, verify_onnx
 from asymvae.export.triton import triton_config, validate_triton_model
 from asymvae.model.build import VAE
 from asymvae.model.files import load_vae, read_provenance, read_run_config, save_vae
+from asymvae.progress import phase
 from asymvae.storage.faults import writing
 from asymvae.storage.local import check_replaceable, private_staging_dir, publish
 from asymvae.storage.ownership import own_target
@@ -69,8 +70,10 @@ def _write_onnx(vae: VAE, path: Path, opset: int) -> list[dict[str, Any]]:
             f"--format onnx/triton exports the mask-conditioned decoder of an AsymmetricAutoencoderKL; "
             f"this model is a {type(vae).__name__} (use --format diffusers for it)"
         )
-    export_onnx(vae, path, opset)
-    checks = [c.as_dict() for c in verify_onnx(vae, path)]
+    with phase(f"exporting the mask-conditioned decoder to ONNX (opset {opset})", log):
+        export_onnx(vae, path, opset)
+    with phase("checking the ONNX graph against PyTorch with onnxruntime", log):
+        checks = [c.as_dict() for c in verify_onnx(vae, path)]
     worst = max(c["max_abs_error"] for c in checks)
     scale = max(1.0, max(c["max_abs_value"] for c in checks))
     if worst > 1e-3 * scale:
@@ -84,7 +87,8 @@ def _fill(
     """Write the format's files into `tmp`; return (relative file names, ONNX checks)."""
     checks: list[dict[str, Any]] = []
     if cfg.format == "diffusers":
-        save_vae(vae, tmp)
+        with phase("writing the diffusers folder", log):
+            save_vae(vae, tmp)
     elif cfg.format == "onnx":
         checks = _write_onnx(vae, tmp / "model.onnx", cfg.opset)
     else:
@@ -119,7 +123,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
 
 def _export(cfg: ExportConfig, target: Path) -> ExportResult:
     eval_summary = _read_eval(cfg.eval)
-    vae = load_vae(cfg.model).float()
+    with phase(f"loading the model from {cfg.model}", log):
+        vae = load_vae(cfg.model).float()
     run_config = read_run_config(cfg.model)
     record = read_provenance(cfg.model)
     tmp: Path | None = None
