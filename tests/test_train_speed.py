@@ -9,8 +9,8 @@ import torch
 
 from asymvae.config import ConfigError
 from asymvae.training.presets import load_experiment
-from asymvae.training.update import posterior_seed, speed_switch
 from asymvae.training.trainer import Trainer
+from asymvae.training.update import posterior_seed, speed_switch
 from tests.conftest import tiny_config
 
 
