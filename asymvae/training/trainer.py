@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from asymvae.config import to_dict
 from asymvae.data.dataset import TrainImages
+from asymvae.data.images import BadImageError
 from asymvae.data.sampler import PositionError, ResumableBatchSampler
 from asymvae.data.scan import BAD_LIST_NAME, scan_source
 from asymvae.data.sources import open_source
@@ -205,7 +206,7 @@ class Trainer:
         start = time.perf_counter()
         loader = self._loader()
         metrics = training_logger(cfg, acc, self.state.step)
-        shown = validation_batch(cfg, self.dataset) if acc.is_main_process and t.validate_every else None
+        shown = self._validation_images() if acc.is_main_process and t.validate_every else None
         nonfinite = torch.zeros((), device=device)
         last_good = self.checkpoints.latest()
         terms: dict[str, torch.Tensor] = {}
@@ -264,6 +265,15 @@ class Trainer:
         result = TrainResult(self.state.step, self._export(), {k: float(v) for k, v in terms.items()})
         result.seconds = time.perf_counter() - start
         return result
+
+    def _validation_images(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The validation grid's images, or None (with a warning) when they cannot be read: like a metrics
+        server, the grid never stops a training; damaged training data still does, when the loader meets it."""
+        try:
+            return validation_batch(self.cfg, self.dataset)
+        except (UserError, BadImageError) as e:
+            log.warning("no validation grid in this run: %s", e)
+            return None
 
     def _check_finite(self, nonfinite: torch.Tensor, terms: dict[str, torch.Tensor], last_good: Path | None) -> None:
         # One host sync per log/checkpoint interval, not per step; a bad step is caught before any save.

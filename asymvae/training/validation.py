@@ -9,6 +9,7 @@ and seed). Each row of the grid shows input, masked input, decoded and error (|d
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from asymvae.masks import mask_tensor
 from asymvae.model.trainable import Reconstructor
 from asymvae.training.experiment import ExperimentConfig
 
+log = logging.getLogger(__name__)
+
 ERROR_GAIN = 4.0
 """The error column shows |decoded - input| times this, so small errors stay visible."""
 
@@ -37,6 +40,7 @@ def validation_batch(cfg: ExperimentConfig, dataset: TrainImages | ShardStream) 
     if cfg.data.shards:
         manifest, _ = load_manifest(cfg.data.shards)
         split = "val" if "val" in manifest.splits and manifest.samples("val") else "train"
+        log.info("reading %d validation images (split %s) from %s", count, split, cfg.data.shards)
         for i, sample in enumerate(itertools.islice(iter_split(cfg.data.shards, split), count)):
             pixels.append(to_tensor(center_square(sample.image, res)))
             if sample.mask is not None:
