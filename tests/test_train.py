@@ -9,8 +9,10 @@ import pytest
 import torch
 from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
+from asymvae.config import ConfigError
 from asymvae.training.checkpoint import MARKER, complete_checkpoints
-from asymvae.training.logger import TENSORBOARD_DIR
+from asymvae.training.config import TrainConfig
+from asymvae.training.logger import TENSORBOARD_DIR, log_with
 from asymvae.training.run import train
 from asymvae.training.trainer import NonFiniteLossError, Trainer
 from tests.conftest import tiny_config
@@ -71,6 +73,20 @@ def test_train_writes_tensorboard_scalars_and_the_validation_grid_and_logs_eta(b
     assert lines[-1].startswith("step 4/4 (100%)") and "ETA 0:00:00" in lines[-1]
     for quiet in ("loading base model from", "waiting for the first batch"):
         assert quiet in caplog.text
+
+
+def test_report_to_names_a_tracker_that_is_not_installed_and_refuses_an_unknown_one():
+    from accelerate.tracking import get_available_trackers
+
+    assert log_with("none") == [] and log_with("tensorboard") == ["tensorboard"]
+    absent = [t for t in ("wandb", "mlflow") if t not in {str(a) for a in get_available_trackers()}]
+    if not absent:
+        pytest.skip("wandb and mlflow are both installed here")
+    missing = absent[0]
+    with pytest.raises(ConfigError, match=f"train.report_to={missing} but {missing} is not installed. Fix: pip"):
+        log_with(missing)
+    with pytest.raises(ValueError, match="train.report_to must be one of"):
+        TrainConfig(report_to="tensorbord")
 
 
 @pytest.mark.parametrize(
