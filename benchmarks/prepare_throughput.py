@@ -196,8 +196,8 @@ def main() -> None:
             print(f"streaming reader from S3 (2 workers, {args.resolution}² crops + masks): {read:7.1f} img/s")
             print(
                 f"training from S3 on this machine (small asymmetric model, {args.resolution}², batch {args.batch}): "
-                f"{step['img_per_s']:.1f} img/s, data wait {step['data_wait_pct']:.1f}% -> reader/step = "
-                f"{read / step['img_per_s']:.1f}x"
+                f"{step['perf/img_per_s']:.1f} img/s, data wait {step['perf/data_wait_pct']:.1f}% -> reader/step = "
+                f"{read / step['perf/img_per_s']:.1f}x"
             )
             read256 = reader_rate(uri, 256, 16, 2, epochs=1.0)
             print(

@@ -51,7 +51,7 @@ from asymvae.model.checkpointing import enable_gradient_checkpointing
 from asymvae.model.config import ModelConfig
 from asymvae.training.config import OptimConfig, TrainConfig
 from asymvae.training.experiment import ExperimentConfig
-from asymvae.training.step import TrainStep, posterior_seed
+from asymvae.training.update import Update, posterior_seed
 
 from paper_models import TINY, X2, X15, free, sync
 
@@ -173,7 +173,7 @@ def baseline_arm(
     return step, sum(p.numel() for p in params)
 
 
-# -- ours: asymvae.training.step.TrainStep, as the trainer runs it -------------------------------------
+# -- ours: asymvae.training.update.Update, as the trainer runs it ---------------------------------------
 
 
 def ours_config(
@@ -209,7 +209,7 @@ def ours_config(
 def ours_arm(
     init: dict[str, torch.Tensor], lp: torch.nn.Module, model_cfg: dict, bs: int, recipe: Recipe, settings: dict
 ):
-    """asymvae's TrainStep on the same model and loss; returns step(x, m, i) -> loss and the step object."""
+    """asymvae's Update on the same model and loss; returns step(x, m, i) -> loss and the step object."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
@@ -222,7 +222,7 @@ def ours_arm(
     set_trainable(vae, cfg.model)
     if cfg.model.gradient_checkpointing:  # as build_vae does
         enable_gradient_checkpointing(vae.decoder)
-    runner = TrainStep(cfg, acc, vae, copy.deepcopy(lp))
+    runner = Update(cfg, acc, vae, copy.deepcopy(lp))
     runner.prepare()
 
     def step(x: torch.Tensor, m: torch.Tensor, i: int) -> torch.Tensor:

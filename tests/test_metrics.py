@@ -128,7 +128,7 @@ def test_env_overrides_the_config_and_a_taken_port_does_not_stop_training(base_v
         taken.listen()
         monkeypatch.setenv(live_metrics.METRICS_PORT_ENV, str(taken.getsockname()[1]))
         assert live_metrics.metrics_port(cfg.train) == taken.getsockname()[1]
-        live_metrics.record(cfg, {"step": 1, "loss": 0.5})
+        live_metrics.record(cfg, {"step": 1, "train/loss": 0.5})
     assert live_metrics.current() is None  # logged a warning, training goes on
     monkeypatch.setenv(live_metrics.PUSHGATEWAY_ENV, gateway.url)
     assert live_metrics.pushgateway_url(cfg.train) == gateway.url

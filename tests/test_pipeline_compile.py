@@ -89,7 +89,7 @@ def test_dag_and_artifacts() -> None:
     types = {n: {k: v["artifactType"]["schemaTitle"] for k, v in o.items()} for n, o in outputs.items()}
     assert types["comp-prepare"] == {"dataset": "system.Dataset"}
     assert comps["comp-prepare"]["outputDefinitions"]["parameters"] == {"shards": {"parameterType": "STRING"}}
-    assert types["comp-train"] == {"model": "system.Model"}
+    assert types["comp-train"] == {"model": "system.Model", "tensorboard": "system.Markdown"}
     assert types["comp-evaluate"] == {
         "metrics": "system.Metrics",
         "report": "system.HTML",

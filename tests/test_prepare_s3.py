@@ -37,7 +37,7 @@ def test_prepare_to_s3_then_train_from_s3(s3_env, base_vae_dir, tmp_path):
     run = train(tiny_config(base_vae_dir, tmp_path / "run", f"data.shards={out}", "data.num_workers=2"))
     assert run.step == 4 and (run.export / "vae" / "config.json").is_file()
     rows = (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 4 and all('"data_wait_pct"' in r for r in rows)
+    assert len(rows) == 4 and all('"perf/data_wait_pct"' in r for r in rows)
 
 
 def test_corrupted_shard_in_s3_is_caught_by_its_checksum(s3_env, base_vae_dir, tmp_path):

@@ -9,7 +9,10 @@ import pytest
 import torch
 from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
+from asymvae.config import ConfigError
 from asymvae.training.checkpoint import MARKER, complete_checkpoints
+from asymvae.training.config import TrainConfig
+from asymvae.training.logger import TENSORBOARD_DIR, log_with
 from asymvae.training.run import train
 from asymvae.training.trainer import NonFiniteLossError, Trainer
 from tests.conftest import tiny_config
@@ -39,10 +42,51 @@ def test_train_checkpoints_and_exports_a_folder_diffusers_loads(base_vae_dir, tm
     assert not list(out.rglob("*.tmp")), "temporary folders left behind"
     rows = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all({"loss", "l1", "lr", "img_per_s"} <= r.keys() for r in rows)
+    assert all({"train/loss", "train/l1", "opt/lr", "perf/img_per_s", "perf/data_wait_pct"} <= r.keys() for r in rows)
     # one log line per checkpoint, not accelerate's line per file it writes
     assert f"checkpoint written: {out / 'checkpoints' / 'step-00000004'}" in caplog.text
     assert not [r for r in caplog.records if r.name.startswith("accelerate") and r.levelno < 30]
+
+
+def test_train_writes_tensorboard_scalars_and_the_validation_grid_and_logs_eta(base_vae_dir, tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        train(tiny_config(base_vae_dir, out, "train.validate_every=2", "train.validation_images=3"))
+    (events,) = (out / TENSORBOARD_DIR / "tiny").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events.parent), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    scalars = acc.Tags()["scalars"]
+    for key in ("train/loss", "train/l1", "opt/lr", "opt/grad_norm", "perf/img_per_s", "perf/data_wait_pct"):
+        assert key in scalars, (key, scalars)
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    rows = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([r["train/loss"] for r in rows])
+    grids = acc.Images("val/grid")
+    assert [g.step for g in grids] == [2, 4]
+    # one row per validation image, four columns (input, masked, decoded, error) of 32 pixels
+    assert (grids[0].height, grids[0].width) == (3 * 32, 4 * 32)
+    # the human line: where, since when, how fast, until when
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert lines[0].startswith("step 1/4 (25%), elapsed ") and "step/s, ETA " in lines[0]
+    assert lines[-1].startswith("step 4/4 (100%)") and "ETA 0:00:00" in lines[-1]
+    for quiet in ("loading base model from", "waiting for the first batch"):
+        assert quiet in caplog.text
+
+
+def test_report_to_names_a_tracker_that_is_not_installed_and_refuses_an_unknown_one():
+    from accelerate.tracking import get_available_trackers
+
+    assert log_with("none") == [] and log_with("tensorboard") == ["tensorboard"]
+    absent = [t for t in ("wandb", "mlflow") if t not in {str(a) for a in get_available_trackers()}]
+    if not absent:
+        pytest.skip("wandb and mlflow are both installed here")
+    missing = absent[0]
+    with pytest.raises(ConfigError, match=f"train.report_to={missing} but {missing} is not installed. Fix: pip"):
+        log_with(missing)
+    with pytest.raises(ValueError, match="train.report_to must be one of"):
+        TrainConfig(report_to="tensorbord")
 
 
 @pytest.mark.parametrize(

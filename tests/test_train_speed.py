@@ -9,8 +9,8 @@ import torch
 
 from asymvae.config import ConfigError
 from asymvae.training.presets import load_experiment
-from asymvae.training.step import posterior_seed, speed_switch
 from asymvae.training.trainer import Trainer
+from asymvae.training.update import posterior_seed, speed_switch
 from tests.conftest import tiny_config
 
 
@@ -39,8 +39,8 @@ def test_posterior_seed_depends_on_every_coordinate() -> None:
 
 def test_cpu_training_leaves_compile_off_by_default(base_vae_dir: Path, tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(base_vae_dir, tmp_path / "run"))
-    assert trainer.step_fn.describe()["compile"] is False
-    assert trainer.step_fn.describe()["channels_last"] is False
+    assert trainer.update.describe()["compile"] is False
+    assert trainer.update.describe()["channels_last"] is False
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ def test_compiled_channels_last_step_trains_like_eager(base_vae_dir: Path, tmp_p
             "train.checkpoint_every=100",
         )  # fmt: skip
         trainer = Trainer(cfg)
-        assert trainer.step_fn.describe()["compile"] is (mode == "on")
+        assert trainer.update.describe()["compile"] is (mode == "on")
         before = torch.cat([p.detach().flatten() for p in trainer.params]).clone()
         result = trainer.fit()
         results[mode] = (result.metrics["loss"], torch.cat([p.detach().flatten() for p in trainer.params]))

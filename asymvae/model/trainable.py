@@ -57,12 +57,19 @@ class Reconstructor(nn.Module):
                 kl = DiagonalGaussianDistribution(moments).kl().mean()
         elif self.trains_encoder:
             raise ValueError("latents were given but the encoder trains: it must run inside forward()")
+        return self._decode(latents, pixels, mask), kl
+
+    def _decode(self, latents: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         # diffusers' decode takes image and mask by keyword only; a plain VAE has no mask branch.
         if self.asymmetric:
-            rec = self.vae.decode(latents, image=pixels, mask=mask).sample
-        else:
-            rec = self.vae.decode(latents).sample
-        return rec, kl
+            return self.vae.decode(latents, image=pixels, mask=mask).sample
+        return self.vae.decode(latents).sample
+
+    @torch.no_grad()
+    def reconstruct(self, pixels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The deterministic reconstruction (the posterior's mode), without gradients, drawing no random
+        numbers: for validation images during training."""
+        return self._decode(DiagonalGaussianDistribution(self.moments(pixels)).mode(), pixels, mask)
 
     def last_layer(self) -> torch.Tensor:
         """The decoder's output conv weight, where the adversarial weight is balanced (taming's recipe)."""

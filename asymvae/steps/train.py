@@ -20,6 +20,7 @@ from asymvae.cluster.submit import BUILDERS, LAUNCHERS, run_training
 from asymvae.cluster.verdict import recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
 from asymvae.storage import join_uri
+from asymvae.training.logger import TENSORBOARD_DIR
 from asymvae.training.mirror import fetch_export
 from asymvae.training.output import latest_export
 from asymvae.training.presets import get_preset, load_experiment
@@ -30,6 +31,13 @@ log = logging.getLogger(__name__)
 BASELINE_DIR = "baseline"
 """Inside the Model artifact: the base VAE the decoder was trained on, when it is a local folder (`<dir>/vae`)."""
 
+
+TENSORBOARD_IN_MODEL = "tensorboard"
+"""Inside the Model artifact: the run's TensorBoard log dir (`OUTPUT/logs/tensorboard`), when the step can
+reach the run folder (launcher=local, or a shared runs volume)."""
+TENSORBOARD_CRD = "tensorboard.kubeflow.org/v1alpha1"
+"""Kubeflow's Tensorboard resource (kubeflow/kubeflow components/tensorboard-controller/api/v1alpha1/
+tensorboard_types.go: `spec.logspath`, an object-store URI or `pvc://<claim>/<path>`)."""
 
 IMAGE_ENV = "ASYMVAE_IMAGE"
 """The image the step itself runs, which the pipeline sets on the train step: the job's default image."""
@@ -222,8 +230,31 @@ def train_step(
     if base and Path(base).is_dir():
         shutil.copytree(base, target / BASELINE_DIR / "vae", dirs_exist_ok=True)
         meta["baseline"] = BASELINE_DIR
+    logs = Path(output) / TENSORBOARD_DIR
+    if logs.is_dir():
+        shutil.copytree(logs, target / TENSORBOARD_IN_MODEL, dirs_exist_ok=True)
+        meta["tensorboard"] = TENSORBOARD_IN_MODEL
     log.info("model %s (from %s) in %s", exp.name, export, target)
     return meta
+
+
+def tensorboard_page(logs_uri: str, name: str) -> str:
+    """Markdown for the step's UI: where the run's TensorBoard logs are and how to open them in a Kubeflow
+    TensorBoard (`logs_uri` empty: the step could not reach them)."""
+    if not logs_uri:
+        return (
+            "## TensorBoard\n\nThis run's TensorBoard logs stayed in the training job's run folder "
+            f"(`{TENSORBOARD_DIR}`), which this step cannot reach without a shared runs volume: set `output_pvc` "
+            "to have them copied into the model artifact.\n"
+        )
+    return (
+        f"## TensorBoard\n\nThe run's TensorBoard logs (losses, learning rate, throughput, validation grids) are "
+        f"in the model artifact: `{logs_uri}`.\n\nOpen them in Kubeflow: *TensorBoards > New TensorBoard*, "
+        f"object-store path `{logs_uri}` (the namespace needs a PodDefault that gives the object-store "
+        f"credentials), or apply:\n\n```yaml\napiVersion: {TENSORBOARD_CRD}\nkind: Tensorboard\nmetadata:\n"
+        f"  name: {name}\nspec:\n  logspath: {logs_uri}\n```\n\nOn a machine with the files: "
+        f"`tensorboard --logdir <model>/{TENSORBOARD_IN_MODEL}`.\n"
+    )
 
 
 def baseline_of(model_dir: str, recorded: str) -> str:

@@ -10,6 +10,8 @@ PRECISIONS = get_args(Precision)
 SWITCHES = ("auto", "on", "off")
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 COMPILE_MODES = get_args(CompileMode)
+ReportTo = Literal["tensorboard", "wandb", "mlflow", "all", "none"]
+REPORT_TO = get_args(ReportTo)
 
 
 @dataclass
@@ -75,7 +77,18 @@ class TrainConfig:
     `--resume` with an output folder holding no newer checkpoint downloads the mirror's newest first. Empty: off.
     The prefix must be empty or a mirror asymvae wrote (docs/training.md)."""
     progress: bool = True
-    """Show a progress bar on rank 0 (on a terminal; elsewhere progress is logged every `log_every` steps)."""
+    """Show a progress bar on rank 0 on a terminal; elsewhere (or when off) a line with step, elapsed time, rate
+    and ETA is logged at most every 30 s (and at the first and last logged step)."""
+    report_to: ReportTo = "tensorboard"
+    """Experiment trackers the metrics and the validation grid go to, through accelerate: `tensorboard` (event
+    files in OUTPUT/logs/tensorboard/<name>), `wandb` or `mlflow` (when installed), `all` (every installed
+    one) or `none`."""
+    validate_every: int = 500
+    """Every N optimizer steps (and at the last), rank 0 decodes `validation_images` fixed masked images and
+    logs them to the trackers as one grid (input, masked, decoded, error); 0: never."""
+    validation_images: int = 4
+    """Images in the validation grid: the first of the prepared dataset's validation split (held out), else
+    the first training images."""
     compile: bool | str = "auto"
     """torch.compile the decoder, the frozen encoder and the loss with static shapes: `auto` (on a GPU),
     `on` or `off`. The first steps then take a minute or two longer (compilation); see benchmarks/RESULTS.md."""
@@ -99,6 +112,13 @@ class TrainConfig:
             raise ValueError(f"train.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"train.compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"train.report_to must be one of {REPORT_TO}, got {self.report_to!r}")
+        if self.validate_every < 0 or self.validation_images < 1:
+            raise ValueError(
+                f"train.validate_every must be >= 0 and train.validation_images >= 1, got {self.validate_every} "
+                f"and {self.validation_images}"
+            )
         for name in ("compile", "channels_last"):
             value = getattr(self, name)
             if isinstance(value, bool) or value in ("True", "False", "true", "false"):  # YAML reads on/off as bools

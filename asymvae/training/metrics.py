@@ -1,9 +1,10 @@
 """Prometheus metrics of training: rank 0 serves /metrics while it trains; the outcome is pushed once at the end.
 
 - `record(cfg, row)` is called by the trainer with each metrics row (every `train.log_every` steps, rank 0
-  only). The first call starts an HTTP server on `train.metrics_port` (env ASYMVAE_METRICS_PORT wins; 0 picks a
-  free port) bound to ASYMVAE_METRICS_ADDR (default 0.0.0.0, so a PodMonitor can scrape it). The server is
-  per process, so runs trained one after another in one process (a `preset:` base first) share it.
+  only; the keys of `training.logger`). The first call starts an HTTP server on `train.metrics_port` (env
+  ASYMVAE_METRICS_PORT wins; 0 picks a free port) bound to ASYMVAE_METRICS_ADDR (default 0.0.0.0, so a
+  PodMonitor can scrape it). The server is per process, so runs trained one after another in one process
+  (a `preset:` base first) share it.
 - `push_outcome(...)` pushes success or failure, steps, duration and the final loss terms to the Pushgateway
   at `train.pushgateway` (env PUSHGATEWAY_URL wins), once per run, from its own registry: a scrape could
   miss a batch job's end, a push cannot (the Prometheus docs' advice for batch jobs).
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 PUSH_JOB = "asymvae_train"
 PUSH_TIMEOUT_S = 10.0
 """Seconds the outcome's push may take in all (connecting, sending, reading the answer)."""
-# Row keys that are not loss terms, and the gauge each one feeds.
-_NOT_LOSS = {"step", "lr", "img_per_s", "data_wait_pct", "grad_norm"}
+# The trainer's loss terms that are no loss (TrainResult.metrics, pushed as the final losses).
+_NOT_LOSS = {"grad_norm"}
 
 
 def metrics_port(train_cfg: Any) -> int | None:
@@ -80,17 +81,17 @@ class TrainingMetrics:
         self.step.labels(run).set(row["step"])
         if max_steps is not None:
             self.max_steps.labels(run).set(max_steps)
-        if "lr" in row:
-            self.learning_rate.labels(run).set(row["lr"])
-        if "img_per_s" in row:
-            self.images_per_second.labels(run).set(row["img_per_s"])
-        if "data_wait_pct" in row:
-            self.data_wait.labels(run).set(row["data_wait_pct"] / 100.0)
-        if "grad_norm" in row:
-            self.grad_norm.labels(run).set(row["grad_norm"])
-        for term, value in row.items():
-            if term not in _NOT_LOSS:
-                self.loss.labels(run, term).set(value)
+        if "opt/lr" in row:
+            self.learning_rate.labels(run).set(row["opt/lr"])
+        if "perf/img_per_s" in row:
+            self.images_per_second.labels(run).set(row["perf/img_per_s"])
+        if "perf/data_wait_pct" in row:
+            self.data_wait.labels(run).set(row["perf/data_wait_pct"] / 100.0)
+        if "opt/grad_norm" in row:
+            self.grad_norm.labels(run).set(row["opt/grad_norm"])
+        for key, value in row.items():
+            if key.startswith("train/"):
+                self.loss.labels(run, key.removeprefix("train/")).set(value)
         for kind, value in gpu_memory().items():
             self.gpu_memory.labels(run, kind).set(value)
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,31 +13,29 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from asymvae.config import to_dict
 from asymvae.data.dataset import TrainImages
+from asymvae.data.images import BadImageError
 from asymvae.data.provenance import provenance
 from asymvae.data.sampler import PositionError, ResumableBatchSampler
 from asymvae.data.scan import BAD_LIST_NAME, scan_source
 from asymvae.data.sources import open_source
 from asymvae.data.streaming import ShardStream, StreamPosition
 from asymvae.errors import UserError
-from asymvae.losses.perceptual import build_lpips
-from asymvae.model.build import build_vae
-from asymvae.storage.faults import writing
-from asymvae.storage.local import check_replaceable, publish, staging_dir
-from asymvae.training import checkpoint as ckpt
-from asymvae.training import metrics as live_metrics
+from asymvae.storage.local import check_replaceable
+from asymvae.training.checkpointer import Checkpointer
 from asymvae.training.config import TrainConfig
 from asymvae.training.experiment import ExperimentConfig
+from asymvae.training.logger import TENSORBOARD_DIR, VALIDATION_IMAGE, log_with, metrics_row, training_logger
 from asymvae.training.mirror import RunMirror
 from asymvae.training.output import export_dir, write_export
-from asymvae.training.state_files import STATE_NAME, is_state_folder, load_state, rng_state, save_state
-from asymvae.training.step import TrainStep
+from asymvae.training.state_files import STATE_NAME
+from asymvae.training.update import build_update
+from asymvae.training.validation import validation_batch, validation_grid
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +110,8 @@ class Trainer:
             gradient_accumulation_steps=t.grad_accum,
             cpu=not torch.cuda.is_available(),
             kwargs_handlers=[ddp_settings(t)],
+            log_with=log_with(t.report_to),
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / TENSORBOARD_DIR)),
         )
         acc = self.accelerator
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -129,17 +125,21 @@ class Trainer:
         self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
         self.base_model = pretrained or cfg.model.pretrained  # what the weights were loaded from, for the export
-        self.step_fn = TrainStep(cfg, acc, build_vae(cfg.model, pretrained), build_lpips(cfg.loss.lpips))
-        self.images_per_step = self.step_fn.images_per_step
-        self.params = self.step_fn.params
-        self.scheduler = self.step_fn.scheduler
+        self.update = build_update(cfg, acc, pretrained)
+        self.images_per_step = self.update.images_per_step
+        self.params = self.update.params
+        self.scheduler = self.update.scheduler
 
         self.sampler, self.dataset = self._data()
         self.state = TrainState(self.sampler, t.batch_size)
 
-        self.step_fn.prepare()
-        log.info("speed settings: %s", self.step_fn.describe())
+        self.update.prepare()
+        log.info("speed settings: %s", self.update.describe())
         self.ema = EMAModel(self.params, decay=t.ema_decay) if t.ema else None
+        self.checkpoints = Checkpointer(
+            acc, self.out, self.config_yaml, self._stateful, lambda: self.state.step, self.images_per_step,
+            t.keep_checkpoints, self.mirror,
+        )  # fmt: skip
 
     def _data(self) -> tuple[ResumableBatchSampler | StreamPosition, TrainImages | ShardStream]:
         cfg, acc = self.cfg, self.accelerator
@@ -175,139 +175,29 @@ class Trainer:
             return DataLoader(self.dataset, self.cfg.train.batch_size, num_workers=d.num_workers, pin_memory=pin)
         return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=d.num_workers, pin_memory=pin)
 
-    # -- checkpoints -------------------------------------------------------------------------------
+    # -- checkpoints ---------------------------------------------------------------------------------
 
     def resume(self, path: str | Path | None = None) -> int:
-        """Load `path`, or the newest intact checkpoint of this run; returns the step reached.
-
-        Without `path`, a damaged checkpoint (see `checkpoint.damage`) or one that cannot be loaded is
-        skipped, with a warning that says why, for the one before it. Raises CheckpointError when `path` is
-        not an intact checkpoint or no checkpoint of the run is, PositionError when the data position
-        cannot be continued (another batch size, other data). A checkpoint made for another model (a changed
-        `model.` key) is refused; other config changes are logged and recorded in `logs/resumes.jsonl`.
-        """
-        if path is not None:
-            folder = Path(path).expanduser()
-            if not (folder / ckpt.MARKER).is_file():
-                what = "is not a complete checkpoint (no COMPLETE marker)" if folder.is_dir() else "does not exist"
-                raise ckpt.CheckpointError(
-                    f"--resume-from {folder} {what}. Fix: give a checkpoint folder; {ckpt.describe(self.out)}."
-                )
-            candidates = [folder]
-        else:
-            self._sync_mirror()
-            candidates = ckpt.complete_checkpoints(self.out)[::-1]
-            if not candidates:
-                log.info("no checkpoint in %s: starting from step 0", ckpt.checkpoints_root(self.out))
-                return 0
-        skipped = []
-        for folder in candidates:
-            changes = ckpt.config_changes(folder, self.config_yaml)
-            ckpt.refuse_another_model(folder, changes)
-            problem = self._load(folder)
-            if problem is None:
-                log.info("resumed from %s at step %d", folder, self.state.step)
-                if changes:
-                    shown = ", ".join(f"{k}: {there!r} -> {here!r}" for k, (there, here) in changes.items())
-                    log.warning("resumed with config changes since %s was written: %s", folder.name, shown)
-                if self.accelerator.is_main_process:
-                    ckpt.record_resume(self.out, folder, self.state.step, changes)
-                if skipped:
-                    log.warning("resumed from %s, the newest intact checkpoint; skipped %s", folder, "; ".join(skipped))
-                return self.state.step
-            log.warning("checkpoint %s is damaged: %s", folder, problem)
-            skipped.append(f"{folder.name}: {problem}")
-        if path is not None:
-            raise ckpt.CheckpointError(
-                f"checkpoint {candidates[0]} is damaged: {problem}. Fix: resume with --resume instead, which takes "
-                f"the newest intact checkpoint ({ckpt.describe(self.out)}), or start anew without it."
-            )
-        raise ckpt.CheckpointError(
-            f"no checkpoint in {ckpt.checkpoints_root(self.out)} is intact ({'; '.join(skipped)}). Fix: start "
-            "anew without --resume (or with another --output)."
-        )
-
-    def _sync_mirror(self) -> None:
-        """Before a resume, give this node the newest checkpoint of `train.mirror` when it is newer than its own:
-        rank 0 first (uploading its own when that is the newer), then the first process of every other node
-        (each node may have a disk of its own; on a shared one, the others find it there already)."""
-        acc = self.accelerator
-        if self.mirror is None:
-            return
-        for first in (True, False):
-            if acc.is_local_main_process and acc.is_main_process == first:
-                self.mirror.sync(self.out, self.cfg.train.keep_checkpoints, upload=first)
-            acc.wait_for_everyone()
+        """Load `path`, or the newest intact checkpoint of this run; returns the step reached (see
+        `Checkpointer.resume`)."""
+        step = self.checkpoints.resume(path)
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
+        return step
 
     def _stateful(self) -> tuple[list[torch.nn.Module], dict[str, Any]]:
         """The models and the other objects a checkpoint keeps, by file name (see `state_files`)."""
-        acc, step_fn = self.accelerator, self.step_fn
-        models = [acc.unwrap_model(step_fn.model)]
-        objects: dict[str, Any] = {"optimizer": step_fn.optimizer, "scheduler": self.scheduler, STATE_NAME: self.state}
-        if step_fn.disc is not None:
-            models.append(acc.unwrap_model(step_fn.disc))
-            objects["optimizer_1"] = step_fn.disc_optimizer
+        acc, update = self.accelerator, self.update
+        models = [acc.unwrap_model(update.model)]
+        objects: dict[str, Any] = {"optimizer": update.optimizer, "scheduler": self.scheduler, STATE_NAME: self.state}
+        if update.disc is not None:
+            models.append(acc.unwrap_model(update.disc))
+            objects["optimizer_1"] = update.disc_optimizer
         if self.ema is not None:
             objects["ema"] = self.ema
         if acc.scaler is not None:
             objects["scaler"] = acc.scaler
         return models, objects
-
-    def _load(self, folder: Path) -> str | None:
-        """Load a checkpoint into the run; returns what is wrong with it instead when it is damaged (on any
-        rank: the ranks agree, so that all load the same one)."""
-        problem = ckpt.damage(folder)
-        if problem is None and not is_state_folder(folder):
-            raise ckpt.CheckpointError(
-                f"checkpoint {folder} was written by an earlier asymvae in pickle files (accelerate's .bin and "
-                ".pkl), which asymvae does not load: unpickling a file can run any code. Fix: start anew (another "
-                "--output), initialised from that run's last export with --model.pretrained OUTPUT/step<N>/vae."
-            )
-        if problem is None:
-            try:
-                load_state(folder, *self._stateful(), rank=self.accelerator.process_index)
-            except PositionError as e:
-                raise PositionError(f"cannot resume from {folder}: {e}") from None
-            except UserError:
-                raise
-            except Exception as e:  # damaged in a way its checksums cannot show (a checkpoint from before them)
-                problem = f"cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-            if problem is None and self.ema is not None:
-                self.ema.to(self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            problem = next((p for p in gather_object([problem]) if p), None)
-        return problem
-
-    def save_checkpoint(self) -> Path:
-        """Write a resumable checkpoint of the current step (collective: every process calls it)."""
-        acc = self.accelerator
-        final = ckpt.checkpoints_root(self.out) / ckpt.checkpoint_name(self.state.step)
-        tmp = final.with_name(f".{final.name}.tmp")
-        try:
-            with writing("a checkpoint", final):
-                if acc.is_main_process:
-                    tmp = staging_dir(final)
-                acc.wait_for_everyone()
-                rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
-                save_state(tmp, *self._stateful(), rngs=rngs, main=acc.is_main_process)
-                acc.wait_for_everyone()
-                if acc.is_main_process:
-                    (tmp / "config.yaml").write_text(self.config_yaml)
-                    images = self.state.step * self.images_per_step
-                    ckpt.write_marker(tmp, {"step": self.state.step, "images": images})
-                    publish(tmp, final)
-                    log.info("checkpoint written: %s", final)
-        except BaseException:
-            if acc.is_main_process:  # a full disk must not stay full of a checkpoint that does not count
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if acc.is_main_process:
-            ckpt.prune(self.out, self.cfg.train.keep_checkpoints)
-            if self.mirror is not None:
-                self.mirror.upload_checkpoint(final)
-                self.mirror.prune(self.cfg.train.keep_checkpoints)
-        acc.wait_for_everyone()
-        return final
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -316,77 +206,76 @@ class Trainer:
         cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
         device = acc.device
         start = time.perf_counter()
-        metrics_file = self.out / "logs" / "metrics.jsonl"
-        if acc.is_main_process:
-            metrics_file.parent.mkdir(parents=True, exist_ok=True)
         loader = self._loader()
-        bar = tqdm(
-            total=t.max_steps,
-            initial=self.state.step,
-            desc=cfg.name,
-            unit="step",
-            # A bar only on a terminal; in pod logs and CI the same figures come as log lines instead.
-            disable=not (acc.is_main_process and t.progress and sys.stderr.isatty()),
-            dynamic_ncols=True,
-        )
+        metrics = training_logger(cfg, acc, self.state.step)
+        shown = self._validation_images() if acc.is_main_process and t.validate_every else None
         nonfinite = torch.zeros((), device=device)
-        last_good = ckpt.latest_checkpoint(self.out)
+        last_good = self.checkpoints.latest()
         terms: dict[str, torch.Tensor] = {}
         window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
         micro = 0
         batches = iter(loader)
-        while self.state.step < t.max_steps:
-            waited = time.perf_counter()
-            try:
-                batch = next(batches)
-            except UserError as e:  # bad data met by a DataLoader worker: one line, like anywhere else
-                raise _from_worker(e) from None
-            data_wait += time.perf_counter() - waited
-            pixels = batch["pixels"].to(device, non_blocking=True)
-            mask = batch["mask"].to(device, non_blocking=True)
-            if log.isEnabledFor(logging.DEBUG):  # which images each step used: tests check no repeats or gaps
-                epochs = f" epochs {batch['epoch'].tolist()}" if "epoch" in batch else ""
-                log.debug(
-                    "rank %d step %d images %s%s", acc.process_index, self.state.step, batch["index"].tolist(), epochs
-                )
-            terms = self.step_fn(pixels, mask, self.state.step, micro)
-            nonfinite += ~torch.isfinite(terms["loss"])
-            self.sampler.advance(batch)
-            micro += 1
-            if not acc.sync_gradients:
-                continue
-            self.state.step += 1
-            window_steps += 1
-            if self.ema is not None:
-                self.ema.step(self.params)
-            step = self.state.step
-            if step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == t.max_steps:
-                self._check_finite(nonfinite, terms, last_good)
-            if step % t.log_every == 0 or step == t.max_steps:
-                elapsed = time.perf_counter() - window_start
-                row = {k: float(v) for k, v in terms.items()}
-                row.update(
-                    step=step,
-                    lr=self.scheduler.get_last_lr()[0],
-                    img_per_s=window_steps * self.images_per_step / max(elapsed, 1e-9),
-                    data_wait_pct=100.0 * data_wait / max(elapsed, 1e-9),
-                )
-                if acc.is_main_process:
-                    with metrics_file.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    live_metrics.record(cfg, row)
-                bar.set_postfix(_postfix(row), refresh=False)
-                if bar.disable and acc.is_main_process:
-                    shown = " ".join(f"{k}={v}" for k, v in _postfix(row).items())
-                    log.info("step %d/%d %s", step, t.max_steps, shown)
-                window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
-            bar.update(1)
-            if step % t.checkpoint_every == 0 or step == t.max_steps:
-                last_good = self.save_checkpoint()
-        bar.close()
+        log.info("waiting for the first batch (%d DataLoader workers per process)", cfg.data.num_workers)
+        try:
+            while self.state.step < t.max_steps:
+                waited = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except UserError as e:  # bad data met by a DataLoader worker: one line, like anywhere else
+                    raise _from_worker(e) from None
+                data_wait += time.perf_counter() - waited
+                pixels = batch["pixels"].to(device, non_blocking=True)
+                mask = batch["mask"].to(device, non_blocking=True)
+                if log.isEnabledFor(logging.DEBUG):  # which images each step used: tests check no repeats or gaps
+                    epochs = f" epochs {batch['epoch'].tolist()}" if "epoch" in batch else ""
+                    log.debug(
+                        "rank %d step %d images %s%s", acc.process_index, self.state.step, batch["index"].tolist(),
+                        epochs,
+                    )  # fmt: skip
+                terms = self.update(pixels, mask, self.state.step, micro)
+                nonfinite += ~torch.isfinite(terms["loss"])
+                self.sampler.advance(batch)
+                micro += 1
+                if not acc.sync_gradients:
+                    continue
+                self.state.step += 1
+                window_steps += 1
+                if self.ema is not None:
+                    self.ema.step(self.params)
+                step = self.state.step
+                last = step == t.max_steps
+                if step % t.log_every == 0 or step % t.checkpoint_every == 0 or last:
+                    self._check_finite(nonfinite, terms, last_good)
+                if step % t.log_every == 0 or last:
+                    elapsed = max(time.perf_counter() - window_start, 1e-9)
+                    row = metrics_row(
+                        {k: float(v) for k, v in terms.items()},
+                        lr=self.scheduler.get_last_lr()[0],
+                        img_per_s=window_steps * self.images_per_step / elapsed,
+                        data_wait_pct=100.0 * data_wait / elapsed,
+                    )
+                    metrics.log(step, row)
+                    window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
+                if shown is not None and (step % t.validate_every == 0 or last):
+                    with acc.autocast():
+                        grid = validation_grid(self.update.inner, *(x.to(device) for x in shown))
+                    metrics.image(VALIDATION_IMAGE, step, grid)
+                if step % t.checkpoint_every == 0 or last:
+                    last_good = self.checkpoints.save()
+        finally:
+            metrics.close()
         result = TrainResult(self.state.step, self._export(), {k: float(v) for k, v in terms.items()})
         result.seconds = time.perf_counter() - start
         return result
+
+    def _validation_images(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The validation grid's images, or None (with a warning) when they cannot be read: like a metrics
+        server, the grid never stops a training; damaged training data still does, when the loader meets it."""
+        try:
+            return validation_batch(self.cfg, self.dataset)
+        except (UserError, BadImageError) as e:
+            log.warning("no validation grid in this run: %s", e)
+            return None
 
     def _check_finite(self, nonfinite: torch.Tensor, terms: dict[str, torch.Tensor], last_good: Path | None) -> None:
         # One host sync per log/checkpoint interval, not per step; a bad step is caught before any save.
@@ -403,7 +292,7 @@ class Trainer:
     def _export(self) -> Path:
         acc = self.accelerator
         self._check_replicas_agree()
-        vae = self.step_fn.inner.vae
+        vae = self.update.inner.vae
         path = self.out / f"step{self.state.step}"
         if acc.is_main_process:
             record = provenance(self.base_model, self.dataset)
@@ -440,11 +329,3 @@ def _from_worker(error: UserError) -> UserError:
     text = str(error)
     at = text.rfind(marker)
     return cls(text[at + len(marker) :].rstrip("\n")) if at >= 0 else error
-
-
-def _postfix(row: dict[str, float]) -> dict[str, str]:
-    keys = ("loss", "l1", "l2", "lpips", "g_adv", "d_loss", "kl")
-    shown = {k: f"{row[k]:.4f}" for k in keys if k in row and math.isfinite(row[k])}
-    shown["img/s"] = f"{row['img_per_s']:.1f}"
-    shown["lr"] = f"{row['lr']:.2e}"
-    return shown

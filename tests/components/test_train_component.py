@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kfp.dsl import Dataset, Model
+from kfp.dsl import Dataset, Markdown, Model
 
 from asymvae.steps.train import TrainStepConfig
 from asymvae.steps.uris import job_name, shards_uri, store_uri
@@ -21,9 +21,11 @@ def test_trains_in_place_and_fills_the_model_artifact(tmp_path: Path, base_vae_d
     )
     assert shards.read_text() == str(tmp_path / "dataset" / "manifest.json")
     model = Model(name="model", uri=str(tmp_path / "model"))
+    page = Markdown(name="tensorboard", uri=str(tmp_path / "tensorboard.md"))
     train.python_func(
         shards=shards.read_text(),
         model=model,
+        tensorboard=page,
         config="demo",
         overrides=[
             f"model.pretrained={base_vae_dir / 'vae'}",
@@ -40,6 +42,12 @@ def test_trains_in_place_and_fills_the_model_artifact(tmp_path: Path, base_vae_d
     assert (tmp_path / "model" / "baseline" / "vae" / "config.json").is_file()
     assert model.metadata["steps"] == 2 and model.metadata["baseline"] == "baseline"
     assert model.metadata["job"] == job_name("asymvae-train", str(tmp_path / "model"))
+    # the run's TensorBoard logs travel in the model artifact; the page says how to open them in Kubeflow
+    assert model.metadata["tensorboard"] == "tensorboard"
+    assert list((tmp_path / "model" / "tensorboard" / "demo").glob("events.out.tfevents.*"))
+    text = Path(page.path).read_text()
+    assert "apiVersion: tensorboard.kubeflow.org/v1alpha1" in text and "kind: Tensorboard" in text
+    assert f"logspath: {tmp_path / 'model'}/tensorboard" in text
 
 
 def test_shards_uri() -> None:

@@ -1,4 +1,6 @@
-"""One optimisation step of the VAE: shared by the trainer and by benchmarks/train_throughput.py.
+"""One optimiser update of the VAE (`Update`) and what it needs, built top-down once (`build_update`: the
+model, then the losses, then the optimisers): shared by the trainer and by benchmarks/train_throughput.py.
+(Not to be confused with the pipeline steps of `asymvae.steps`.)
 
 Speed settings (measured in benchmarks/RESULTS.md):
 - the frozen encoder runs outside the DDP module, under no_grad; the decoder and the reconstruction
@@ -19,7 +21,8 @@ from torch import nn
 
 from asymvae.losses.discriminator import PatchDiscriminator
 from asymvae.losses.objective import Objective
-from asymvae.model.build import VAE
+from asymvae.losses.perceptual import build_lpips
+from asymvae.model.build import VAE, build_vae
 from asymvae.model.trainable import Reconstructor
 from asymvae.training.experiment import ExperimentConfig
 from asymvae.training.schedule import build_scheduler
@@ -39,10 +42,26 @@ def speed_switch(value: str, default: bool) -> bool:
     return default if value == "auto" else value == "on"
 
 
-class TrainStep:
-    """The model, loss, optimisers and LR schedule, and `__call__` for one micro-step.
+def build_update(cfg: ExperimentConfig, accelerator: Accelerator, pretrained: str | None = None) -> Update:
+    """Load the model to train (`pretrained` replaces `model.pretrained`) and the perceptual network, then
+    build the update around them (losses, then optimisers)."""
+    source = pretrained or cfg.model.pretrained
+    if source:
+        log.info("loading base model from %s", source)
+    else:
+        log.info("building the model from scratch (model.pretrained is unset)")
+    vae = build_vae(cfg.model, pretrained)
+    if cfg.loss.lpips.weight:
+        log.info("loading the perceptual loss (LPIPS %s, %s)", cfg.loss.lpips.net, cfg.loss.lpips.variant)
+    return Update(cfg, accelerator, vae, build_lpips(cfg.loss.lpips))
 
-    Build, then `prepare()` once (wraps in DDP through accelerate and compiles), then call per batch.
+
+class Update:
+    """One optimiser update: the model, the losses, the optimisers and LR schedule, and `__call__` for one
+    micro-step.
+
+    Build (`build_update`, or with a model and LPIPS of one's own), then `prepare()` once (wraps in DDP through
+    accelerate and compiles), then call per batch.
     """
 
     def __init__(
@@ -60,14 +79,25 @@ class TrainStep:
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
 
+        # The model.
         self.model = Reconstructor(vae, cfg.model.sample_posterior)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.inner = self.model
+        self.forward: nn.Module = self.model
+        self._moments = self.model.moments
+
+        # The losses.
         if lpips is not None:
             # Frozen and never saved: keep it in the autocast dtype instead of casting its weights every step.
             lpips = lpips.to(acc.device, dtype=self.autocast_dtype or torch.float32)
             lpips = lpips.to(memory_format=self.memory_format)
         self.objective = Objective(cfg.loss, lpips)
+        self.disc: nn.Module | None = None
+        if cfg.loss.gan.enabled:
+            g = cfg.loss.gan
+            self.disc = PatchDiscriminator(3, g.channels, g.layers)
 
+        # The optimisers.
         global_batch = t.batch_size * acc.num_processes * t.grad_accum
         self.images_per_step = global_batch
         peak_lr = o.lr * (global_batch if o.scale_lr else 1)
@@ -75,15 +105,9 @@ class TrainStep:
             self.params, lr=peak_lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps, fused=on_gpu
         )
         self.scheduler = build_scheduler(self.optimizer, o, t.max_steps, peak_lr)
-        self.disc: nn.Module | None = None
         self.disc_optimizer: torch.optim.Optimizer | None = None
-        if cfg.loss.gan.enabled:
-            g = cfg.loss.gan
-            self.disc = PatchDiscriminator(3, g.channels, g.layers)
+        if self.disc is not None:
             self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), lr=peak_lr, betas=o.betas, fused=on_gpu)
-        self.inner = self.model
-        self.forward: nn.Module = self.model
-        self._moments = self.model.moments
 
     def prepare(self) -> None:
         """Move to the device, wrap in DDP (accelerate) and compile; call once, before the first step."""
@@ -105,8 +129,8 @@ class TrainStep:
             self.forward = torch.compile(self.model, dynamic=False, mode=mode)
             if not inner.trains_encoder:
                 self._moments = torch.compile(inner.moments, dynamic=False, mode=mode)
+            log.info("compiling the decoder, encoder and loss (the first step will be slow: a minute or two)")
             self.objective.compile(mode)
-            log.info("compiling the decoder, encoder and loss (the first steps take longer)")
 
     def __call__(self, pixels: torch.Tensor, mask: torch.Tensor, step: int, micro: int) -> dict[str, torch.Tensor]:
         """One micro-step on a batch already on the device; returns the loss terms as detached tensors.
