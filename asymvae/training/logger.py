@@ -30,6 +30,7 @@ from accelerate.tracking import get_available_trackers
 from tqdm.auto import tqdm
 
 from asymvae.config import ConfigError
+from asymvae.progress import format_duration, format_rate
 from asymvae.training import metrics as live_metrics
 
 log = logging.getLogger(__name__)
@@ -68,19 +69,13 @@ def log_with(report_to: str) -> list[str]:
 
 
 def progress_text(step: int, total: int, elapsed_s: float, steps_per_s: float) -> str:
-    """`step 5/20 (25%), elapsed 0:01:05, 0.08 step/s, ETA 0:03:15`: where a run is, and when it will end."""
-    eta = (total - step) / steps_per_s if steps_per_s > 0 else math.inf
+    """`step 120/1000 (12%), 4m10s elapsed, 0.48 step/s, ETA 30m33s`: where a run is and when it will end, in the
+    words and units of prepare's, eval's and export's progress lines (`asymvae.progress`)."""
+    eta = format_duration((total - step) / steps_per_s) if steps_per_s > 0 else "?"
     return (
-        f"step {step}/{total} ({100 * step // max(total, 1)}%), elapsed {_clock(elapsed_s)}, "
-        f"{steps_per_s:.3g} step/s, ETA {_clock(eta)}"
+        f"step {step}/{total} ({100 * step // max(total, 1)}%), {format_duration(elapsed_s)} elapsed, "
+        f"{format_rate(steps_per_s, 'step')}, ETA {eta}"
     )
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    s = round(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 class Sink(Protocol):
