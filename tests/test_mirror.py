@@ -68,6 +68,9 @@ def test_the_mirror_gets_every_complete_checkpoint_and_the_export(mirrored):
     got = _files(mirror / "step4")
     marker = json.loads(got.pop(MARKER))
     assert got == local_export and set(marker["files"]) == set(local_export) and marker["step"] == 4
+    # the TensorBoard logs, closed before the upload, for a Kubeflow TensorBoard to read from the store
+    logs = _files(out / "logs" / "tensorboard")
+    assert logs and _files(mirror / "logs" / "tensorboard") == logs
 
 
 def test_a_run_on_an_empty_disk_resumes_from_the_mirror_to_the_same_weights(mirrored, base_vae_dir, tmp_path):

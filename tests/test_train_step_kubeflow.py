@@ -115,7 +115,7 @@ def test_submits_the_job_in_its_own_namespace_and_copies_the_export_from_the_pvc
         pod = node_pod_template(obj)["spec"]
         cmd, env, resources = spec["trainer"]["command"], spec["trainer"]["env"], spec["trainer"]["resourcesPerNode"]
     assert cmd[:3] == ["asymvae", "train", "demo"]
-    assert f"data.shards={SHARDS}" in cmd and cmd[cmd.index("--output") + 1] == str(runs / job)
+    assert f"--data.shards={SHARDS}" in cmd and cmd[cmd.index("--output") + 1] == str(runs / job)
     assert resources == {"limits": {"nvidia.com/gpu": 4, "cpu": "8", "memory": "64Gi"},
                          "requests": {"cpu": "8", "memory": "64Gi"}}  # fmt: skip
     assert {"name": "output", "persistentVolumeClaim": {"claimName": "asymvae-runs"}} in pod["volumes"]
@@ -147,6 +147,10 @@ def test_without_a_runs_volume_the_job_mirrors_to_the_object_store_and_the_step_
     mirror = RunMirror(f"{run_store}/run")
     mirror.claim()
     mirror.upload_export(tmp_path / "left" / "step2", 2)
+    events = tmp_path / "left" / "logs" / "demo" / "events.out.tfevents.1.host"
+    events.parent.mkdir(parents=True)
+    events.write_bytes(b"event records")
+    mirror.upload_logs(tmp_path / "left" / "logs")
     server = _server()
     with server as fake:
         fake.script(job, [status("Created", "Running", "Complete")])
@@ -155,12 +159,15 @@ def test_without_a_runs_volume_the_job_mirrors_to_the_object_store_and_the_step_
         meta = train_step(cfg, SHARDS, str(tmp_path / "model"), job, server.api_client(), run_store=run_store)
     (created,) = fake.calls("POST", f"/namespaces/{NS}/trainjobs")
     cmd = created.body["spec"]["trainer"]["command"]
-    assert f"train.mirror={run_store}/run" in cmd and "--resume" in cmd
+    assert f"--train.mirror={run_store}/run" in cmd and "--resume" in cmd
     assert cmd[cmd.index("--output") + 1] == f"work_dirs/pipeline/{job}"
     patch = created.body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     volumes = patch["template"]["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in volumes if "persistentVolumeClaim" in v]  # schedules on any cluster
     assert (tmp_path / "model" / "vae" / "config.json").is_file() and meta["steps"] == 2
+    # the TensorBoard logs come from the mirror too, into the model artifact the step's UI page points at
+    assert (tmp_path / "model" / "tensorboard" / "demo" / events.name).read_bytes() == b"event records"
+    assert meta["tensorboard"] == "tensorboard"
 
 
 def test_a_failed_job_fails_the_step_with_its_reason(tmp_path: Path, base_vae_dir: Path, in_pod: None) -> None:

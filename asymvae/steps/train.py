@@ -21,7 +21,7 @@ from asymvae.cluster.verdict import recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
 from asymvae.storage import join_uri
 from asymvae.training.logger import TENSORBOARD_DIR
-from asymvae.training.mirror import fetch_export
+from asymvae.training.mirror import RunMirror, fetch_export
 from asymvae.training.output import latest_export
 from asymvae.training.presets import get_preset, load_experiment
 from asymvae.training.run import PRESET_PREFIX, train
@@ -231,6 +231,8 @@ def train_step(
         shutil.copytree(base, target / BASELINE_DIR / "vae", dirs_exist_ok=True)
         meta["baseline"] = BASELINE_DIR
     logs = Path(output) / TENSORBOARD_DIR
+    if mirror and cluster:  # the logs stayed on the job's pods too; the mirror holds their copy
+        RunMirror(mirror).download_logs(logs)
     if logs.is_dir():
         shutil.copytree(logs, target / TENSORBOARD_IN_MODEL, dirs_exist_ok=True)
         meta["tensorboard"] = TENSORBOARD_IN_MODEL
@@ -243,9 +245,8 @@ def tensorboard_page(logs_uri: str, name: str) -> str:
     TensorBoard (`logs_uri` empty: the step could not reach them)."""
     if not logs_uri:
         return (
-            "## TensorBoard\n\nThis run's TensorBoard logs stayed in the training job's run folder "
-            f"(`{TENSORBOARD_DIR}`), which this step cannot reach without a shared runs volume: set `output_pvc` "
-            "to have them copied into the model artifact.\n"
+            "## TensorBoard\n\nThis run wrote no TensorBoard logs (`train.report_to` is not `tensorboard` or "
+            "`all`), or the step could not reach them.\n"
         )
     return (
         f"## TensorBoard\n\nThe run's TensorBoard logs (losses, learning rate, throughput, validation grids) are "

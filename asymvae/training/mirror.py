@@ -5,6 +5,8 @@ The mirror holds the run folder's own layout below its URI (`s3://bucket/prefix`
     asymvae-mirror.json            written first, into an empty prefix: marks it as a mirror asymvae writes
     checkpoints/step-00000500/...  each checkpoint's files, then its COMPLETE marker
     step<N>/vae/..., step<N>/config.yaml, step<N>/COMPLETE     the export, its marker last too
+    logs/tensorboard/...           the run's TensorBoard event files, uploaded after the export (when the
+                                   trackers have closed them), so a Kubeflow TensorBoard can read them here
 
 A folder counts only when its `COMPLETE` object is there, and that is uploaded last (and deleted first when a
 folder is uploaded again), so an upload that was cut never looks complete. The marker records the size and
@@ -40,6 +42,8 @@ __all__ = ["MIRROR_MARK", "MirrorError", "RunMirror", "fetch_export"]
 MIRROR_MARK = "asymvae-mirror.json"
 """The object that marks a prefix as a mirror asymvae writes."""
 CHECKPOINTS = "checkpoints"
+LOGS = "logs/tensorboard"
+"""The run's TensorBoard log dir in the mirror (`OUTPUT/logs/tensorboard` of the run folder)."""
 _EXPORT_DIR = re.compile(r"^step(\d+)$")
 
 
@@ -143,6 +147,8 @@ class RunMirror:
             if o.key == MIRROR_MARK:
                 continue
             where = _folder_of(o.key)
+            if where is None and o.key.startswith(f"{LOGS}/") and _plain_name(o.key):
+                continue
             if where is None:
                 raise self._foreign(o.key)
             marked = complete.get(where[0])
@@ -191,6 +197,28 @@ class RunMirror:
         files = {name: (int(size), sha) for name, (size, sha) in ckpt.file_records(folder).items()}
         marker = json.dumps({"step": step, "files": files}, indent=1).encode()
         self._upload(folder.name, folder, files, marker)
+
+    def upload_logs(self, logs: Path) -> None:
+        """Upload the run's closed TensorBoard log dir `logs` (`OUTPUT/logs/tensorboard`) to `logs/tensorboard/`,
+        each file under its own relative path (files of an earlier upload are replaced by their longer selves)."""
+        if not logs.is_dir():
+            return
+        files = sorted(p for p in logs.rglob("*") if p.is_file())
+        for path in files:
+            with path.open("rb") as f:
+                self.store.put(f"{LOGS}/{path.relative_to(logs).as_posix()}", f, path.stat().st_size)
+        log.info("TensorBoard logs mirrored to %s (%d files)", self.store.url(LOGS), len(files))
+
+    def download_logs(self, dest: Path) -> int:
+        """Download the mirrored TensorBoard log dir into `dest`; returns how many files there were."""
+        found = [o for o in self.store.list(f"{LOGS}/") if _plain_name(o.key)]
+        for o in found:
+            path = dest / o.key[len(LOGS) + 1 :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as f:
+                for chunk in self.store.iter_chunks(o.key):
+                    f.write(chunk)
+        return len(found)
 
     def prune(self, keep: int) -> None:
         """Delete all but the newest `keep` complete checkpoints from the mirror (each marker first), and the

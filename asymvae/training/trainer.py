@@ -304,6 +304,7 @@ class Trainer:
                 self.ema.restore(self.params)
             if self.mirror is not None:
                 self.mirror.upload_export(path, self.state.step)
+                self.mirror.upload_logs(self.out / TENSORBOARD_DIR)  # closed by now: fit() closed the trackers
         acc.wait_for_everyone()
         return path
 
