@@ -176,7 +176,7 @@ def test_exports_of_a_16_channel_family_apply_its_latent_transform_and_say_how_t
     from asymvae.model.build import asymmetric_from_base
     from asymvae.model.config import ModelConfig
     from asymvae.model.family import FAMILIES
-    from tests.conftest import family_base
+    from tests.support.tiny_models import family_base
 
     fam = FAMILIES[family]
     vae = asymmetric_from_base(family_base(family), ModelConfig(pretrained="unused", decoder="base")).eval()

@@ -44,9 +44,8 @@ from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints, write_marker
 from asymvae.training.presets import load_experiment
 from asymvae.training.run import train
-from tests.conftest import tiny_config
-from tests.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
-from tests.test_train import weights
+from tests.support.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
+from tests.support.tiny_models import tiny_config, weights
 
 DEMO = "builtin:demo?count=64&size=48"
 DIFFUSERS = ["--format", "diffusers", "--out"]

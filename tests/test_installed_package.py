@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kfp_standin import KFPStandInServer
+from tests.support.kfp_standin import KFPStandInServer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from asymvae.data.sources import DataSourceError
 from asymvae.training import metrics as live_metrics
 from asymvae.training.run import train
-from tests.conftest import tiny_config
+from tests.support.tiny_models import tiny_config
 
 
 class PushgatewayStandIn:

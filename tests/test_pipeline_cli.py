@@ -8,7 +8,7 @@ import pytest
 from asymvae.cli import main
 from asymvae.commands.pipeline import parse_params
 from asymvae.config import ConfigError
-from tests.kfp_standin import TOKEN, KFPStandInServer
+from tests.support.kfp_standin import TOKEN, KFPStandInServer
 
 NS = "kubeflow-user-example-com"
 IMAGE = "registry.example/team/asymvae:0.1.0"

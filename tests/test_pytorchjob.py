@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from asymvae.cluster.crd import CRDValidationError, schema_errors, validate_custom_object
 from asymvae.cluster.jobspec import Toleration, TrainingJobSpec, spec_hash, train_args
 from asymvae.cluster.local import local_launch
 from asymvae.cluster.pytorchjob import build_pytorchjob
 from asymvae.training.launch import torchrun_command
-from tests.k8s_schemas import PYTORCHJOB_CRD
+from tests.support.crd import CRDValidationError, schema_errors, validate_custom_object
+from tests.support.k8s_schemas import PYTORCHJOB_CRD
 
 
 def full_spec(**changes) -> TrainingJobSpec:
@@ -187,7 +187,7 @@ def test_replicas_share_no_objects_so_the_yaml_has_no_anchors():
 def test_local_launcher_trains_a_tiny_run_in_place(base_vae_dir, tmp_path):
     from asymvae.cluster.submit import run_training
     from asymvae.config import save_yaml
-    from tests.conftest import tiny_config
+    from tests.support.tiny_models import tiny_config
 
     config = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(base_vae_dir, tmp_path / "unused"), config)

@@ -1,4 +1,4 @@
-"""The v2 inference client against a real local inference server (tests/v2_server.py: the Open Inference REST
+"""The v2 inference client against a real local inference server (tests/support/v2_server.py: the Open Inference REST
 protocol over the Triton export, each request run by onnxruntime), and the client code the docs show
 (tritonclient, curl) run as written against the same server."""
 
@@ -22,7 +22,9 @@ import onnxruntime as ort
 import pytest
 
 from asymvae.cli import main
-from asymvae.export.client import (
+from asymvae.export.config import ExportConfig
+from asymvae.export.run import export_model
+from asymvae.serving.client import (
     ModelIO,
     ServingError,
     TensorSpec,
@@ -31,9 +33,7 @@ from asymvae.export.client import (
     fetch_model_io,
     infer,
 )
-from asymvae.export.config import ExportConfig
-from asymvae.export.run import export_model
-from tests.v2_server import V2Server
+from tests.support.v2_server import V2Server
 
 MODEL = "asymvae_decoder"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "export-and-serving.md"
