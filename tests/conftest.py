@@ -12,9 +12,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from tests.support.tiny_models import make_base_vae, tiny_config
 
+RUNTIME_FIXTURES = frozenset({"base_vae_dir", "asym_export_dir", "s3_server", "s3_env"})
+"""Fixtures that bring a real runtime (a saved model to train, evaluate or export; a SeaweedFS server): a test using
+one is an integration test."""
 
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The image tests last: the image they need builds in the background meanwhile (tests/test_image.py)."""
+    """Mark as `integration` every test that uses a RUNTIME_FIXTURES fixture (others carry the marker themselves:
+    a CLI run in a subprocess, a wheel or image build, a training), so that `make test-fast` (`-m "not slow and not
+    integration"`) runs the unit tier: the pure logic, in-process. The image tests go last: the image they need
+    builds in the background meanwhile (tests/test_image.py)."""
+    for item in items:
+        if RUNTIME_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     items.sort(key=lambda item: item.nodeid.startswith("tests/test_image.py"))
 
 

@@ -93,6 +93,7 @@ def test_load_config_from_yaml_and_unknown_names(tmp_path):
         load_experiment(str(tmp_path / "bad.yaml"))
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_cli_lists_presets_and_reports_errors_without_traceback():
     out = subprocess.run([sys.executable, "-m", "asymvae", "configs"], capture_output=True, text=True, check=True)
     for name in PRESETS:

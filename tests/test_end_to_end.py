@@ -20,6 +20,8 @@ from asymvae.training.launch import torchrun_command
 from asymvae.training.run import train
 from tests.support.tiny_models import tiny_config
 
+pytestmark = pytest.mark.integration  # whole runs through the CLI and the pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

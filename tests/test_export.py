@@ -171,6 +171,7 @@ def test_card_shows_a_recorded_data_fingerprint(asym_export_dir):
     assert "- base model: `sd15`" in card
 
 
+@pytest.mark.integration  # two ONNX and Triton exports
 @pytest.mark.parametrize("family", ["flux", "sd3"])
 def test_exports_of_a_16_channel_family_apply_its_latent_transform_and_say_how_to_use_them(family, tmp_path):
     from asymvae.model.build import asymmetric_from_base

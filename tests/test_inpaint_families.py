@@ -22,6 +22,8 @@ from asymvae.inpaint import InpaintInputError, InpaintRequest, inpaint, load_pip
 from asymvae.model.decode import TileConfig, decode_latents
 from tests.support.tiny_pipelines import BUILDERS, family_vae, flux_pipeline, sd_pipeline
 
+pytestmark = pytest.mark.integration  # every test builds tiny diffusers pipelines and runs them
+
 PROMPTS = ["a photo of a cat", "a dog"]
 
 

@@ -23,6 +23,8 @@ import yaml
 
 from tests.support.kfp_standin import KFPStandInServer
 
+pytestmark = pytest.mark.integration  # a wheel built and installed into a fresh environment
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -165,6 +165,7 @@ def test_wrong_types_and_missing_required_fields_fail():
     assert schema_errors(bad, PYTORCHJOB_CRD)
 
 
+@pytest.mark.integration  # torchrun in a subprocess
 def test_local_launcher_runs_the_same_command_with_nproc_per_node():
     spec = full_spec(gpus_per_node=2)
     launch = local_launch(spec)
@@ -207,6 +208,7 @@ def test_local_launcher_trains_a_tiny_run_in_place(base_vae_dir, tmp_path):
     assert not (tmp_path / "unused").exists()  # --output from the spec won over the config's output_dir
 
 
+@pytest.mark.integration  # torchrun in a subprocess
 def test_local_launcher_reports_a_failed_run(tmp_path):
     from asymvae.cluster.errors import JobFailedError
     from asymvae.cluster.submit import run_training

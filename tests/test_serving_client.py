@@ -133,6 +133,7 @@ def test_the_docs_tritonclient_example_runs_as_written(server) -> None:
     assert scope["sample"].shape == (1, 3, 512, 512)
 
 
+@pytest.mark.integration  # a subprocess against a server
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_docs_curl_example_runs_as_written(server, tmp_path: Path) -> None:
     script = _doc_block("bash", "curl").replace("http://localhost:8080", server.base)
@@ -197,6 +198,7 @@ def test_the_token_comes_from_the_environment_and_never_follows_a_redirect(monke
     assert elsewhere.seen == [], "the request followed the redirect to another server"
 
 
+@pytest.mark.integration  # a loopback server, waited on until the deadline
 def test_a_server_that_answers_a_byte_at_a_time_cannot_outlast_the_deadline(capsys) -> None:
     def drip(handler: BaseHTTPRequestHandler) -> None:  # 200 bytes, one every 50 ms: 10 s in all
         handler.send_response(200)
