@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine (each creates .venv when missing):
 #   make demo   - install, then run the whole Kubeflow pipeline locally on the built-in demo (no hub, no GPU,
 #                 no cluster): prepare, train, evaluate, export
-#   make test   - install, then lint (ruff, import-linter layer contracts) and run the whole test suite
+#   make test   - install, then lint (ruff, import-linter layer contracts) and run the whole test suite (CI's command)
+#   make test-fast - the unit tier only (no test marked slow or integration): minutes, to run between edits
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: demo test lint install compile image clean
+.PHONY: demo test test-fast lint install compile image clean
 
 install: $(STAMP)
 
@@ -33,6 +34,10 @@ lint: $(STAMP)
 # asymvae, asymvae_components and asymvae_pipelines as installed.
 test: lint
 	$(VENV)/bin/pytest
+
+# The unit tier: pure logic, in-process; tests/conftest.py marks every test that uses a runtime fixture `integration`.
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -m "not slow and not integration"
 
 # Regenerate the committed pipeline and component YAML (tests fail while they are stale).
 compile: $(STAMP)

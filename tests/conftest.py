@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models and configs that train in seconds on a 2-core CPU, fully offline."""
+"""Shared fixtures: tiny models (tests/support/tiny_models.py) saved for a session, and a local S3 server."""
 
 from __future__ import annotations
 
@@ -10,57 +10,31 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from asymvae.config import apply_overrides
-from asymvae.data.config import DataConfig
-from asymvae.losses.config import LossConfig, LPIPSConfig
-from asymvae.masks import MaskConfig
-from asymvae.model.config import ModelConfig
-from asymvae.training.config import OptimConfig, TrainConfig
-from asymvae.training.experiment import ExperimentConfig
+from tests.support.tiny_models import make_base_vae, tiny_config
+
+RUNTIME_FIXTURES = frozenset({"base_vae_dir", "asym_export_dir", "s3_server", "s3_env"})
+"""Fixtures that bring a real runtime (a saved model to train, evaluate or export; a SeaweedFS server): a test using
+one is an integration test."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The image tests last: the image they need builds in the background meanwhile (tests/test_image.py)."""
+    """Mark as `integration` every test that uses a RUNTIME_FIXTURES fixture (others carry the marker themselves:
+    a CLI run in a subprocess, a wheel or image build, a training), so that `make test-fast` (`-m "not slow and not
+    integration"`) runs the unit tier: the pure logic, in-process. The image tests go last: the image they need
+    builds in the background meanwhile (tests/test_image.py)."""
+    for item in items:
+        if RUNTIME_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     items.sort(key=lambda item: item.nodeid.startswith("tests/test_image.py"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When the image tests are selected, start building the image now, in the background (tests/test_image.py)."""
     if any(item.nodeid.startswith("tests/test_image.py") for item in session.items):
-        from tests.container_engines import IMAGE_TAG, EarlyBuild
+        from tests.support.container_engines import IMAGE_TAG, EarlyBuild
 
         EarlyBuild.start(IMAGE_TAG)
-
-
-# Four levels (8x), as SD: AsymmetricAutoencoderKL's mask branch assumes that depth.
-TINY_BASE = dict(
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(32, 32, 64, 64),
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=8,
-)
-
-
-def make_base_vae(seed: int = 0):
-    """A tiny random AutoencoderKL."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(**TINY_BASE)
-
-
-def family_base(name: str, seed: int = 0, **extra):
-    """A tiny random AutoencoderKL with the latent interface of VAE family `name` (sd, sdxl, sd3, flux)."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    from asymvae.model.family import FAMILIES
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(**{**TINY_BASE, **FAMILIES[name].vae_kwargs(), **extra})
 
 
 @pytest.fixture(scope="session")
@@ -69,28 +43,6 @@ def base_vae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("base_vae")
     make_base_vae().save_pretrained(root / "vae")
     return root
-
-
-def tiny_config(base_vae_dir: Path, output: Path, *overrides: str) -> ExperimentConfig:
-    """An asymmetric run on the demo photos at 32², batch 2, no LPIPS: a step takes ~0.1 s."""
-    cfg = ExperimentConfig(
-        name="tiny",
-        model=ModelConfig(kind="asymmetric", pretrained=str(base_vae_dir), decoder="base"),
-        data=DataConfig(source="builtin:demo", resolution=32, num_workers=0, max_samples=16),
-        masks=MaskConfig(full_mask_prob=0.5),
-        loss=LossConfig(pixel="l1", lpips=LPIPSConfig(weight=0.0)),
-        optim=OptimConfig(lr=1e-3, warmup_steps=1),
-        train=TrainConfig(
-            max_steps=4,
-            batch_size=2,
-            mixed_precision="no",
-            checkpoint_every=2,
-            log_every=1,
-            output_dir=str(output),
-            progress=False,
-        ),
-    )
-    return apply_overrides(cfg, list(overrides))
 
 
 @pytest.fixture(scope="session")

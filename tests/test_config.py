@@ -10,6 +10,7 @@ import pytest
 from asymvae.config import ConfigError, apply_overrides, load_yaml, save_yaml, to_dict
 from asymvae.training.experiment import ExperimentConfig
 from asymvae.training.presets import PRESETS, get_preset, load_experiment
+from asymvae.training.run import resolve_pretrained
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -31,6 +32,19 @@ def test_required_presets_follow_the_recipes():
     assert pokemon.masks.full_mask_prob == 0.5
     demo = get_preset("demo")
     assert demo.data.source == "builtin:demo" and demo.model.pretrained == "preset:demo_base"
+
+
+def test_a_preset_base_resolves_to_its_newest_export_in_the_given_runs_folder(tmp_path, monkeypatch):
+    # The CLI's runs (the preset's own output_dir, work_dirs/NAME) and the pipeline's train step (runs_dir/NAME)
+    # share one resolver.
+    for run in (tmp_path / "runs" / "demo_base", tmp_path / "work_dirs" / "demo_base"):
+        for step in (5, 40):
+            (run / f"step{step}" / "vae").mkdir(parents=True)
+            (run / f"step{step}" / "vae" / "config.json").write_text("{}")
+    assert resolve_pretrained("preset:demo_base", tmp_path / "runs") == str(tmp_path / "runs/demo_base/step40/vae")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_pretrained("preset:demo_base") == "work_dirs/demo_base/step40/vae"
+    assert resolve_pretrained("org/model") == "org/model" and resolve_pretrained(None) is None
 
 
 def test_overrides_are_typed():
@@ -82,6 +96,7 @@ def test_load_config_from_yaml_and_unknown_names(tmp_path):
         load_experiment(str(tmp_path / "bad.yaml"))
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_cli_lists_presets_and_reports_errors_without_traceback():
     out = subprocess.run([sys.executable, "-m", "asymvae", "configs"], capture_output=True, text=True, check=True)
     for name in PRESETS:

@@ -12,7 +12,7 @@ from asymvae.model.build import asymmetric_from_base
 from asymvae.model.config import ModelConfig
 from asymvae.model.decode import TileConfig, decode_latents
 from asymvae.model.decode_speed import DecodeSpeed, apply_decode_speed, decode_speed_of
-from tests.conftest import make_base_vae
+from tests.support.tiny_models import make_base_vae
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_inpaint_options_carry_the_speed_settings_to_the_pipeline(asym_export_di
 
     # load_pipeline applies them to the pipeline's VAE (compiled lazily: nothing compiles until a decode).
     monkeypatch.undo()
-    from tests.tiny_pipelines import sd_pipeline
+    from tests.support.tiny_pipelines import sd_pipeline
 
     folder = tmp_path / "sd"
     sd_pipeline(AsymmetricAutoencoderKL.from_pretrained(asym_export_dir, subfolder="vae"), tmp_path).save_pretrained(

@@ -141,6 +141,7 @@ def test_dockerignore_matching_follows_docker():
     assert _ignored("asymvae/__pycache__/cli.cpython-311.pyc", rules)
 
 
+@pytest.mark.integration  # builds a wheel
 def test_a_wheel_builds_from_exactly_what_the_build_context_sends(tmp_path):
     """The Dockerfile's COPY instructions replayed on the files .dockerignore lets through, then the wheel its
     last RUN installs: a package the build reads but the context or a COPY leaves out fails here, engine or not."""

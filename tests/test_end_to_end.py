@@ -18,7 +18,9 @@ from asymvae.config import save_yaml
 from asymvae.training.checkpoint import MARKER, complete_checkpoints
 from asymvae.training.launch import torchrun_command
 from asymvae.training.run import train
-from tests.conftest import tiny_config
+from tests.support.tiny_models import tiny_config
+
+pytestmark = pytest.mark.integration  # whole runs through the CLI and the pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,7 +194,7 @@ def test_a_flux_shaped_family_end_to_end(tmp_path):
 
     from asymvae.data.demo_images import demo_image
     from asymvae.masks import eval_mask_config, make_mask
-    from tests.tiny_pipelines import flux_pipeline
+    from tests.support.tiny_pipelines import flux_pipeline
 
     env = {"HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch_home")}
     run = _train_preset(tmp_path, "demo_flux", env, timeout=2700)

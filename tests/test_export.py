@@ -167,7 +167,7 @@ def test_the_card_of_a_model_trained_on_prepared_shards_names_their_source_and_f
     from asymvae.data.manifest import load_manifest
     from asymvae.data.prepare import PrepareConfig, prepare
     from asymvae.training.run import train
-    from tests.conftest import tiny_config
+    from tests.support.tiny_models import tiny_config
 
     data = tmp_path / "data"
     prepare(
@@ -218,7 +218,7 @@ def test_a_plain_autoencoderkl_is_described_as_what_it_is(tmp_path):
     from asymvae.config import to_dict
     from asymvae.model.config import ModelConfig
     from asymvae.training.experiment import ExperimentConfig
-    from tests.conftest import make_base_vae
+    from tests.support.tiny_models import make_base_vae
 
     model = tmp_path / "step6"
     make_base_vae().save_pretrained(model / "vae")
@@ -233,12 +233,13 @@ def test_a_plain_autoencoderkl_is_described_as_what_it_is(tmp_path):
         assert asymmetric_only not in card, asymmetric_only
 
 
+@pytest.mark.integration  # two ONNX and Triton exports
 @pytest.mark.parametrize("family", ["flux", "sd3"])
 def test_exports_of_a_16_channel_family_apply_its_latent_transform_and_say_how_to_use_them(family, tmp_path):
     from asymvae.model.build import asymmetric_from_base
     from asymvae.model.config import ModelConfig
     from asymvae.model.family import FAMILIES
-    from tests.conftest import family_base
+    from tests.support.tiny_models import family_base
 
     fam = FAMILIES[family]
     vae = asymmetric_from_base(family_base(family), ModelConfig(pretrained="unused", decoder="base")).eval()

@@ -15,7 +15,7 @@ from asymvae.model.family import FAMILIES, family_of
 from asymvae.model.files import load_vae
 from asymvae.model.latent_space import LatentTransform
 from asymvae.training.presets import PRESETS, describe, get_preset
-from tests.conftest import family_base
+from tests.support.tiny_models import family_base
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

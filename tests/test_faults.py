@@ -44,9 +44,8 @@ from asymvae.storage.ownership import own_folder
 from asymvae.training.checkpoint import complete_checkpoints, write_marker
 from asymvae.training.presets import load_experiment
 from asymvae.training.run import train
-from tests.conftest import tiny_config
-from tests.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
-from tests.test_train import weights
+from tests.support.faults import ROOT, asymvae, modes_bind, one_line_error, small_disk, with_umask
+from tests.support.tiny_models import tiny_config, weights
 
 DEMO = "builtin:demo?count=64&size=48"
 DIFFUSERS = ["--format", "diffusers", "--out"]
@@ -99,6 +98,7 @@ def broken_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (root / "locked").chmod(0o755)
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_prepare_names_every_entry_it_cannot_read_and_counts_it(broken_folder, tmp_path):
     root, expected = broken_folder
     out = tmp_path / "prepared"
@@ -121,6 +121,7 @@ def test_prepare_names_every_entry_it_cannot_read_and_counts_it(broken_folder, t
     assert "caf\\xe9.png" in {s.meta["source"] for split in ("train", "val") for s in iter_split(str(out), split)}
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_an_unreadable_source_folder_is_one_line(tmp_path):
     root = tmp_path / "closed"
     root.mkdir()
@@ -146,6 +147,7 @@ def test_a_mistyped_local_folder_is_named_at_once_not_tried_as_a_hub_dataset(tmp
         assert f"data.source {spec!r}: {fragment}. Fix:" in str(info.value)
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_path):
     out = tmp_path / "prepared"
     with own_folder(out, "the first prepare"):
@@ -155,6 +157,7 @@ def test_a_second_prepare_into_a_held_folder_is_one_line_naming_the_holder(tmp_p
     assert not (out / MANIFEST_NAME).exists() and [p.name for p in out.iterdir()] == [".asymvae.lock"]
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_a_sigterm_stops_prepare_and_its_workers_with_one_line(tmp_path):
     source, out = "builtin:demo?count=400&size=256", tmp_path / "out"
     command = [sys.executable, "-m", "asymvae", "prepare", source, "--out", str(out), "--prepare.workers=2"]
@@ -172,6 +175,7 @@ def test_a_sigterm_stops_prepare_and_its_workers_with_one_line(tmp_path):
     assert not (out / MANIFEST_NAME).exists()
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_prepare_never_overwrites_a_manifest_asymvae_did_not_write(tmp_path):
     out = tmp_path / "project"
     out.mkdir()
@@ -198,6 +202,7 @@ def test_an_extreme_aspect_ratio_is_skipped_as_too_narrow_not_trained_as_a_slive
     assert result.manifest.samples("train") + result.manifest.samples("val") == 12
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_over_the_bad_share_limit_prepare_lists_every_bad_image(tmp_path):
     root = tmp_path / "mostly_bad"
     root.mkdir()
@@ -248,6 +253,7 @@ def test_re_preparing_replaces_the_whole_dataset_and_keeps_what_others_wrote(tmp
     assert load_manifest(str(out))[0].fingerprint == second.manifest.fingerprint
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_an_s3_endpoint_url_carrying_credentials_is_one_line_that_shows_no_secret(tmp_path):
     env = {
         "S3_ENDPOINT": "",
@@ -277,6 +283,7 @@ class _WebPage(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_an_endpoint_that_is_not_s3_is_one_line(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -316,6 +323,7 @@ class _Trickle(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_a_server_that_trickles_its_answer_is_cut_at_the_deadline(tmp_path, monkeypatch):
     """urllib3's read timeout restarts with every byte; the total deadline does not: a bucket check (in a real
     prepare run) and an object download from a server that sends a byte every 0.2 s end at the deadline, each
@@ -551,6 +559,7 @@ def test_resume_refusals_are_one_line(base_vae_dir, tmp_path):
     assert "train.batch_size=2, this run has 1" in line and "step-00000002" in line
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path):
     run = asymvae("train", "demo", "--name=../escape", "--train.max-steps=1")
     line = one_line_error(run, "train")
@@ -775,6 +784,7 @@ def test_inpaint_reads_its_image_as_prepare_does_alpha_over_white_and_exif_turne
     assert request.image.getpixel((16, 63)) == (0, 200, 0)
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_inpaint_never_writes_over_a_png_asymvae_did_not_write(tmp_path):
     _png(tmp_path / "in.png", 1)
     _png(tmp_path / "mask.png", 2)
@@ -827,6 +837,7 @@ def test_training_onto_a_full_disk_stops_with_one_line_and_leaves_no_checkpoint(
         assert not list((disk.path / "run" / "checkpoints").glob(".*")), "the partial checkpoint was not removed"
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 def test_prepare_onto_a_full_disk_is_one_line(tmp_path):
     with small_disk(tmp_path / "small", 64 << 10) as disk:
         run = asymvae("prepare", DEMO, "--out", str(disk.path / "out"), *SMALL, preexec=disk.preexec)

@@ -3,7 +3,7 @@ its non-root user, and the whole pipeline run in it by kfp.local's DockerRunner 
 cluster runs) against the S3 server the suite starts.
 
 Without a container engine each test skips with one line saying how to get one; `.ci/run` installs and starts
-one first, so CI always builds the image. tests/container_engines.py says how the base and the package index
+one first, so CI always builds the image. tests/support/container_engines.py says how the base and the package index
 are reached without a registry.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from asymvae_pipelines.compiled import compile_components
-from tests.container_engines import (
+from tests.support.container_engines import (
     HOW_TO_GET_DOCKER,
     HOW_TO_GET_ONE,
     IMAGE_TAG,

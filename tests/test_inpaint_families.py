@@ -1,6 +1,6 @@
 """Inpainting with the asymmetric VAE in every pipeline kind: SD 1.x, SDXL, SD3, FLUX inpaint and FLUX fill.
 
-Real diffusers pipelines of tiny random parts (tests/tiny_pipelines.py), offline. The proof that the decoder saw
+Real diffusers pipelines of tiny random parts (tests/support/tiny_pipelines.py), offline. The proof that the decoder saw
 the image: `inpaint`'s output equals a direct `vae.decode(z, image=, mask=)` of the pipeline's own latents under
 the family's transform, and differs from a blind decode where pixels are kept.
 """
@@ -20,7 +20,9 @@ pytest.importorskip("transformers", reason="transformers builds the tiny text en
 from asymvae.cli import main
 from asymvae.inpaint import InpaintInputError, InpaintRequest, inpaint, load_pipeline, pipeline_kind
 from asymvae.model.decode import TileConfig, decode_latents
-from tests.tiny_pipelines import BUILDERS, family_vae, flux_pipeline, sd_pipeline
+from tests.support.tiny_pipelines import BUILDERS, family_vae, flux_pipeline, sd_pipeline
+
+pytestmark = pytest.mark.integration  # every test builds tiny diffusers pipelines and runs them
 
 PROMPTS = ["a photo of a cat", "a dog"]
 

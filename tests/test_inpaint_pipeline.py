@@ -10,10 +10,10 @@ from diffusers import AsymmetricAutoencoderKL
 from PIL import Image
 
 from asymvae.training.run import train
-from tests.conftest import tiny_config
+from tests.support.tiny_models import tiny_config
 
 pytest.importorskip("transformers", reason="transformers builds the tiny text encoder")
-from tests.tiny_pipelines import sd_pipeline
+from tests.support.tiny_pipelines import sd_pipeline
 
 
 def test_exported_vae_runs_inside_the_inpaint_pipeline(base_vae_dir, tmp_path):

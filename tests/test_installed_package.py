@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kfp_standin import KFPStandInServer
+from tests.support.kfp_standin import KFPStandInServer
+
+pytestmark = pytest.mark.integration  # a wheel built and installed into a fresh environment
 
 REPO = Path(__file__).resolve().parents[1]
 

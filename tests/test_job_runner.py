@@ -1,7 +1,7 @@
 """The job runner's create / wait / restarts / logs / cleanup against a stand-in API server (no cluster can run
 here), for PyTorchJobs and Trainer v2 TrainJobs.
 
-The real `kubernetes` client talks HTTP to tests/fake_kube.py, which decodes each created job as the API
+The real `kubernetes` client talks HTTP to tests/support/fake_kube.py, which decodes each created job as the API
 server does (unknown fields pruned, or refused under strict field validation), validates it against the
 real CRD schema (and Trainer's webhook rules), answers successive status reads from a script, refuses a
 service account acting outside its namespace, and serves API discovery for the kinds it is told are installed
@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import pytest
 
-from asymvae.cluster.crd import schema_errors
 from asymvae.cluster.errors import (
     JobConflictError,
     JobFailedError,
     JobInterrupted,
     JobTimeoutError,
     KindNotServedError,
-    KubernetesAPIError,
 )
 from asymvae.cluster.jobspec import OwnerPod, TrainingJobSpec
 from asymvae.cluster.pytorchjob import build_pytorchjob
 from asymvae.cluster.runner import KINDS, TrainingJobRunner, WaitPolicy
 from asymvae.cluster.submit import BUILDERS, run_training
 from asymvae.cluster.trainjob import POD_TEMPLATE_OVERRIDES, build_trainjob, form_of, node_pod_template
-from tests.fake_kube import STOCK, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
-from tests.k8s_schemas import TRAINJOB_V21_CRD
+from asymvae.kube import KubernetesAPIError
+from tests.support.crd import schema_errors
+from tests.support.fake_kube import STOCK, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
+from tests.support.k8s_schemas import TRAINJOB_V21_CRD
 
 NS = "team-a"
 JOB_PATH = f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"

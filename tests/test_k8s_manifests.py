@@ -13,15 +13,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from asymvae.cluster.crd import crd_identity, schema_errors
-from asymvae.cluster.inferenceservice import InferenceServiceSpec, build_inferenceservice
 from asymvae.cluster.jobspec import TrainingJobSpec, gpu_tolerations, job_labels
 from asymvae.cluster.pytorchjob import JOB_NAME_LABEL, REPLICA_TYPE_LABEL, build_pytorchjob
 from asymvae.cluster.trainjob import POD_TEMPLATE_OVERRIDES, build_trainjob, in_form
-from tests.fake_kube import trainjob_webhook_errors
-from tests.k8s_rbac import WITH_TRAINING_OPERATOR, allows, kubeflow_role_rules
-from tests.k8s_schemas import CRDS, INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD, TRAINJOB_V21_CRD
-from tests.kserve_runtime import merged_pod_errors
+from asymvae.serving.inferenceservice import InferenceServiceSpec, build_inferenceservice
+from tests.support.crd import crd_identity, schema_errors
+from tests.support.fake_kube import trainjob_webhook_errors
+from tests.support.k8s_rbac import WITH_TRAINING_OPERATOR, allows, kubeflow_role_rules
+from tests.support.k8s_schemas import CRDS, INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD, TRAINJOB_V21_CRD
+from tests.support.kserve_runtime import merged_pod_errors
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 K8S_VERSION = "1.33.0"
@@ -59,7 +59,7 @@ GOLDEN = {
     ),
     "training-v2/trainjob.yaml": ("asymvae.cluster.trainjob.build_trainjob(EXAMPLE_JOB)", build_trainjob, EXAMPLE_JOB),
     "serving/inferenceservice.yaml": (
-        "asymvae.cluster.inferenceservice.build_inferenceservice(EXAMPLE_ISVC)",
+        "asymvae.serving.inferenceservice.build_inferenceservice(EXAMPLE_ISVC)",
         build_inferenceservice,
         EXAMPLE_ISVC,
     ),

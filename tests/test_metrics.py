@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from asymvae.data.sources import DataSourceError
 from asymvae.training import metrics as live_metrics
 from asymvae.training.run import train
-from tests.conftest import tiny_config
+from tests.support.tiny_models import tiny_config
 
 
 class PushgatewayStandIn:
@@ -142,6 +142,7 @@ def test_an_unreachable_pushgateway_is_a_warning_not_an_error(base_vae_dir, tmp_
     assert live_metrics.push_outcome(cfg, True, 4, 1.0, {"loss": 0.1}) is False
 
 
+@pytest.mark.integration  # a loopback server, waited on until the deadline
 def test_a_gateway_that_answers_a_byte_at_a_time_cannot_hold_the_end_of_a_run(monkeypatch, caplog):
     class Drip(BaseHTTPRequestHandler):
         def do_PUT(self) -> None:  # 200 bytes, one every 50 ms: 10 s in all

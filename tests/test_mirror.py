@@ -24,9 +24,8 @@ from asymvae.storage import StorageError
 from asymvae.training.checkpoint import MARKER, RESUMES_NAME
 from asymvae.training.mirror import MIRROR_MARK, MirrorError, RunMirror, fetch_export
 from asymvae.training.run import train
-from tests.conftest import tiny_config
-from tests.faults import ROOT, asymvae, one_line_error
-from tests.test_train import weights
+from tests.support.faults import ROOT, asymvae, one_line_error
+from tests.support.tiny_models import tiny_config, weights
 
 STEP2, STEP4 = "checkpoints/step-00000002", "checkpoints/step-00000004"
 

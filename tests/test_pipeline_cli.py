@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from asymvae.cli import main
-from tests.kfp_standin import TOKEN, KFPStandInServer
+from tests.support.kfp_standin import TOKEN, KFPStandInServer
 
 NS = "kubeflow-user-example-com"
 IMAGE = "registry.example/team/asymvae:0.1.0"

@@ -17,7 +17,7 @@ from asymvae.data.prepare import PrepareConfig, prepare
 from asymvae.data.shards import iter_split
 from asymvae.storage import ChecksumError, open_store
 from asymvae.training.run import train
-from tests.conftest import tiny_config
+from tests.support.tiny_models import tiny_config
 
 
 def _prefix() -> str:

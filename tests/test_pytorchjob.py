@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from asymvae.cluster.crd import CRDValidationError, schema_errors, validate_custom_object
 from asymvae.cluster.jobspec import Toleration, TrainingJobSpec, spec_hash, train_args
 from asymvae.cluster.local import local_launch
 from asymvae.cluster.pytorchjob import build_pytorchjob
 from asymvae.training.launch import torchrun_command
-from tests.k8s_schemas import PYTORCHJOB_CRD
+from tests.support.crd import CRDValidationError, schema_errors, validate_custom_object
+from tests.support.k8s_schemas import PYTORCHJOB_CRD
 
 
 def full_spec(**changes) -> TrainingJobSpec:
@@ -165,6 +165,7 @@ def test_wrong_types_and_missing_required_fields_fail():
     assert schema_errors(bad, PYTORCHJOB_CRD)
 
 
+@pytest.mark.integration  # torchrun in a subprocess
 def test_local_launcher_runs_the_same_command_with_nproc_per_node():
     spec = full_spec(gpus_per_node=2)
     launch = local_launch(spec)
@@ -187,7 +188,7 @@ def test_replicas_share_no_objects_so_the_yaml_has_no_anchors():
 def test_local_launcher_trains_a_tiny_run_in_place(base_vae_dir, tmp_path):
     from asymvae.cluster.submit import run_training
     from asymvae.config import save_yaml
-    from tests.conftest import tiny_config
+    from tests.support.tiny_models import tiny_config
 
     config = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(base_vae_dir, tmp_path / "unused"), config)
@@ -207,6 +208,7 @@ def test_local_launcher_trains_a_tiny_run_in_place(base_vae_dir, tmp_path):
     assert not (tmp_path / "unused").exists()  # --output from the spec won over the config's output_dir
 
 
+@pytest.mark.integration  # torchrun in a subprocess
 def test_local_launcher_reports_a_failed_run(tmp_path):
     from asymvae.cluster.errors import JobFailedError
     from asymvae.cluster.submit import run_training

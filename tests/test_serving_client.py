@@ -1,4 +1,4 @@
-"""The v2 inference client against a real local inference server (tests/v2_server.py: the Open Inference REST
+"""The v2 inference client against a real local inference server (tests/support/v2_server.py: the Open Inference REST
 protocol over the Triton export, each request run by onnxruntime), and the client code the docs show
 (tritonclient, curl) run as written against the same server."""
 
@@ -22,7 +22,9 @@ import onnxruntime as ort
 import pytest
 
 from asymvae.cli import main
-from asymvae.export.client import (
+from asymvae.export.config import ExportConfig
+from asymvae.export.run import export_model
+from asymvae.serving.client import (
     ModelIO,
     ServingError,
     TensorSpec,
@@ -31,9 +33,7 @@ from asymvae.export.client import (
     fetch_model_io,
     infer,
 )
-from asymvae.export.config import ExportConfig
-from asymvae.export.run import export_model
-from tests.v2_server import V2Server
+from tests.support.v2_server import V2Server
 
 MODEL = "asymvae_decoder"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "export-and-serving.md"
@@ -133,6 +133,7 @@ def test_the_docs_tritonclient_example_runs_as_written(server) -> None:
     assert scope["sample"].shape == (1, 3, 512, 512)
 
 
+@pytest.mark.integration  # a subprocess against a server
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_docs_curl_example_runs_as_written(server, tmp_path: Path) -> None:
     script = _doc_block("bash", "curl").replace("http://localhost:8080", server.base)
@@ -197,6 +198,7 @@ def test_the_token_comes_from_the_environment_and_never_follows_a_redirect(monke
     assert elsewhere.seen == [], "the request followed the redirect to another server"
 
 
+@pytest.mark.integration  # a loopback server, waited on until the deadline
 def test_a_server_that_answers_a_byte_at_a_time_cannot_outlast_the_deadline(capsys) -> None:
     def drip(handler: BaseHTTPRequestHandler) -> None:  # 200 bytes, one every 50 ms: 10 s in all
         handler.send_response(200)

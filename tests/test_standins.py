@@ -11,9 +11,9 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from asymvae.cluster import trainjob
-from asymvae.cluster.inferenceservice import GROUP, PLURAL, VERSION, InferenceServiceSpec, build_inferenceservice
 from asymvae.cluster.jobspec import TrainingJobSpec
-from tests.fake_kube import FakeKubeServer
+from asymvae.serving.inferenceservice import GROUP, PLURAL, VERSION, InferenceServiceSpec, build_inferenceservice
+from tests.support.fake_kube import FakeKubeServer
 
 NS = "team-a"
 

@@ -12,7 +12,7 @@ from asymvae.storage import ChecksumError, StorageError, open_store
 from asymvae.storage.s3 import S3Settings
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])  # s3: a SeaweedFS server
 def store(request, tmp_path):
     if request.param == "local":
         return open_store(str(tmp_path / "root"))

@@ -17,8 +17,7 @@ from asymvae.data.streaming import ShardStream
 from asymvae.masks import MaskConfig
 from asymvae.training.state_files import STATE_NAME, read_state
 from asymvae.training.trainer import Trainer
-from tests.conftest import tiny_config
-from tests.test_train import weights
+from tests.support.tiny_models import tiny_config, weights
 
 SOURCE = "builtin:demo?count=64&size=48"
 

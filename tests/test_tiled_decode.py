@@ -11,7 +11,7 @@ from asymvae.model.build import asymmetric_from_base
 from asymvae.model.config import ModelConfig
 from asymvae.model.decode import TileConfig, _ramps, decode_latents, tile_starts
 from asymvae.model.tile_norm import SharedGroupNorm
-from tests.conftest import make_base_vae
+from tests.support.tiny_models import make_base_vae
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from asymvae.training.config import TrainConfig
 from asymvae.training.logger import TENSORBOARD_DIR, log_with
 from asymvae.training.run import train
 from asymvae.training.trainer import NonFiniteLossError, Trainer
-from tests.conftest import tiny_config
-
-
-def weights(folder) -> dict[str, torch.Tensor]:
-    cls = AsymmetricAutoencoderKL if "Asymmetric" in (folder / "vae" / "config.json").read_text() else AutoencoderKL
-    return cls.from_pretrained(folder, subfolder="vae").state_dict()
+from tests.support.tiny_models import tiny_config, weights
 
 
 def test_train_checkpoints_and_exports_a_folder_diffusers_loads(base_vae_dir, tmp_path, caplog):

@@ -11,7 +11,7 @@ from asymvae.config import ConfigError
 from asymvae.training.presets import load_experiment
 from asymvae.training.trainer import Trainer
 from asymvae.training.update import posterior_seed, speed_switch
-from tests.conftest import tiny_config
+from tests.support.tiny_models import tiny_config
 
 
 def test_speed_switches_parse_from_the_command_line() -> None:

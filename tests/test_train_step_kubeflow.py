@@ -21,23 +21,23 @@ from typing import Any
 
 import pytest
 
-from asymvae.cluster.crd import schema_errors
 from asymvae.cluster.errors import (
     EarlierAttemptFailedError,
     JobFailedError,
     JobTimeoutError,
     JobVanishedError,
-    KubernetesAPIError,
 )
 from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
 from asymvae.cluster.trainjob import form_of, node_pod_template
 from asymvae.cluster.verdict import VERDICT, recording_failure, refuse_after_failure
 from asymvae.config import ConfigError
+from asymvae.kube import KubernetesAPIError
 from asymvae.steps.train import TrainStepConfig, train_step
 from asymvae.training.mirror import RunMirror
-from tests.fake_kube import TOKEN, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
-from tests.k8s_rbac import WITH_TRAINING_OPERATOR as OPERATOR_ROLES
-from tests.k8s_rbac import kubeflow_role_rules
+from tests.support.crd import schema_errors
+from tests.support.fake_kube import TOKEN, WITH_TRAINING_OPERATOR, FakeKubeServer, PodState, status
+from tests.support.k8s_rbac import WITH_TRAINING_OPERATOR as OPERATOR_ROLES
+from tests.support.k8s_rbac import kubeflow_role_rules
 
 SHARDS = "s3://mlpipeline/v2/artifacts/asymvae/run-1/prepare/dataset/manifest.json"
 NS = "kubeflow-user-example-com"

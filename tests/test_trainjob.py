@@ -9,12 +9,12 @@ import copy
 
 import pytest
 
-from asymvae.cluster.crd import schema_errors, validate_custom_object
 from asymvae.cluster.jobspec import OwnerPod, Toleration, TrainingJobSpec
 from asymvae.cluster.pytorchjob import build_pytorchjob
 from asymvae.cluster.trainjob import POD_TEMPLATE_OVERRIDES, RUNTIME_PATCHES, build_trainjob, in_form
-from tests.fake_kube import trainjob_webhook_errors
-from tests.k8s_schemas import TRAINJOB_CRD, TRAINJOB_V21_CRD
+from tests.support.crd import schema_errors, validate_custom_object
+from tests.support.fake_kube import trainjob_webhook_errors
+from tests.support.k8s_schemas import TRAINJOB_CRD, TRAINJOB_V21_CRD
 
 
 def full_spec(**changes) -> TrainingJobSpec:

@@ -1,5 +1,7 @@
-"""Running training on Kubernetes: the PyTorchJob spec and builder, its runner, and CRD validation.
-
-`pytorchjob` and `crd` are pure (no cluster, no kubernetes client); `runner` talks to the API server.
+"""Running training on Kubernetes: the job spec and its PyTorchJob and TrainJob builders (`jobspec`,
+`pytorchjob`, `trainjob`, pure: no cluster, no kubernetes client), the runner that creates a job and waits for
+its verdict (`runner`, `discovery`, `verdict`, `interrupt`, `errors`), the launchers (`submit`, `local`), and the
+step's own pod (`pod`).
+Kubernetes API helpers shared with serving live in `asymvae.kube`.
 The library never imports kfp: KFP components call these functions.
 """

@@ -1,5 +1,4 @@
-"""What can go wrong with a training job or a deployment, in terms a pipeline step can report (no kubernetes import
-here)."""
+"""What can go wrong with a training job, in terms a pipeline step can report (no kubernetes import here)."""
 
 from __future__ import annotations
 
@@ -42,11 +41,3 @@ class JobConflictError(TrainingJobError):
 
 class JobInterrupted(TrainingJobError):
     """The step was told to stop (SIGTERM) while its job ran; the job was deleted so it frees its GPUs."""
-
-
-class KubernetesAPIError(TrainingJobError):
-    """The API server refused a request (permissions, missing CRD, invalid object)."""
-
-
-class DeploymentError(UserError, RuntimeError):
-    """An InferenceService could not be applied, or did not become Ready; the message carries KServe's reasons."""

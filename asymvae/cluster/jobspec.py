@@ -25,8 +25,6 @@ SHARDS_OVERRIDE = "data.shards"
 MAX_NAME_LENGTH = 63 - len("-worker-999")
 """Pods are named `<job>-worker-<i>` (PyTorchJob) or `<job>-node-0-<i>-<suffix>` (TrainJob) and must stay
 valid 63-character DNS labels."""
-NO_ISTIO = {"sidecar.istio.io/inject": "false"}
-"""Pod annotation: an Istio sidecar (Kubeflow profile namespaces inject one) would keep finished pods running."""
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 RESTART_POLICIES = ("Never", "OnFailure", "ExitCode", "Always")

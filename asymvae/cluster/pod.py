@@ -13,6 +13,7 @@ from pathlib import Path
 
 from asymvae.cluster.jobspec import OwnerPod
 from asymvae.config import ConfigError
+from asymvae.kube import SERVICE_ACCOUNT_NAMESPACE
 
 NAMESPACE_ENV = "ASYMVAE_NAMESPACE"
 """The pod's namespace (downward API `metadata.namespace`)."""
@@ -20,8 +21,6 @@ POD_NAME_ENV = "ASYMVAE_POD_NAME"
 """The pod's name (downward API `metadata.name`)."""
 POD_UID_ENV = "ASYMVAE_POD_UID"
 """The pod's UID (downward API `metadata.uid`)."""
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-"""Where Kubernetes mounts the namespace of the pod's service account (the pod's namespace)."""
 
 
 def own_namespace(env: Mapping[str, str] = os.environ, sa_file: Path = SERVICE_ACCOUNT_NAMESPACE) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from asymvae.cluster.jobspec import (
-    NO_ISTIO,
     TrainingJobSpec,
     container_env,
     container_resources,
@@ -20,6 +19,7 @@ from asymvae.cluster.jobspec import (
     train_args,
     volumes_and_mounts,
 )
+from asymvae.kube import NO_ISTIO
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -58,7 +58,7 @@ def _pod_template(spec: TrainingJobSpec) -> dict[str, Any]:
 
 
 def build_pytorchjob(spec: TrainingJobSpec) -> dict[str, Any]:
-    """The PyTorchJob manifest for `spec` (pure: no cluster access). Validate it with asymvae.cluster.crd."""
+    """The PyTorchJob manifest for `spec` (pure: no cluster access). The tests validate it against the CRD."""
     # Each replica gets its own template (no shared dicts: YAML would write anchors, edits would leak).
     replicas = {"Master": {"replicas": 1, "restartPolicy": spec.restart_policy, "template": _pod_template(spec)}}
     if spec.nodes > 1:

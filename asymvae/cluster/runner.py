@@ -28,7 +28,6 @@ Policies, chosen for a pipeline step that may be retried or stopped:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -49,9 +48,9 @@ from asymvae.cluster.errors import (
     JobTimeoutError,
     JobVanishedError,
     KindNotServedError,
-    KubernetesAPIError,
 )
 from asymvae.cluster.jobspec import SPEC_HASH_ANNOTATION
+from asymvae.kube import KubernetesAPIError, api_message, load_api_client
 
 log = logging.getLogger(__name__)
 
@@ -194,17 +193,6 @@ class JobOutcome:
     """True when an existing job was taken over instead of created."""
     seconds: float
     conditions: list[dict[str, Any]] = field(default_factory=list)
-
-
-def load_api_client() -> k8s.ApiClient:
-    """An API client from the pod's service account, else from ~/.kube/config (or $KUBECONFIG)."""
-    from kubernetes import config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return k8s.ApiClient()
 
 
 def terminal_condition(job: dict[str, Any], kind: JobKind) -> dict[str, Any] | None:
@@ -578,15 +566,3 @@ def strict_errors(e: ApiException | None) -> list[str]:
     [] for any other answer."""
     found = _STRICT_ERROR.search(api_message(e, limit=None)) if e is not None and e.status == 400 else None
     return [m.group(1) for m in _FIELD_ERROR.finditer(found.group(1))] if found else []
-
-
-def api_message(e: ApiException, limit: int | None = 500) -> str:
-    """The API server's own message from an error response (its Status object's `message`), shortened to
-    `limit` characters (None: whole)."""
-    body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else (e.body or "")
-    try:
-        found = json.loads(body)
-    except ValueError:
-        found = None
-    text = found.get("message", body) if isinstance(found, dict) else body
-    return str(text).strip()[:limit]

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 from asymvae.cluster.jobspec import (
-    NO_ISTIO,
     TrainingJobSpec,
     container_env,
     container_resources,
@@ -34,6 +33,7 @@ from asymvae.cluster.jobspec import (
     train_args,
     volumes_and_mounts,
 )
+from asymvae.kube import NO_ISTIO
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"
@@ -59,8 +59,8 @@ DEADLINE = "activeDeadlineSeconds"
 
 def build_trainjob(spec: TrainingJobSpec, form: str = RUNTIME_PATCHES) -> dict[str, Any]:
     """The TrainJob manifest for `spec` (pure), in `form` (`runtimePatches`: Trainer v2.2+, the default;
-    `podTemplateOverrides`: Trainer v2.1). Its spec hash is the same in both forms. Validate it with
-    asymvae.cluster.crd against the CRD of the Trainer it is meant for."""
+    `podTemplateOverrides`: Trainer v2.1). Its spec hash is the same in both forms. The tests validate
+    it against the CRD of each Trainer it is meant for (tests/support/crd.py)."""
     env = container_env(spec)
     reserved = sorted({e["name"] for e in env} & set(RESERVED_ENV))
     if reserved:

@@ -58,7 +58,7 @@ def token_header(env_name: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch the model's tensors, send one request, print what came back."""
-    from asymvae.export.client import check_inference, decoder_inputs, fetch_model_io, infer_request
+    from asymvae.serving.client import check_inference, decoder_inputs, fetch_model_io, infer_request
 
     o = from_args(InferOptions, args)
     headers = {**token_header(o.token_env), **parse_headers(o.header)}

@@ -1,4 +1,4 @@
-"""Uniform random-access view of where training images come from, and the up-front scan for bad images.
+"""Uniform random-access view of where training images come from (`open_source`).
 
 `open_source(spec)` understands:
 

@@ -16,20 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asymvae.cluster.errors import DeploymentError
-from asymvae.cluster.inferenceservice import (
+from asymvae.cluster.jobspec import gpu_tolerations
+from asymvae.cluster.pod import resolve_namespace
+from asymvae.serving.client import InferenceCheck, ModelIO, ServingError, check_inference
+from asymvae.serving.inferenceservice import (
     PROGRESS_DEADLINE_S,
     READY_TIMEOUT_S,
     SERVICE_ACCOUNT_TOKEN,
+    DeploymentError,
     InferenceServiceSpec,
     apply_inferenceservice,
     build_inferenceservice,
     cluster_local_auth,
     wait_ready,
 )
-from asymvae.cluster.jobspec import gpu_tolerations
-from asymvae.cluster.pod import resolve_namespace
-from asymvae.export.client import InferenceCheck, ModelIO, ServingError, check_inference
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from asymvae.storage import join_uri
 from asymvae.training.logger import TENSORBOARD_DIR
 from asymvae.training.mirror import RunMirror, fetch_export
 from asymvae.training.output import latest_export
-from asymvae.training.presets import get_preset, load_experiment
-from asymvae.training.run import PRESET_PREFIX, train
+from asymvae.training.presets import load_experiment
+from asymvae.training.run import resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +125,6 @@ class TrainStepConfig:
         return self.runs_dir or (RUNS_MOUNT if self.cluster and self.output_pvc else LOCAL_RUNS)
 
 
-def resolve_base(pretrained: str | None, runs_dir: str) -> str | None:
-    """`preset:NAME` → the folder of that preset's newest export under `runs_dir/NAME` (trained here first if
-    missing); anything else unchanged. The base then travels to the job as a plain `model.pretrained` path."""
-    if not pretrained or not pretrained.startswith(PRESET_PREFIX):
-        return pretrained
-    base_cfg = get_preset(pretrained[len(PRESET_PREFIX) :])
-    base_cfg.train.output_dir = str(Path(runs_dir) / base_cfg.name)
-    found = latest_export(Path(base_cfg.train.output_dir))
-    if found is None:
-        log.info("training the base %s into %s first", pretrained, base_cfg.train.output_dir)
-        found = train(base_cfg, resume=True).export
-    return str(Path(found) / "vae")
-
-
 def _job_namespace(cfg: TrainStepConfig) -> str:
     """The job's namespace; refuses a PVC hand-over across namespaces (two claims of one name are two volumes)."""
     here = own_namespace()
@@ -179,7 +165,7 @@ def train_step(
     exp = load_experiment(cfg.config, cfg.overrides)  # a bad config fails here, before any job starts
     image = cfg.job_image()
     overrides = list(cfg.overrides)
-    base = resolve_base(exp.model.pretrained, runs_dir)
+    base = resolve_pretrained(exp.model.pretrained, runs_dir)
     if base != exp.model.pretrained:
         overrides.append(f"model.pretrained={base}")
     if mirror:

@@ -19,7 +19,7 @@ class OptimConfig:
     """AdamW with linear warm-up then cosine decay (or a constant rate)."""
 
     lr: float = 1e-4
-    """Peak learning rate (after warm-up), per `lr_scale` below."""
+    """Peak learning rate (after warm-up), per `scale_lr` below."""
     scale_lr: bool = False
     """Multiply `lr` by the global batch size (the official recipe: 4.5e-6 x global batch)."""
     betas: tuple[float, float] = (0.5, 0.9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 from asymvae.storage.ownership import own_folder
 from asymvae.training import metrics as live_metrics
@@ -19,12 +20,16 @@ log = logging.getLogger(__name__)
 PRESET_PREFIX = "preset:"
 
 
-def resolve_pretrained(spec: str | None) -> str | None:
-    """Turn `preset:NAME` into the folder of that preset's newest export, training it first if there is none."""
+def resolve_pretrained(spec: str | None, runs_dir: str | Path | None = None) -> str | None:
+    """`preset:NAME` → the folder (`vae/`) of that preset's newest export, training the preset first (resuming)
+    when it has none; anything else unchanged. The preset's run is its own `train.output_dir`, or `runs_dir/NAME`
+    when `runs_dir` is given (the pipeline's train step, whose job then gets the base as a plain path)."""
     if not spec or not spec.startswith(PRESET_PREFIX):
         return spec
     name = spec[len(PRESET_PREFIX) :]
     base_cfg = get_preset(name)
+    if runs_dir is not None:
+        base_cfg.train.output_dir = str(Path(runs_dir) / base_cfg.name)
     found = latest_export(base_cfg.output_dir)
     if found is None:
         log.info(
@@ -36,7 +41,7 @@ def resolve_pretrained(spec: str | None) -> str | None:
         found = train(base_cfg, resume=True).export
     else:
         log.info("model.pretrained=%s: using %s", spec, found)
-    return str(found / "vae")
+    return str(Path(found) / "vae")
 
 
 def train(cfg: ExperimentConfig, resume: bool | str = False) -> TrainResult:

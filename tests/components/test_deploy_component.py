@@ -1,9 +1,9 @@
 """The deploy step: its InferenceService valid against KServe's real CRD and still valid once KServe merges the
 `kserve-tritonserver` runtime into it, with Knative's progress deadline; applied through the stand-in
 Kubernetes API as the run's account, whose InferenceService status follows KServe's and Knative's
-controllers (tests/fake_kube.py); ready only once its own revision serves; and checked with one real
+controllers (tests/support/fake_kube.py); ready only once its own revision serves; and checked with one real
 inference (onnxruntime behind the v2 protocol) at the address the service reports, through the stand-in of
-Kubeflow's machine-to-machine auth gateway (tests/m2m_gateway.py) with the pod's token."""
+Kubeflow's machine-to-machine auth gateway (tests/support/m2m_gateway.py) with the pod's token."""
 
 from __future__ import annotations
 
@@ -14,25 +14,25 @@ import pytest
 import yaml
 from kfp.dsl import Artifact, Model
 
-from asymvae.cluster.crd import schema_errors, validate_custom_object
-from asymvae.cluster.errors import DeploymentError
-from asymvae.cluster.inferenceservice import (
+from asymvae.cluster.pod import NAMESPACE_ENV
+from asymvae.export.config import ExportConfig
+from asymvae.export.run import export_model
+from asymvae.serving.client import ServingError
+from asymvae.serving.inferenceservice import (
+    DeploymentError,
     InferenceServiceSpec,
     build_inferenceservice,
     cluster_local_auth,
 )
-from asymvae.cluster.pod import NAMESPACE_ENV
-from asymvae.export.client import ServingError
-from asymvae.export.config import ExportConfig
-from asymvae.export.run import export_model
 from asymvae.steps.deploy import DeployStepConfig, deploy_step
 from asymvae_components.deploy.component import deploy
-from tests.fake_kube import TOKEN, FakeKubeServer, condition
-from tests.k8s_rbac import kubeflow_role_rules
-from tests.k8s_schemas import INFERENCESERVICE_CRD
-from tests.kserve_runtime import merged_pod_errors
-from tests.m2m_gateway import M2MGateway, cluster_dns
-from tests.v2_server import V2Server
+from tests.support.crd import schema_errors, validate_custom_object
+from tests.support.fake_kube import TOKEN, FakeKubeServer, condition
+from tests.support.k8s_rbac import kubeflow_role_rules
+from tests.support.k8s_schemas import INFERENCESERVICE_CRD
+from tests.support.kserve_runtime import merged_pod_errors
+from tests.support.m2m_gateway import M2MGateway, cluster_dns
+from tests.support.v2_server import V2Server
 
 NS = "kubeflow-user-example-com"
 STORE = "s3://mlpipeline/private-artifacts/kubeflow-user-example-com/v2/artifacts/asymvae/run-1/export-2/exported"

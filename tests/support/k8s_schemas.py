@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CRDS = Path(__file__).resolve().parent / "schemas" / "crds"
+CRDS = Path(__file__).resolve().parents[1] / "schemas" / "crds"
 PYTORCHJOB_CRD = CRDS / "kubeflow.org_pytorchjobs.yaml"
 TRAINJOB_CRD = CRDS / "trainer.kubeflow.org_trainjobs.yaml"
 TRAINJOB_V21_CRD = CRDS / "trainer.kubeflow.org_trainjobs-v2.1.0.yaml"

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from tests.http_standin import Request, json_handler
+from tests.support.http_standin import Request, json_handler
 
 API = "/apis/v2beta1"
 TOKEN = "kfp-user-token"

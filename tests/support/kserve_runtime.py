@@ -21,7 +21,7 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-RUNTIMES = Path(__file__).resolve().parent / "schemas" / "runtimes"
+RUNTIMES = Path(__file__).resolve().parents[1] / "schemas" / "runtimes"
 TRITON_RUNTIME = RUNTIMES / "kserve-tritonserver.yaml"
 K8S_VERSION = "1.33.0"
 

@@ -15,7 +15,7 @@ step call, speaking the REST paths the real `kubernetes` client uses, so tests d
   and torch). Which Trainer serves them is `trainer`: "v2.3" (the v2.3 line's CRD, `runtimePatches`) or
   "v2.1" (v2.1.0's, which Kubeflow 26.03 installs: `podTemplateOverrides`, no `runtimePatches`). An
   InferenceService is accepted as the API server would, and its status follows what KServe and Knative make
-  of it (`FakeKnativeService`); KServe's runtime merge (tests/kserve_runtime.py) decides whether its
+  of it (`FakeKnativeService`); KServe's runtime merge (tests/support/kserve_runtime.py) decides whether its
   revisions become ready, or fail with the pod's validation error.
 - `/api/v1/namespaces/NS/pods` (label selector) and `/pods/POD/log`: the pods the operator would have made
   for each job (PyTorchJob: `<job>-master-0`, TrainJob: `<job>-node-0-0`), labelled as upstream labels them,
@@ -50,10 +50,10 @@ from typing import Any
 
 import yaml
 
-from asymvae.cluster.crd import schema_errors
-from tests.http_standin import LoopbackServer, Request, json_handler
-from tests.k8s_schemas import INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD, TRAINJOB_V21_CRD
-from tests.kserve_runtime import merged_pod_errors
+from tests.support.crd import schema_errors
+from tests.support.http_standin import LoopbackServer, Request, json_handler
+from tests.support.k8s_schemas import INFERENCESERVICE_CRD, PYTORCHJOB_CRD, TRAINJOB_CRD, TRAINJOB_V21_CRD
+from tests.support.kserve_runtime import merged_pod_errors
 
 _OBJECTS = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(/(?P<name>[^/]+))?$"

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.http_standin import LoopbackServer, Request, json_handler
+from tests.support.http_standin import LoopbackServer, Request, json_handler
 
 HEALTH_PATHS = ("/healthz", "/ready", "/wait-for-drain", "/metrics", "/stats/prometheus")
 """The paths the overlay lets through without a token (and `*/healthz`, `*/ready`)."""

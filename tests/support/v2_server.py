@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from asymvae.export.client import NUMPY_DTYPES, ModelIO
-from tests.http_standin import LoopbackServer
+from asymvae.serving.client import NUMPY_DTYPES, ModelIO
+from tests.support.http_standin import LoopbackServer
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

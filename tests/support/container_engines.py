@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOW_TO_GET_ONE = (
     "no container engine: install podman or Docker (on Debian or Ubuntu, `. .ci/container-engines` installs "
     "podman and a Docker engine from the distribution and starts them)"

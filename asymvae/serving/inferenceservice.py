@@ -8,7 +8,7 @@ initializer reads the S3 credentials from the Secrets listed by the predictor's 
 `kserve-tritonserver` runtime limits CPU to 1 and memory to 2Gi), so the builder sets both the request and
 the limit of CPU and memory: a request above a limit inherited from the runtime would make an invalid pod.
 `predictor.annotations` carries Knative's progress deadline (see `PROGRESS_DEADLINE`).
-Validate the manifest offline with asymvae.cluster.crd.
+The tests validate the manifest offline against KServe's CRD (tests/support/crd.py).
 
 When is a spec rolled out? In KServe's serverless mode (Kubeflow's default) the InferenceService has no
 observed generation of its own: KServe copies the Knative Service's (kserve v0.16.0
@@ -32,10 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asymvae.cluster.jobspec import NO_ISTIO
-from asymvae.cluster.pod import SERVICE_ACCOUNT_NAMESPACE
+from asymvae.errors import UserError
+from asymvae.kube import NO_ISTIO, SERVICE_ACCOUNT_NAMESPACE, KubernetesAPIError, api_message, load_api_client
 
 log = logging.getLogger(__name__)
+
+
+class DeploymentError(UserError, RuntimeError):
+    """An InferenceService could not be applied, or did not become Ready; the message carries KServe's reasons."""
+
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -152,8 +157,6 @@ def _custom(api_client: Any) -> Any:
     from kubernetes import client as k8s
 
     if api_client is None:
-        from asymvae.cluster.runner import load_api_client
-
         api_client = load_api_client()
     return k8s.CustomObjectsApi(api_client)
 
@@ -176,11 +179,8 @@ class Applied:
 
 def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> Applied:
     """Create the InferenceService, or replace the spec of an existing one of that name. Raises
-    asymvae.cluster.errors.KubernetesAPIError when the API server refuses."""
+    asymvae.kube.KubernetesAPIError when the API server refuses."""
     from kubernetes.client.rest import ApiException
-
-    from asymvae.cluster.errors import KubernetesAPIError
-    from asymvae.cluster.runner import api_message
 
     custom = _custom(api_client)
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
@@ -267,9 +267,6 @@ def wait_ready(
     (its status then has no revisions to tell a rollout by)."""
     from kubernetes.client.rest import ApiException
 
-    from asymvae.cluster.errors import DeploymentError
-    from asymvae.cluster.runner import api_message
-
     custom = _custom(api_client)
     deadline = clock() + timeout_s
     isvc: dict[str, Any] = {}
@@ -311,8 +308,6 @@ def cluster_local_auth(
     Kubernetes token (kubeflow/manifests common/istio/cluster-local-gateway/overlays/m2m-auth). No header for
     any other host, nor without the token file (outside a pod). The file is read at each call: the kubelet
     rotates projected tokens. Raises DeploymentError when the file exists but cannot be read."""
-    from asymvae.cluster.errors import DeploymentError
-
     hosts = {f"{n}.{namespace}.svc{domain}" for n in (name, f"{name}-predictor") for domain in ("", ".cluster.local")}
     if urllib.parse.urlsplit(url).hostname not in hosts:
         return {}

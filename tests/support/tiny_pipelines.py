@@ -29,7 +29,7 @@ from diffusers import (
 
 from asymvae.model.build import asymmetric_from_base
 from asymvae.model.config import ModelConfig
-from tests.conftest import family_base
+from tests.support.tiny_models import family_base
 
 WORDS = ("a", "photo", "of", "cat", "dog")
 

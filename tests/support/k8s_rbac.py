@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KUBEFLOW_ROLES = REPO / "tests" / "schemas" / "rbac"
 AGGREGATE = "rbac.authorization.kubeflow.org/aggregate-to-"
 
