@@ -258,8 +258,8 @@ def test_scan_fails_above_max_bad_share(image_folder: Path) -> None:
         scan_source(source, min_side=MIN_SIDE, max_bad_share=0.2, progress=False)
     message = str(info.value)
     assert all(name in message for name in BAD)
-    assert "data.max_bad_share=0.25" in message  # the value that would accept this folder
-    assert "min_side" in message  # a too-small image is among the bad ones
+    assert "--data.max-bad-share 0.25" in message  # the value that would accept this folder
+    assert "min-side" in message  # a too-small image is among the bad ones
     report = scan_source(source, min_side=MIN_SIDE, max_bad_share=0.25, progress=False)
     assert len(report.bad) == 4
 
@@ -369,7 +369,7 @@ def test_untyped_image_columns(tmp_path: Path) -> None:
     paths.save_to_disk(str(tmp_path / "paths"))
     assert open_source(str(tmp_path / "paths")).load(0) == png
     datasets.Dataset.from_dict({"text": ["a"], "label": [1]}).save_to_disk(str(tmp_path / "text"))
-    with pytest.raises(DataSourceError, match=r"data\.image_column") as info:
+    with pytest.raises(DataSourceError, match=r"--data\.image-column") as info:
         open_source(str(tmp_path / "text"))
     assert "text" in str(info.value) and "label" in str(info.value)
 
