@@ -148,7 +148,7 @@ def scan_source(
     if not good:
         raise DataSourceError(
             f"no usable image in {source.description}.\n{report.summary()}\n"
-            f"Fix: check the files, or lower data.min_side (now {min_side}) if they are just small."
+            f"Fix: check the files, or lower --data.min-side (now {min_side}) if they are just small."
         )
     if report.bad_share > max_bad_share:
         needed = math.ceil(report.bad_share * 100) / 100

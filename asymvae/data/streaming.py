@@ -147,7 +147,7 @@ class ShardStream(IterableDataset):
         if self.size < self.num_slots:
             raise DataSourceError(
                 f"{len(self.shards)} train shards hold {self.size} samples, fewer than the {self.num_slots} readers "
-                f"({world_size} processes x {self.workers} workers): lower data.num_workers or prepare more images"
+                f"({world_size} processes x {self.workers} workers): lower --data.num-workers or prepare more images"
             )
         plan = Plan([s.samples for s in self.shards], seed, self.num_slots, data.shuffle_buffer)
         dataset = {"fingerprint": manifest.fingerprint, "seed": seed}
