@@ -34,6 +34,7 @@ from typing import Any
 
 from asymvae.cluster.jobspec import NO_ISTIO
 from asymvae.cluster.pod import SERVICE_ACCOUNT_NAMESPACE
+from asymvae.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,7 @@ def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
 
 
 def _custom(api_client: Any) -> Any:
-    from kubernetes import client as k8s
-
+    k8s = require("kubernetes.client", "kubeflow", "deploying an InferenceService")
     if api_client is None:
         from asymvae.cluster.runner import load_api_client
 
@@ -177,8 +177,7 @@ class Applied:
 def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> Applied:
     """Create the InferenceService, or replace the spec of an existing one of that name. Raises
     asymvae.cluster.errors.KubernetesAPIError when the API server refuses."""
-    from kubernetes.client.rest import ApiException
-
+    ApiException = require("kubernetes.client.rest", "kubeflow", "deploying an InferenceService").ApiException
     from asymvae.cluster.errors import KubernetesAPIError
     from asymvae.cluster.runner import api_message
 
@@ -265,8 +264,7 @@ def wait_ready(
     `Applied`); returns its status (with `address.url`). Raises DeploymentError with KServe's reasons when
     that does not happen within `timeout_s`, and at once when the service is not in KServe's serverless mode
     (its status then has no revisions to tell a rollout by)."""
-    from kubernetes.client.rest import ApiException
-
+    ApiException = require("kubernetes.client.rest", "kubeflow", "deploying an InferenceService").ApiException
     from asymvae.cluster.errors import DeploymentError
     from asymvae.cluster.runner import api_message
 

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from asymvae.data.image_source import ImageSource
+from asymvae.extras import require
 
 __all__ = ["PHOTO_NAMES", "DemoSource", "demo_image", "demo_images"]
 
@@ -51,13 +52,12 @@ def load_photo(name: str) -> Image.Image:
     """One of the `PHOTO_NAMES` as an RGB image (read from scikit-image's bundled files, no download)."""
     if name not in PHOTO_NAMES:
         raise ValueError(f"unknown demo photo {name!r}; available: {PHOTO_NAMES}")
-    import skimage.data
-
+    skimage_data = require("skimage.data", "demo", "the built-in demo images")
     if name.startswith("motorcycle_"):
-        left, right, _disparity = skimage.data.stereo_motorcycle()
+        left, right, _disparity = skimage_data.stereo_motorcycle()
         array = left if name == "motorcycle_left" else right
     else:
-        array = getattr(skimage.data, name)()
+        array = getattr(skimage_data, name)()
     image = Image.fromarray(np.ascontiguousarray(array[..., :3], dtype=np.uint8), "RGB")
     image.load()
     return image
