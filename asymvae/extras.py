@@ -30,7 +30,7 @@ def require(module: str, extra: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
-        missing = e.name or module
+        missing = (e.name or module).split(".")[0]  # the distribution's top-level package, as users know it
         raise MissingExtraError(
             f"{what} needs the {extra} extra (no module named {missing!r}): pip install 'asymvae[{extra}]'"
         ) from e

@@ -43,6 +43,8 @@ PHOTO_NAMES = (
     "motorcycle_right",
 )
 _MIN_SCALE, _MAX_SCALE = 0.3, 1.0
+_SKIMAGE_DATA = ("skimage.data", "demo", "the built-in demo images")
+"""The photos' module and the extra that installs it (`require` arguments)."""
 
 
 # Cached per process: dataloader workers call this for every sample, and decoding e.g. the 1411x1411
@@ -52,7 +54,7 @@ def load_photo(name: str) -> Image.Image:
     """One of the `PHOTO_NAMES` as an RGB image (read from scikit-image's bundled files, no download)."""
     if name not in PHOTO_NAMES:
         raise ValueError(f"unknown demo photo {name!r}; available: {PHOTO_NAMES}")
-    skimage_data = require("skimage.data", "demo", "the built-in demo images")
+    skimage_data = require(*_SKIMAGE_DATA)
     if name.startswith("motorcycle_"):
         left, right, _disparity = skimage_data.stereo_motorcycle()
         array = left if name == "motorcycle_left" else right
@@ -93,6 +95,7 @@ class DemoSource(ImageSource):
     """The demo set as an `ImageSource`; crops are made on demand, so it pickles small for workers."""
 
     def __init__(self, count: int = 96, size: int = 256, seed: int = 0) -> None:
+        require(*_SKIMAGE_DATA)  # when the source is chosen, not once per image
         self.count = count
         self.size = size
         self.seed = seed
