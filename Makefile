@@ -10,17 +10,34 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: demo test test-fast lint install compile image clean
+.PHONY: demo test test-fast lint install compile image clean constraints test-lower
 
 install: $(STAMP)
 
-# torch is installed first, pinned, so that nothing later pulls a different multi-GB build.
-$(STAMP): pyproject.toml
+# Exact versions from constraints.txt (pyproject.toml keeps ranges). torch and torchvision are installed first,
+# so that nothing later pulls a different multi-GB build.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Refresh constraints.txt after changing a dependency in pyproject.toml: a fresh venv resolves the ranges, and
+# its versions become the new constraints (docs/install.md, "Pinned versions").
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install -q --upgrade pip
+	.venv-constraints/bin/python -m pip install -q $$(grep -E '^(torch|torchvision)==' constraints.txt)
+	.venv-constraints/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-constraints
+
+# The lower ends of pyproject.toml's ranges, in a separate venv (.ci/test-lower; docs/install.md, "Tested versions").
+test-lower:
+	.ci/test-lower
 
 demo: $(STAMP)
 	$(VENV)/bin/asymvae pipeline run-local

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asymvae.errors import UserError
+from asymvae.extras import require
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -29,8 +30,8 @@ class KubernetesAPIError(UserError, RuntimeError):
 
 def load_api_client() -> ApiClient:
     """An API client from the pod's service account, else from ~/.kube/config (or $KUBECONFIG)."""
-    from kubernetes import client, config
-
+    client = require("kubernetes.client", "kubeflow", "talking to a Kubernetes API server")
+    config = require("kubernetes.config", "kubeflow", "talking to a Kubernetes API server")
     try:
         config.load_incluster_config()
     except config.ConfigException:

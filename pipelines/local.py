@@ -14,6 +14,7 @@ import kfp.local
 from kfp import components
 
 from asymvae.config import ConfigError
+from asymvae.extras import require
 from asymvae.storage.s3 import ENV_NAMES
 from asymvae_components._image import IMAGE
 from asymvae_pipelines.asymvae_pipeline import PIPELINE_NAME, check_params
@@ -63,8 +64,7 @@ def docker_runner(root: Path, image: str) -> kfp.local.DockerRunner:
     workers (Docker's default is 64 MiB), and the store's settings from this environment.
 
     ConfigError when no Docker engine answers or it lacks `image`, before any step starts."""
-    import docker
-
+    docker = require("docker", "kubeflow", "asymvae pipeline run-local --runner docker")
     try:
         client = docker.from_env()
         client.ping()

@@ -58,14 +58,21 @@ def test_hadolint_would_catch_an_unpinned_cached_pip_install(tmp_path):
     assert "DL3042" in {f["code"] for f in hadolint(bad)}  # pip's cache kept in a layer
 
 
-def test_base_and_torch_are_pinned_to_pyprojects_pair():
+def test_base_is_pinned_and_every_pip_step_installs_the_constraints():
     text = DOCKERFILE.read_text()
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M).group(1)
     assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]+-ubuntu\d+\.\d+", base), base
     assert "FROM ${BASE_IMAGE}" in text
-    pins = re.findall(r'^\s*"(torch==[^"]+|torchvision==[^"]+)",', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert len(pins) == 2, pins
-    assert f"pip install {pins[0]} {pins[1]}" in text
+    pins = re.findall(r"^(torch|torchvision)==\S+$", (ROOT / "constraints.txt").read_text(), re.M)
+    assert sorted(pins) == ["torch", "torchvision"]  # the pair make install, CI and the image install
+    ops = instructions()
+    copied = next(i for i, (op, args) in enumerate(ops) if op == "COPY" and args.startswith("constraints.txt "))
+    installs = [i for i, (op, args) in enumerate(ops) if op == "RUN" and "pip install -r" in args]
+    assert len(installs) == 2 and copied < installs[0]
+    for i in installs:  # the project's constraints, then a user's own (the pip-constraints secret) beside them
+        args = ops[i][1]
+        assert args.index("export PIP_CONSTRAINT=/tmp/asymvae/constraints.txt") < args.index("pip install -r")
+        assert 'PIP_CONSTRAINT="$PIP_CONSTRAINT /run/secrets/pip-constraints"' in args
     assert "PIP_NO_CACHE_DIR=1" in text  # no pip cache in any layer
 
 

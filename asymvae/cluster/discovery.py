@@ -8,17 +8,22 @@ Discovery is open to every authenticated user (Kubernetes binds the `system:disc
 
 from __future__ import annotations
 
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
+from typing import TYPE_CHECKING
+
+from asymvae.extras import require
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s
 
 
 def served_resources(custom: k8s.CustomObjectsApi, group: str, version: str, timeout_s: float) -> frozenset[str]:
     """The resources (plurals) the API server serves in `group`/`version`; empty when it serves none there
     (HTTP 404). Subresources (`trainjobs/status`) are left out. Other errors propagate (ApiException, urllib3's
     HTTPError)."""
+    rest = require("kubernetes.client.rest", "kubeflow", "asking a cluster which custom resources it serves")
     try:
         found = custom.get_api_resources(group, version, _request_timeout=timeout_s)
-    except ApiException as e:
+    except rest.ApiException as e:
         if e.status == 404:
             return frozenset()
         raise

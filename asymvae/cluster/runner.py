@@ -35,8 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from asymvae.cluster import pytorchjob, trainjob
@@ -50,9 +48,15 @@ from asymvae.cluster.errors import (
     KindNotServedError,
 )
 from asymvae.cluster.jobspec import SPEC_HASH_ANNOTATION
+from asymvae.extras import require
 from asymvae.kube import KubernetesAPIError, api_message, load_api_client
 
 log = logging.getLogger(__name__)
+
+_LAUNCHERS = "running training jobs on Kubernetes (the PyTorchJob and TrainJob launchers)"
+# The whole module talks to the Kubernetes API: importing it needs the kubeflow extra.
+k8s = require("kubernetes.client", "kubeflow", _LAUNCHERS)
+ApiException = require("kubernetes.client.rest", "kubeflow", _LAUNCHERS).ApiException
 
 ON_EXISTS = ("adopt", "replace", "fail")
 RETRY_STOPS = "a retry does not train again after the training itself failed (fix the cause, then start a new run)"

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from asymvae.data.image_source import ImageSource
+from asymvae.extras import require
 
 __all__ = ["PHOTO_NAMES", "DemoSource", "demo_image", "demo_images"]
 
@@ -42,6 +43,8 @@ PHOTO_NAMES = (
     "motorcycle_right",
 )
 _MIN_SCALE, _MAX_SCALE = 0.3, 1.0
+_SKIMAGE_DATA = ("skimage.data", "demo", "the built-in demo images")
+"""The photos' module and the extra that installs it (`require` arguments)."""
 
 
 # Cached per process: dataloader workers call this for every sample, and decoding e.g. the 1411x1411
@@ -51,13 +54,12 @@ def load_photo(name: str) -> Image.Image:
     """One of the `PHOTO_NAMES` as an RGB image (read from scikit-image's bundled files, no download)."""
     if name not in PHOTO_NAMES:
         raise ValueError(f"unknown demo photo {name!r}; available: {PHOTO_NAMES}")
-    import skimage.data
-
+    skimage_data = require(*_SKIMAGE_DATA)
     if name.startswith("motorcycle_"):
-        left, right, _disparity = skimage.data.stereo_motorcycle()
+        left, right, _disparity = skimage_data.stereo_motorcycle()
         array = left if name == "motorcycle_left" else right
     else:
-        array = getattr(skimage.data, name)()
+        array = getattr(skimage_data, name)()
     image = Image.fromarray(np.ascontiguousarray(array[..., :3], dtype=np.uint8), "RGB")
     image.load()
     return image
@@ -93,6 +95,7 @@ class DemoSource(ImageSource):
     """The demo set as an `ImageSource`; crops are made on demand, so it pickles small for workers."""
 
     def __init__(self, count: int = 96, size: int = 256, seed: int = 0) -> None:
+        require(*_SKIMAGE_DATA)  # when the source is chosen, not once per image
         self.count = count
         self.size = size
         self.seed = seed

@@ -28,6 +28,7 @@ from diffusers import AsymmetricAutoencoderKL
 from torch import nn
 
 from asymvae.export.config import DEFAULT_OPSET
+from asymvae.extras import require
 from asymvae.model.latent_space import LatentTransform
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def _example(vae: AsymmetricAutoencoderKL, batch: int, h: int, w: int, seed: int
 
 def export_onnx(vae: AsymmetricAutoencoderKL, path: Path, opset: int = DEFAULT_OPSET) -> Path:
     """Write the mask-conditioned decoder of `vae` to `path` (one self-contained .onnx file)."""
+    onnx = require("onnx", "export", "the ONNX export")
     module = MaskConditionedDecoder(vae).eval().float()
     example = _example(vae, 1, 8, 8, seed=0)
     path = Path(path)
@@ -99,8 +101,6 @@ def export_onnx(vae: AsymmetricAutoencoderKL, path: Path, opset: int = DEFAULT_O
             do_constant_folding=True,
             dynamo=False,
         )
-    import onnx
-
     onnx.checker.check_model(str(path))
     return path
 
@@ -130,7 +130,7 @@ def verify_onnx(
     `shapes` are (batch, latent height, latent width); the defaults differ from the export's example
     shape in every dynamic axis, so a size baked into the graph would show.
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime", "export", "the ONNX parity check")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     module = MaskConditionedDecoder(vae).eval().float()

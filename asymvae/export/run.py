@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnx
 import yaml
 from diffusers import AsymmetricAutoencoderKL
 
@@ -28,6 +27,7 @@ from asymvae.export.card import CardInfo, write_card
 from asymvae.export.config import ExportConfig
 from asymvae.export.onnx import export_onnx, verify_onnx
 from asymvae.export.triton import triton_config, validate_triton_model
+from asymvae.extras import require
 from asymvae.model.build import VAE
 from asymvae.model.files import load_vae, read_provenance, read_run_config, save_vae
 from asymvae.progress import phase
@@ -94,6 +94,7 @@ def _fill(
     else:
         (tmp / "1").mkdir()
         checks = _write_onnx(vae, tmp / "1" / "model.onnx", cfg.opset)
+        onnx = require("onnx", "export", "asymvae export --format triton")
         graph = onnx.load(str(tmp / "1" / "model.onnx"), load_external_data=False)
         # Named after the target folder, which is what Triton requires of config.name.
         (tmp / "config.pbtxt").write_text(triton_config(cfg.name, graph, cfg.max_batch_size))
@@ -117,6 +118,10 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     if target.exists() and not cfg.force:
         raise ExportError(f"{target} already exists; pass --force to replace it")
     check_replaceable(target)  # --force replaces an earlier export, never a folder asymvae did not write
+    if cfg.format != "diffusers":  # before any work: these come with the export extra
+        triton = ("tritonclient.grpc.model_config_pb2",) if cfg.format == "triton" else ()
+        for module in ("onnx", "onnxruntime", *triton):
+            require(module, "export", f"asymvae export --format {cfg.format}")
     with own_target(target, f"asymvae export {cfg.model}"):  # one export at a time into a target
         return _export(cfg, target)
 

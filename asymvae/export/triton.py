@@ -13,19 +13,23 @@ dims leave the batch axis out, and every other axis that is dynamic in the graph
 from __future__ import annotations
 
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from asymvae.export.config import DEFAULT_MAX_BATCH, check_model_name
+from asymvae.extras import require
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["triton_config", "validate_triton_model"]
 
+# ONNX element types (`TensorProto.DataType` in onnx/onnx.proto, fixed by the ONNX spec) to Triton's.
 _ONNX_TO_TRITON = {
-    onnx.TensorProto.FLOAT: "TYPE_FP32",
-    onnx.TensorProto.FLOAT16: "TYPE_FP16",
-    onnx.TensorProto.BFLOAT16: "TYPE_BF16",
-    onnx.TensorProto.INT64: "TYPE_INT64",
-    onnx.TensorProto.INT32: "TYPE_INT32",
+    1: "TYPE_FP32",  # FLOAT
+    10: "TYPE_FP16",  # FLOAT16
+    16: "TYPE_BF16",  # BFLOAT16
+    7: "TYPE_INT64",  # INT64
+    6: "TYPE_INT32",  # INT32
 }
 
 
@@ -84,8 +88,9 @@ def validate_triton_model(model_dir: Path, name: str | None = None) -> dict[str,
     them equal), dynamic batching, and that input/output names,
     data types and ranks equal the graph's. Returns the input and output names; raises ValueError on a mismatch.
     """
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    model_config_pb2 = require("tritonclient.grpc.model_config_pb2", "export", "checking a Triton model config")
+    onnx = require("onnx", "export", "checking a Triton model config")
+    from google.protobuf import text_format  # installed with tritonclient[grpc]
 
     model_dir = Path(model_dir)
     config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from asymvae.errors import UserError
+from asymvae.extras import require
 from asymvae.losses.config import LPIPSConfig
 
 # torchvision's ImageNet weights that the lpips package downloads at construction.
@@ -50,13 +51,7 @@ def _standard(net: str) -> nn.Module:
 
 
 def _shift_tolerant(net: str) -> nn.Module:
-    try:
-        from stlpips_pytorch import stlpips
-    except ImportError as e:
-        raise LPIPSWeightsError(
-            f"loss.lpips.variant=shift_tolerant needs the stlpips-pytorch package ({e}); "
-            "pip install stlpips-pytorch ipython torchsummary"
-        ) from e
+    stlpips = require("stlpips_pytorch.stlpips", "stlpips", "the shift-tolerant LPIPS (lpips variant shift_tolerant)")
     model = stlpips.LPIPS(net=net, variant="shift_tolerant", pretrained=False, verbose=False)
     path = Path(stlpips.__file__).parent / "weights" / "vST0.0" / f"{net}_shift_tolerant.pth"
     if not path.is_file():

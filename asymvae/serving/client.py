@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from asymvae.errors import UserError
+from asymvae.extras import require
 from asymvae.storage.http import HTTPFault, request
 
 DECODER_INPUTS = ("latent", "image", "mask")
@@ -67,8 +68,8 @@ class ModelIO:
     def from_triton_config(cls, model_dir: str | Path) -> ModelIO:
         """From `<model_dir>/config.pbtxt` (a Triton model folder of the export): names, types, dims; with
         `max_batch_size > 0` Triton's dims leave out the batch axis, which is added here as -1."""
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
+        model_config_pb2 = require("tritonclient.grpc.model_config_pb2", "serving", "reading a Triton config.pbtxt")
+        from google.protobuf import text_format  # installed with tritonclient[grpc]
 
         path = Path(model_dir) / "config.pbtxt"
         if not path.is_file():

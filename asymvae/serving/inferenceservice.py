@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from asymvae.errors import UserError
+from asymvae.extras import require
 from asymvae.kube import NO_ISTIO, SERVICE_ACCOUNT_NAMESPACE, KubernetesAPIError, api_message, load_api_client
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,7 @@ def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
 
 
 def _custom(api_client: Any) -> Any:
-    from kubernetes import client as k8s
-
+    k8s = require("kubernetes.client", "kubeflow", "deploying an InferenceService")
     if api_client is None:
         api_client = load_api_client()
     return k8s.CustomObjectsApi(api_client)
@@ -180,7 +180,7 @@ class Applied:
 def apply_inferenceservice(obj: dict[str, Any], api_client: Any = None) -> Applied:
     """Create the InferenceService, or replace the spec of an existing one of that name. Raises
     asymvae.kube.KubernetesAPIError when the API server refuses."""
-    from kubernetes.client.rest import ApiException
+    ApiException = require("kubernetes.client.rest", "kubeflow", "deploying an InferenceService").ApiException
 
     custom = _custom(api_client)
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
@@ -265,7 +265,7 @@ def wait_ready(
     `Applied`); returns its status (with `address.url`). Raises DeploymentError with KServe's reasons when
     that does not happen within `timeout_s`, and at once when the service is not in KServe's serverless mode
     (its status then has no revisions to tell a rollout by)."""
-    from kubernetes.client.rest import ApiException
+    ApiException = require("kubernetes.client.rest", "kubeflow", "deploying an InferenceService").ApiException
 
     custom = _custom(api_client)
     deadline = clock() + timeout_s

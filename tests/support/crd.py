@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from asymvae.extras import require
+
 _EMBEDDED = ("apiVersion", "kind", "metadata")
 
 
@@ -72,10 +74,7 @@ def _close(node: Any) -> None:
 
 @functools.lru_cache(maxsize=16)
 def _validator(path: str, version: str) -> Any:
-    try:
-        import jsonschema
-    except ImportError as e:  # pragma: no cover - jsonschema comes with the dev dependencies
-        raise ImportError("CRD validation needs the jsonschema package: pip install jsonschema") from e
+    jsonschema = require("jsonschema", "dev", "CRD schema validation")
     crd = _load_crd(path)
     for v in crd["spec"]["versions"]:
         if v["name"] == version:

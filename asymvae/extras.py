@@ -1,0 +1,36 @@
+"""Optional dependencies, imported where they are used: one line naming the extra that installs a missing one.
+
+`pip install asymvae` brings what training, evaluation and the diffusers export need. The rest comes in extras
+(pyproject.toml): `kubeflow` (kfp, kfp-kubernetes, kubernetes, docker), `export` (onnx, onnxruntime, Triton's
+config schema), `serving` (Triton's config schema for `asymvae infer --model-dir`), `stlpips` (shift-tolerant
+LPIPS), `demo` (the built-in demo images), `all` (every one of these) and `dev` (all, plus the test tools).
+Every import of such a package goes through `require`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from asymvae.errors import UserError
+
+__all__ = ["MissingExtraError", "require"]
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, what: str) -> ModuleType:
+    """Import and return `module` (dotted), or raise MissingExtraError naming `extra`.
+
+    `what` is the feature that needs it, as the user asked for it (e.g. "asymvae export --format onnx").
+    Only a module that is not installed is reported this way; any other import failure propagates as it is.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        missing = (e.name or module).split(".")[0]  # the distribution's top-level package, as users know it
+        raise MissingExtraError(
+            f"{what} needs the {extra} extra (no module named {missing!r}): pip install 'asymvae[{extra}]'"
+        ) from e
