@@ -8,14 +8,14 @@ import os
 import signal
 import sys
 
-from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, train
+from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, serve, train
 from asymvae.data.termination import Terminated
 from asymvae.errors import UserError
 from asymvae.storage.faults import environment_fault
 from asymvae.training.launch import process_rank
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
-COMMANDS = (train, configs, prepare, eval, export, infer, inpaint, pipeline)
+COMMANDS = (train, configs, prepare, eval, export, infer, serve, inpaint, pipeline)
 
 
 def _setup_logging() -> None:

@@ -1,0 +1,209 @@
+"""`asymvae serve` on KServe's real Python model server (started here on a loopback port with a tiny exported
+model), answered by the v2 client in binary and JSON and checked against a direct in-process decode."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("kserve", reason="the serve extra (pip install 'asymvae[serve]') is not installed")
+
+from asymvae.cli import main
+from asymvae.export.client import ServingError, decoder_inputs, fetch_model_io, infer
+from asymvae.export.config import ExportConfig
+from asymvae.export.payload import encode_request
+from asymvae.export.run import export_model
+from asymvae.model.decode import TileConfig, decode_latents
+from asymvae.model.files import load_vae
+from asymvae.model.latent_space import LatentTransform
+from asymvae.serving.config import ServeConfig
+from asymvae.storage.http import request
+
+MODEL = "asymvae_decoder"
+TILE = ("--tile-above", "64", "--tile", "32", "--tile-overlap", "16")
+"""Images with a side above 64 px decode in 32 px tiles here."""
+STARTUP_S = 180.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def exported(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as `asymvae export --format diffusers` writes it."""
+    out = tmp_path_factory.mktemp("serve") / "hf"
+    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(out)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(exported: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`asymvae serve` in a subprocess on a free port, once it answers ready; its log is kept for failures."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "asymvae", "serve", str(exported), "--http-port", str(port), "--grpc-port", "0"]
+    with log.open("w") as sink:
+        proc = subprocess.Popen([*argv, *TILE], stdout=sink, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"asymvae serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if request("GET", f"{base}/v2/health/ready", None, {}, 5.0).status == 200:
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"asymvae serve not ready after {STARTUP_S:g} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(exported: Path):
+    """Decode in this process, as the server should: (inputs as numpy, tile or None) -> sample."""
+    vae = load_vae(exported)
+    transform = LatentTransform.of(vae.config)
+
+    def decode(inputs: dict[str, np.ndarray], tile: TileConfig | None = None) -> np.ndarray:
+        t = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        with torch.inference_mode():
+            return decode_latents(vae, transform.to_vae(t["latent"]), t["image"], t["mask"], tile).numpy()
+
+    return decode
+
+
+def _inputs(server: str, size: int, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    return decoder_inputs(fetch_model_io(server, MODEL), size, size, batch, seed)
+
+
+@pytest.mark.parametrize("payload", ["binary", "json"])
+def test_a_request_decodes_as_the_model_does_in_process(server, reference, payload) -> None:
+    io = fetch_model_io(server, MODEL)
+    assert [(s.name, s.shape) for s in io.inputs] == [("latent", [-1, 4, -1, -1]), ("image", [-1, 3, -1, -1]),
+                                                      ("mask", [-1, 1, -1, -1])]  # fmt: skip
+    inputs = decoder_inputs(io, 48, 64, batch=2, seed=1)
+    sample = infer(server, io, inputs, payload=payload)["sample"]
+    assert sample.shape == (2, 3, 48, 64) and sample.dtype == np.float32
+    np.testing.assert_allclose(sample, reference(inputs), atol=1e-5)
+
+
+def test_binary_requests_get_binary_answers_a_quarter_the_size_of_json(server) -> None:
+    inputs = _inputs(server, 64)
+    datatypes = dict.fromkeys(inputs, "FP32")
+    url = f"{server}/v2/models/{MODEL}/infer"
+    sizes = {}
+    for binary in (True, False):
+        body, headers = encode_request(inputs, datatypes, ("sample",), binary)
+        answer = request("POST", url, body, headers, 60.0)
+        assert answer.status == 200
+        assert ("inference-header-content-length" in answer.headers) == binary
+        sizes[binary] = len(body) + len(answer.body)
+    raw = sum(a.nbytes for a in inputs.values()) + 4 * 3 * 64 * 64
+    assert raw < sizes[True] < raw + 2000 and sizes[False] > 3 * sizes[True]
+
+
+def test_a_large_image_is_decoded_in_tiles(server, reference) -> None:
+    inputs = _inputs(server, 96, seed=2)  # above --tile-above 64: 32 px tiles with 16 px overlap
+    sample = infer(server, fetch_model_io(server, MODEL), inputs)["sample"]
+    tiled = reference(inputs, TileConfig(size=32, overlap=16))
+    np.testing.assert_allclose(sample, tiled, atol=1e-5)
+    assert np.abs(sample - reference(inputs)).max() > 1e-3  # not the whole-image decode
+
+
+def _metric(server: str, name: str) -> float:
+    text = request("GET", f"{server}/metrics", None, {}, 10.0).body.decode()
+    values = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, flags=re.M)
+    return sum(float(v) for v in values)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_image(server, reference) -> None:
+    io = fetch_model_io(server, MODEL)
+    requests = [decoder_inputs(io, 32, 32, batch=1, seed=10 + i) for i in range(8)]
+    decodes = _metric(server, "asymvae_decode_batch_requests_count")
+    served = _metric(server, "asymvae_decode_batch_requests_sum")
+    with ThreadPoolExecutor(8) as pool:
+        samples = list(pool.map(lambda inputs: infer(server, io, inputs, timeout_s=120.0)["sample"], requests))
+    for inputs, sample in zip(requests, samples, strict=True):
+        np.testing.assert_allclose(sample, reference(inputs), atol=1e-5)
+    assert _metric(server, "asymvae_decode_batch_requests_sum") - served == 8
+    assert _metric(server, "asymvae_decode_batch_requests_count") - decodes < 8  # some were decoded together
+    assert _metric(server, "request_predict_seconds_count") >= 8  # KServe's own latency histogram
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--model", "no_such_model"], "HTTP 404"),
+        (["--height", "12"], "multiples of 8"),
+        (["--timeout", "0.000001"], "no complete answer within"),
+    ],
+)
+def test_the_infer_command_succeeds_or_fails_in_one_line(server, capsys, argv, said) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["infer", server, "--height", "32", "--width", "32"])
+    assert done.value.code == 0 and "sample [1, 3, 32, 32]" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["infer", server, "--height", "32", "--width", "32", *argv])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and said in err and err.count("\n") == 1, err
+
+
+def test_requests_the_model_cannot_decode_are_refused_with_the_reason(server) -> None:
+    io = fetch_model_io(server, MODEL)
+    inputs = decoder_inputs(io, 32, 32)
+    inputs["mask"] = inputs["mask"][..., :16, :]
+    with pytest.raises(ServingError, match=r"HTTP 400.*'mask' has shape \[1, 1, 16, 32\].*needs \[1, 1, 32, 32\]"):
+        infer(server, io, inputs)
+    empty = decoder_inputs(io, 32, 32)
+    empty = {k: v[..., :0, :0] for k, v in empty.items()}  # passes the shape checks; the decoder cannot run it
+    with pytest.raises(ServingError, match=r"HTTP 5\d\d"):
+        infer(server, io, empty, payload="binary")
+
+
+def test_the_model_is_ready_only_once_loaded(exported: Path) -> None:
+    import asyncio
+
+    from asymvae.serving.predictor import DecoderPredictor
+
+    predictor = DecoderPredictor(ServeConfig(str(exported), device="cpu"))
+    assert not predictor.ready and not asyncio.run(predictor.healthy())
+    assert predictor.load() and asyncio.run(predictor.healthy())
+
+
+def test_serve_options_are_checked_before_anything_loads(tmp_path: Path, capsys) -> None:
+    for argv, said in (
+        (["--tile", "32", "--tile-overlap", "32"], "--tile 32 --tile-overlap 32"),
+        (["--device", "tpu"], "--device 'tpu'"),
+        (["--name", "a/b"], "model name 'a/b'"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(["serve", str(tmp_path), *argv])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and said in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as done:
+        main(["serve", str(tmp_path / "missing")])
+    assert done.value.code == 2 and "does not exist" in capsys.readouterr().err
