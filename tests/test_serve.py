@@ -30,8 +30,8 @@ from asymvae.serving.config import ServeConfig
 from asymvae.storage.http import request
 
 MODEL = "asymvae_decoder"
-TILE = ("--tile-above", "64", "--tile", "32", "--tile-overlap", "16")
-"""Images with a side above 64 px decode in 32 px tiles here."""
+TILE = ("--tile-above", "64", "--tile", "64", "--tile-overlap", "32")
+"""Images with a side above 64 px decode in 64 px tiles here (a 96² image: 2 x 2 tiles)."""
 STARTUP_S = 180.0
 
 
@@ -127,9 +127,9 @@ def test_binary_requests_get_binary_answers_a_quarter_the_size_of_json(server) -
 
 
 def test_a_large_image_is_decoded_in_tiles(server, reference) -> None:
-    inputs = _inputs(server, 96, seed=2)  # above --tile-above 64: 32 px tiles with 16 px overlap
+    inputs = _inputs(server, 96, seed=2)  # above --tile-above 64
     sample = infer(server, fetch_model_io(server, MODEL), inputs)["sample"]
-    tiled = reference(inputs, TileConfig(size=32, overlap=16))
+    tiled = reference(inputs, TileConfig(size=64, overlap=32))
     np.testing.assert_allclose(sample, tiled, atol=1e-5)
     assert np.abs(sample - reference(inputs)).max() > 1e-3  # not the whole-image decode
 

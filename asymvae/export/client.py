@@ -11,8 +11,8 @@ each input with its datatype and shape and carries the values flattened row-majo
 
 `ModelIO` describes the tensors (from the export's `config.pbtxt` or the server's model metadata);
 `decoder_inputs` makes a well-formed (latent, image, mask) triple; `infer` sends it, by default as raw
-tensors after a JSON header (the binary tensor extension, `asymvae.export.payload`: the body above is about
-4x smaller that way), as JSON where the server lacks it; `check_inference` does all three and checks the
+tensors after a JSON header (the binary tensor extension, `asymvae.export.payload`: several times smaller
+than the JSON above), as JSON where the server lacks it; `check_inference` does all three and checks the
 decoded image's shape.
 """
 

@@ -4,8 +4,9 @@ In the binary form (Triton's and KServe's `binary_tensor_data` extension) a body
 each tensor's bytes, row-major and little-endian, in the order the header lists them: every binary tensor
 gives its byte count in `parameters.binary_data_size`, and the HTTP header `Inference-Header-Content-Length`
 gives the JSON header's length. An output asked for with `parameters.binary_data: true` comes back the same
-way; a server without the extension answers in JSON, which `decode_answer` reads as well. A 512² request is
-about 4.3 MB this way against about 18 MB of JSON numbers.
+way; a server without the extension answers in JSON, which `decode_answer` reads as well. Binary tensors take
+4 bytes a value (a 512² request: 4.3 MB), JSON their decimal text, several times that (tests/test_serve.py
+checks more than 3x).
 
 The encoding and decoding are `tritonclient.http`'s own (`InferenceServerClient.generate_request_body` and
 `parse_response_body`, static methods that need no connection); the transport stays the caller's.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from asymvae.export.config import check_model_name
 from asymvae.model.decode import TileConfig, tile_option
@@ -35,8 +35,6 @@ class ServeConfig:
     max_batch_size: int = 8
     """Most images decoded at once: requests that wait while a decode runs, and whose tensors have the same
     height and width, are decoded together as one batch of up to this many images."""
-    tiling: TileConfig = field(init=False)
-    """The tiles of a large image (see `tile_above`)."""
 
     def __post_init__(self) -> None:
         check_model_name(self.name)
@@ -49,4 +47,9 @@ class ServeConfig:
             raise ValueError(f"--tile-above {self.tile_above}: give a side in pixels, at least 8")
         if self.max_batch_size < 1:
             raise ValueError(f"--max-batch-size {self.max_batch_size}: give 1 or more")
-        self.tiling = tile_option(self.tile, self.tile_overlap)
+        tile_option(self.tile, self.tile_overlap)  # a bad pair fails now, not at the first large request
+
+    @property
+    def tiling(self) -> TileConfig:
+        """The tiles of a large image (see `tile_above`)."""
+        return TileConfig(size=self.tile, overlap=self.tile_overlap)
