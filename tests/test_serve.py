@@ -49,13 +49,23 @@ def exported(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
+class Served(str):
+    """The server's base URL, with its gRPC address as `grpc`."""
+
+    def __new__(cls, base: str, grpc: str) -> Served:
+        served = super().__new__(cls, base)
+        served.grpc = grpc
+        return served
+
+
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory):
     """`asymvae serve` in a subprocess on a free port, once it answers ready; its log is kept for failures."""
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     log = tmp_path_factory.mktemp("serve_log") / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "asymvae", "serve", str(exported), "--http-port", str(port), "--grpc-port", "0"]
+    argv = [sys.executable, "-m", "asymvae", "serve", str(exported), "--http-port", str(port),
+            "--grpc-port", str(grpc_port)]  # fmt: skip
     with log.open("w") as sink:
         proc = subprocess.Popen([*argv, *TILE], stdout=sink, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -72,7 +82,7 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory):
             if time.monotonic() > deadline:
                 pytest.fail(f"asymvae serve not ready after {STARTUP_S:g} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield base
+        yield Served(base, f"127.0.0.1:{grpc_port}")
     finally:
         proc.terminate()
         try:
@@ -109,6 +119,36 @@ def test_a_request_decodes_as_the_model_does_in_process(server, reference, paylo
     sample = infer(server, io, inputs, payload=payload)["sample"]
     assert sample.shape == (2, 3, 48, 64) and sample.dtype == np.float32
     np.testing.assert_allclose(sample, reference(inputs), atol=1e-5)
+
+
+_TRITONCLIENT = """
+import sys
+import numpy as np
+import tritonclient.{protocol} as client_module
+
+client = client_module.InferenceServerClient(sys.argv[1])
+inputs = np.load(sys.argv[2])
+tensors = []
+for name in ("latent", "image", "mask"):
+    tensors.append(client_module.InferInput(name, list(inputs[name].shape), "FP32"))
+    tensors[-1].set_data_from_numpy(inputs[name])
+result = client.infer("{model}", tensors, outputs=[client_module.InferRequestedOutput("sample")])
+np.save(sys.argv[3], result.as_numpy("sample"))
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tritonclient_talks_to_it_over_rest_and_grpc(server, reference, protocol, tmp_path) -> None:
+    """The maintained v2 client, as docs/export-and-serving.md shows it, over both of the server's protocols
+    (in a process of its own: tritonclient.grpc and kserve register the same protobuf names)."""
+    inputs = _inputs(server, 32, seed=3)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    url = server.removeprefix("http://") if protocol == "http" else server.grpc
+    script = _TRITONCLIENT.format(protocol=protocol, model=MODEL)
+    argv = [sys.executable, "-c", script, url, str(tmp_path / "inputs.npz"), str(tmp_path / "sample.npy")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "sample.npy"), reference(inputs), atol=1e-5)
 
 
 def test_binary_requests_get_binary_answers_a_quarter_the_size_of_json(server) -> None:

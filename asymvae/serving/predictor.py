@@ -188,7 +188,10 @@ class DecoderPredictor(kserve.Model):
         if not isinstance(payload, InferRequest):
             raise InvalidInput("this model answers the v2 protocol only: POST /v2/models/NAME/infer")
         sample = await self.batcher.submit(self._arrays(payload))
-        output = InferOutput(OUTPUT_NAMES[0], list(sample.shape), "FP32", sample)
+        output = InferOutput(OUTPUT_NAMES[0], list(sample.shape), "FP32")
+        # As raw bytes: KServe re-encodes them as each protocol asks (to_rest, to_grpc in infer_type.py); an
+        # array given as `data` fails to_grpc (it tests the array's truth value) when gRPC inputs were raw.
+        output.set_data_from_numpy(sample, binary_data=True)
         return InferResponse(
             payload.id or generate_uuid(),  # a JSON answer must carry an id; a request need not
             self.name,
