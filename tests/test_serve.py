@@ -19,6 +19,7 @@ import torch
 pytest.importorskip("kserve", reason="the serve extra (pip install 'asymvae[serve]') is not installed")
 
 from asymvae.cli import main
+from asymvae.config import ConfigError
 from asymvae.export.client import ServingError, decoder_inputs, fetch_model_io, infer
 from asymvae.export.config import ExportConfig
 from asymvae.export.payload import encode_request
@@ -232,6 +233,8 @@ def test_the_model_is_ready_only_once_loaded(exported: Path) -> None:
     predictor = DecoderPredictor(ServeConfig(str(exported), device="cpu"))
     assert not predictor.ready and not asyncio.run(predictor.healthy())
     assert predictor.load() and asyncio.run(predictor.healthy())
+    with pytest.raises(ConfigError, match=r"--tile 36 --tile-overlap 8: tile size 36 is not a multiple of .* 8"):
+        DecoderPredictor(ServeConfig(str(exported), device="cpu", tile=36, tile_overlap=8)).load()
 
 
 def test_serve_options_are_checked_before_anything_loads(tmp_path: Path, capsys) -> None:

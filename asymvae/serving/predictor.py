@@ -38,6 +38,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.utils import generate_uuid
 from prometheus_client import Histogram
 
+from asymvae.config import ConfigError
 from asymvae.export.onnx import INPUT_NAMES, OUTPUT_NAMES
 from asymvae.model.decode import decode_latents, upsampling_factor
 from asymvae.model.files import load_vae
@@ -56,7 +57,7 @@ def _device(choice: str) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no GPU is visible to torch here; pass --device cpu or auto")
+        raise ConfigError("--device cuda: no GPU is visible to torch here; pass --device cpu or auto")
     return torch.device(choice)
 
 
@@ -130,7 +131,10 @@ class DecoderPredictor(kserve.Model):
     def load(self) -> bool:
         """Read the model onto the device; `ready` turns true only then."""
         vae = load_vae(self.cfg.model_dir, require=AsymmetricAutoencoderKL)
-        self.cfg.tiling.in_latents(upsampling_factor(vae))  # tiles must be whole latent pixels: say so now
+        try:  # tiles must be whole latent pixels: say so now, not at the first large image
+            self.cfg.tiling.in_latents(upsampling_factor(vae))
+        except ValueError as e:
+            raise ConfigError(f"--tile {self.cfg.tile} --tile-overlap {self.cfg.tile_overlap}: {e}") from None
         self.vae = vae.to(self.device, self.dtype)
         self.transform = LatentTransform.of(vae.config)
         log.info("loaded %s from %s on %s (%s)", type(vae).__name__, self.cfg.model_dir, self.device, self.dtype)
