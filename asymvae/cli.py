@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, train
+from asymvae.commands import configs, eval, export, infer, inpaint, pipeline, prepare, serve, train
 from asymvae.commands.options import unknown_options
 from asymvae.data.termination import Terminated
 from asymvae.errors import UserError
@@ -17,7 +17,7 @@ from asymvae.storage.faults import environment_fault
 from asymvae.training.launch import process_rank
 
 # Each subcommand lives in asymvae/commands/<name>.py and adds itself with register().
-COMMANDS = (train, configs, prepare, eval, export, infer, inpaint, pipeline)
+COMMANDS = (train, configs, prepare, eval, export, infer, serve, inpaint, pipeline)
 
 
 def _setup_logging() -> None:

@@ -10,11 +10,12 @@ Every import of such a package goes through `require`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from asymvae.errors import UserError
 
-__all__ = ["MissingExtraError", "require"]
+__all__ = ["MissingExtraError", "check_installed", "require"]
 
 
 class MissingExtraError(UserError, ImportError):
@@ -31,6 +32,17 @@ def require(module: str, extra: str, what: str) -> ModuleType:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         missing = (e.name or module).split(".")[0]  # the distribution's top-level package, as users know it
-        raise MissingExtraError(
-            f"{what} needs the {extra} extra (no module named {missing!r}): pip install 'asymvae[{extra}]'"
-        ) from e
+        raise _missing(missing, extra, what) from e
+
+
+def check_installed(module: str, extra: str, what: str) -> None:
+    """Raise MissingExtraError naming `extra` when top-level package `module` is not installed, without importing
+    it (a package that only checks, so that building `--help` stays light)."""
+    if importlib.util.find_spec(module) is None:
+        raise _missing(module, extra, what)
+
+
+def _missing(module: str, extra: str, what: str) -> MissingExtraError:
+    return MissingExtraError(
+        f"{what} needs the {extra} extra (no module named {module!r}): pip install 'asymvae[{extra}]'"
+    )

@@ -25,6 +25,7 @@ from asymvae.data.config import PrepareConfig
 from asymvae.evaluation.config import EvalConfig
 from asymvae.export.config import ExportConfig
 from asymvae.inpaint.options import InpaintOptions
+from asymvae.serving.config import ServeConfig
 from asymvae.training.experiment import ExperimentConfig
 
 COMMANDS = {
@@ -34,6 +35,7 @@ COMMANDS = {
     ("eval",): EvalConfig,
     ("export",): ExportConfig,
     ("infer",): InferOptions,
+    ("serve",): ServeConfig,
     ("inpaint",): InpaintOptions,
     ("pipeline", "compile"): CompileOptions,
     ("pipeline", "run-local"): RunLocalOptions,

@@ -153,6 +153,8 @@ class _Recorder(BaseHTTPRequestHandler):
         self.server.seen.append((self.path, self.headers.get("Authorization")))
         self.server.answer(self)
 
+    do_POST = do_GET  # the answer reads the body
+
     def log_message(self, *args) -> None:
         pass
 
@@ -215,3 +217,76 @@ def test_a_server_that_answers_a_byte_at_a_time_cannot_outlast_the_deadline(caps
     err = capsys.readouterr().err
     assert done.value.code == 2 and "Traceback" not in err
     assert f"GET {base}/v2/models/{MODEL}: no complete answer within 1 s" in err
+
+
+def _answer(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+    handler.send_response(status)
+    for name, value in {**(headers or {}), "Content-Length": str(len(data))}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+_METADATA = {"name": MODEL, "inputs": [{"name": "latent", "datatype": "FP32", "shape": [-1, 4, -1, -1]},
+                                       {"name": "image", "datatype": "FP32", "shape": [-1, 3, -1, -1]},
+                                       {"name": "mask", "datatype": "FP32", "shape": [-1, 1, -1, -1]}],
+             "outputs": [{"name": "sample", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]}  # fmt: skip
+
+
+def _json_only(handler: BaseHTTPRequestHandler) -> None:
+    """A v2 server without the binary tensor extension, which the Open Inference Protocol leaves optional
+    (kserve/open-inference-protocol specification/protocol/inference_rest.md requires JSON only; the
+    extension is triton-inference-server/server docs/protocol/extension_binary_data.md): a binary body is
+    not JSON to it (400). Its model answers `sample` = `image`."""
+    if handler.command == "GET":
+        return _json(handler, _METADATA)
+    body = handler.rfile.read(int(handler.headers["Content-Length"]))
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return _answer(handler, 400, b'{"error": "Unrecognized request format"}')
+    image = next(t for t in request["inputs"] if t["name"] == "image")
+    output = {"name": "sample", "datatype": "FP32", "shape": image["shape"], "data": image["data"]}
+    _answer(handler, 200, json.dumps({"model_name": MODEL, "outputs": [output]}).encode())
+
+
+def test_a_server_without_the_binary_extension_is_answered_in_json() -> None:
+    with _http_server(_json_only) as (server, base):
+        io = fetch_model_io(base, MODEL)
+        inputs = decoder_inputs(io, 16, 24, batch=2)
+        sample = infer(base, io, inputs)["sample"]
+        np.testing.assert_array_equal(sample, inputs["image"])
+        assert len(server.seen) == 3  # metadata, the binary request (refused), the same request in JSON
+        with pytest.raises(ServingError, match="answered HTTP 400"):
+            infer(base, io, inputs, payload="binary")
+
+
+def _header(outputs: list[dict]) -> bytes:
+    return json.dumps({"model_name": MODEL, "outputs": outputs}).encode()
+
+
+_SHORT = _header([{"name": "sample", "datatype": "FP32", "shape": [1, 3, 32, 32],
+                   "parameters": {"binary_data_size": 12288}}])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "data", "headers", "said"),
+    [
+        (503, b"no healthy upstream", {}, "answered HTTP 503: no healthy upstream"),
+        (404, b'{"error": "Model with name x does not exist."}', {}, "answered HTTP 404"),
+        (200, b"<html>ok</html>", {}, "answered not a v2 inference answer"),
+        (200, _SHORT + b"0123", {"Inference-Header-Content-Length": str(len(_SHORT))}, "not a v2 inference answer"),
+        (200, _header([{"name": "sample", "shape": [1, 3, 32, 32]}]), {}, "not a v2 inference answer"),
+    ],
+)
+def test_failed_and_malformed_answers_end_in_one_line(capsys, status, data, headers, said) -> None:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        if handler.command == "GET":
+            return _json(handler, _METADATA)
+        handler.rfile.read(int(handler.headers["Content-Length"]))
+        _answer(handler, status, data, headers)
+
+    with _http_server(answer) as (_, base), pytest.raises(SystemExit) as done:
+        main(["infer", base, "--height", "32", "--width", "32", "--payload", "binary"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and said in err and err.count("\n") == 1, err

@@ -37,6 +37,9 @@ class InferOptions:
     """Also write the request's JSON body to this file (for curl: `-d @FILE`)."""
     timeout: float = 120.0
     """Seconds each request may take in all (connecting, sending, waiting and reading)."""
+    payload: str = "auto"
+    """How tensors travel: `binary` (raw bytes after a JSON header, the v2 binary tensor extension Triton and
+    KServe serve), `json` (numbers in JSON), or `auto` (binary, then JSON where the server refuses it)."""
 
 
 def parse_headers(items: list[str]) -> dict[str, str]:
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if o.save_request:
         body = infer_request(decoder_inputs(io, o.height, o.width, o.batch), io)
         Path(o.save_request).write_text(json.dumps(body))
-    check = check_inference(o.url, io, o.height, o.width, o.batch, headers, o.timeout)
+    check = check_inference(o.url, io, o.height, o.width, o.batch, headers, o.timeout, o.payload)
     print(f"{o.url} model {check.model}: {check.seconds:.3f} s")
     for name, shape in check.input_shapes.items():
         print(f"  in  {name} {shape}")

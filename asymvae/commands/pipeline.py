@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asymvae.commands.options import Leaf, add_command, from_args, section_values
+from asymvae.extras import check_installed
 from asymvae_components._image import IMAGE
 
 PARAMS_NOTE = (
@@ -119,7 +120,13 @@ class ScheduleOptions(RemoteOptions):
     """Recurring run name."""
 
 
+def _need_kfp() -> None:
+    """Stop with one line when kfp (the kubeflow extra) is missing; building `--help` never needs it."""
+    check_installed("kfp", "kubeflow", "the Kubeflow pipeline (asymvae pipeline ...)")
+
+
 def _run_compile(args: argparse.Namespace) -> int:
+    _need_kfp()
     from asymvae_pipelines.compiled import compile_components, compile_pipeline
 
     opts = from_args(CompileOptions, args)
@@ -131,6 +138,7 @@ def _run_compile(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace) -> int:
+    _need_kfp()
     from asymvae_pipelines.local import run_local, summary_lines
 
     opts = from_args(RunLocalOptions, args)
@@ -146,6 +154,7 @@ def _version_line(registered: Any) -> str:
 
 
 def _run_submit(args: argparse.Namespace) -> int:
+    _need_kfp()
     from asymvae_pipelines.remote import submit
 
     o = from_args(SubmitOptions, args)
@@ -158,6 +167,7 @@ def _run_submit(args: argparse.Namespace) -> int:
 
 
 def _run_schedule(args: argparse.Namespace) -> int:
+    _need_kfp()
     from asymvae_pipelines.remote import schedule
 
     o = from_args(ScheduleOptions, args)

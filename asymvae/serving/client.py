@@ -10,13 +10,16 @@ each input with its datatype and shape and carries the values flattened row-majo
      "outputs": [{"name": "sample"}]}
 
 `ModelIO` describes the tensors (from the export's `config.pbtxt` or the server's model metadata);
-`decoder_inputs` makes a well-formed (latent, image, mask) triple; `infer` sends it; `check_inference`
-does all three and checks the decoded image's shape. Only the standard library and numpy: no tritonclient.
+`decoder_inputs` makes a well-formed (latent, image, mask) triple; `infer` sends it, by default as raw
+tensors after a JSON header (the binary tensor extension, `asymvae.serving.payload`: several times smaller
+than the JSON above), as JSON where the server lacks it; `check_inference` does all three and checks the
+decoded image's shape.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,10 @@ import numpy as np
 
 from asymvae.errors import UserError
 from asymvae.extras import require
-from asymvae.storage.http import HTTPFault, request
+from asymvae.serving.payload import PAYLOADS, decode_answer, encode_request
+from asymvae.storage.http import Answer, HTTPFault, request
+
+log = logging.getLogger(__name__)
 
 DECODER_INPUTS = ("latent", "image", "mask")
 DECODER_OUTPUT = "sample"
@@ -35,6 +41,8 @@ DOWNSAMPLING = 8
 NUMPY_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
 _TRITON_TO_V2 = {"TYPE_FP32": "FP32", "TYPE_FP16": "FP16", "TYPE_FP64": "FP64", "TYPE_INT64": "INT64",
                  "TYPE_INT32": "INT32"}  # fmt: skip
+_BINARY_REFUSED = (400, 415, 422)
+"""What a server without the binary tensor extension answers to a binary body it cannot parse."""
 
 
 class ServingError(UserError, RuntimeError):
@@ -149,18 +157,28 @@ def infer_request(inputs: dict[str, np.ndarray], io: ModelIO, outputs: tuple[str
     }
 
 
-def _http(method: str, url: str, body: dict | None, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
-    """One JSON request with a total deadline, to `url`'s host only (`storage.http.request`)."""
-    data = json.dumps(body).encode() if body is not None else None
+def _send(method: str, url: str, data: bytes | None, headers: dict[str, str], timeout_s: float) -> Answer:
+    """One request with a total deadline, to `url`'s host only (`storage.http.request`); any status."""
     try:
-        answer = request(method, url, data, {"Content-Type": "application/json", **headers}, timeout_s)
+        return request(method, url, data, headers, timeout_s)
     except HTTPFault as e:
         raise ServingError(str(e)) from None
+
+
+def _accepted(method: str, url: str, answer: Answer) -> Answer:
+    """`answer`, unless its status is an error: then a ServingError quoting the start of its body."""
     if answer.status >= 400:
         detail = answer.body.decode(errors="replace")[:500]
         raise ServingError(f"{method} {url} answered HTTP {answer.status}: {detail}")
+    return answer
+
+
+def _http(method: str, url: str, body: dict | None, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    """One JSON request with a total deadline, to `url`'s host only (`storage.http.request`)."""
+    data = json.dumps(body).encode() if body is not None else None
+    answer = _send(method, url, data, {"Content-Type": "application/json", **headers}, timeout_s)
     try:
-        return json.loads(answer.body)
+        return json.loads(_accepted(method, url, answer).body)
     except ValueError:
         raise ServingError(f"{method} {url} answered something that is not JSON: {answer.body[:200]!r}") from None
 
@@ -183,16 +201,31 @@ def infer(
     inputs: dict[str, np.ndarray],
     headers: dict[str, str] | None = None,
     timeout_s: float = 120.0,
+    payload: str = "auto",
 ) -> dict[str, np.ndarray]:
-    """Send one inference; returns each output as an array of the shape the server reports."""
-    answer = _http(
-        "POST", model_url(base_url, io.model) + "/infer", infer_request(inputs, io), headers or {}, timeout_s
-    )
-    out = {}
-    for item in answer.get("outputs", []):
-        dtype = NUMPY_DTYPES.get(item.get("datatype", ""), np.float32)
-        out[item["name"]] = np.asarray(item["data"], dtype=dtype).reshape(item["shape"])
-    return out
+    """Send one inference; returns each output as an array of the shape the server reports.
+
+    `payload`: `binary` tensors, `json` numbers, or `auto`: binary, sent again as JSON when the server refuses
+    the binary body (HTTP 400, 415 or 422: a server without the binary tensor extension cannot parse it).
+    """
+    if payload not in PAYLOADS:
+        raise ServingError(f"payload {payload!r}: choose one of {', '.join(PAYLOADS)}")
+    url = model_url(base_url, io.model) + "/infer"
+    datatypes = {name: io.input(name).datatype for name in inputs}
+
+    def post(binary: bool) -> Answer:
+        body, body_headers = encode_request(inputs, datatypes, (DECODER_OUTPUT,), binary)
+        return _send("POST", url, body, {**body_headers, **(headers or {})}, timeout_s)
+
+    answer = post(binary=payload != "json")
+    if payload == "auto" and answer.status in _BINARY_REFUSED:
+        log.info("%s answered HTTP %d to a binary request; sending it as JSON", url, answer.status)
+        answer = post(binary=False)
+    _accepted("POST", url, answer)
+    try:
+        return decode_answer(answer.body, answer.headers)
+    except ValueError as e:
+        raise ServingError(f"POST {url} answered {e}") from None
 
 
 @dataclass
@@ -219,11 +252,14 @@ def check_inference(
     batch: int = 1,
     headers: dict[str, str] | None = None,
     timeout_s: float = 120.0,
+    payload: str = "auto",
 ) -> InferenceCheck:
-    """Send one (latent, image, mask) request and check that `sample` comes back as a finite (B, 3, H, W) image."""
+    """Send one (latent, image, mask) request and check that `sample` comes back as a finite (B, 3, H, W) image.
+
+    `payload`: as `infer`'s."""
     inputs = decoder_inputs(io, height, width, batch)
     start = time.perf_counter()
-    outputs = infer(base_url, io, inputs, headers, timeout_s)
+    outputs = infer(base_url, io, inputs, headers, timeout_s, payload)
     seconds = time.perf_counter() - start
     sample = outputs.get(DECODER_OUTPUT)
     expected = [batch, 3, height, width]

@@ -13,7 +13,7 @@ import http.client
 import socket
 import threading
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asymvae.storage.base import StorageError
 
@@ -28,6 +28,8 @@ class Answer:
 
     status: int
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    """The answer's headers, names in lower case."""
 
 
 def request(method: str, url: str, body: bytes | None, headers: dict[str, str], timeout_s: float) -> Answer:
@@ -69,4 +71,4 @@ def request(method: str, url: str, body: bytes | None, headers: dict[str, str], 
             f"{method} {url} answered HTTP {response.status}, a redirect to {response.getheader('Location')}, which "
             "is not followed (it would carry the request's headers there). Fix: pass the URL it redirects to."
         )
-    return Answer(response.status, payload)
+    return Answer(response.status, payload, {k.lower(): v for k, v in response.getheaders()})

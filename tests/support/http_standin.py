@@ -32,7 +32,17 @@ class Request:
         return auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
 
 
-# handle(request) -> (status code, payload): a str is sent as text, anything else as JSON.
+@dataclass
+class Passed:
+    """An answer sent on as it came (a proxy's): its bytes and headers."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+_HOP_BY_HOP = ("content-length", "transfer-encoding", "connection", "keep-alive", "date", "server")
+
+# handle(request) -> (status code, payload): a str is sent as text, `Passed` as it is, anything else as JSON.
 Handle = Callable[[Request], tuple[int, Any]]
 
 
@@ -49,9 +59,14 @@ def json_handler(handle: Handle) -> type[BaseHTTPRequestHandler]:
             if raw and "json" in headers.get("content-type", "application/json"):
                 body = json.loads(raw)
             code, payload = handle(Request(method, url.path, urllib.parse.parse_qs(url.query), headers, body, raw))
-            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            if isinstance(payload, Passed):
+                data, sent = payload.body, {k: v for k, v in payload.headers.items() if k.lower() not in _HOP_BY_HOP}
+            else:
+                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                sent = {"Content-Type": "text/plain" if isinstance(payload, str) else "application/json"}
             self.send_response(code)
-            self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
+            for name, value in sent.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -17,14 +17,13 @@ What passes goes on, token and all (`forwardOriginalToken: true`), to the predic
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import urllib.parse
 from typing import Any
 
 import pytest
 
-from tests.support.http_standin import LoopbackServer, Request, json_handler
+from tests.support.http_standin import LoopbackServer, Passed, Request, json_handler
 
 HEALTH_PATHS = ("/healthz", "/ready", "/wait-for-drain", "/metrics", "/stats/prometheus")
 """The paths the overlay lets through without a token (and `*/healthz`, `*/ready`)."""
@@ -60,21 +59,18 @@ class M2MGateway:
         return _forward(self.routes[host], req)
 
 
-def _forward(upstream: str, req: Request) -> tuple[int, Any]:
-    """Send `req` on to `upstream` (a base URL) and hand back its answer."""
+def _forward(upstream: str, req: Request) -> tuple[int, Passed]:
+    """Send `req` on to `upstream` (a base URL) and hand back its answer, bytes and headers as they are (Envoy
+    passes on every end-to-end header, e.g. the v2 binary extension's `Inference-Header-Content-Length`)."""
     parts = urllib.parse.urlsplit(upstream)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    headers = {k: v for k, v in req.headers.items() if k in ("content-type", "authorization")}
+    headers = {k: v for k, v in req.headers.items() if k not in ("host", "content-length", "connection")}
     try:
         conn.request(req.method, req.path, body=req.raw or None, headers=headers)
         answer = conn.getresponse()
-        body = answer.read().decode()
+        return answer.status, Passed(answer.read(), dict(answer.getheaders()))
     finally:
         conn.close()
-    try:
-        return answer.status, json.loads(body)
-    except ValueError:
-        return answer.status, body
 
 
 def cluster_dns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,295 @@
+"""`asymvae serve` on KServe's real Python model server (started here on a loopback port with a tiny exported
+model), answered by the v2 client in binary and JSON and checked against a direct in-process decode."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# kserve is never imported in this process: its v2 protobuf messages share their names with tritonclient.grpc's,
+# which the export and the client load, and protobuf refuses a second definition in one process.
+if importlib.util.find_spec("kserve") is None:
+    pytest.skip("the serve extra (pip install 'asymvae[serve]') is not installed", allow_module_level=True)
+
+from asymvae.cli import main
+from asymvae.export.config import ExportConfig
+from asymvae.export.run import export_model
+from asymvae.model.decode import TileConfig, decode_latents
+from asymvae.model.files import load_vae
+from asymvae.model.latent_space import LatentTransform
+from asymvae.serving.client import ModelIO, ServingError, check_inference, decoder_inputs, fetch_model_io, infer
+from asymvae.serving.payload import encode_request
+from asymvae.storage.http import request
+
+MODEL = "asymvae_decoder"
+TILE = ("--tile-above", "64", "--tile", "64", "--tile-overlap", "32")
+"""Images with a side above 64 px decode in 64 px tiles here (a 96² image: 2 x 2 tiles)."""
+STARTUP_S = 180.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def exported(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as `asymvae export --format diffusers` writes it."""
+    out = tmp_path_factory.mktemp("serve") / "hf"
+    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(out)))
+    return out
+
+
+class Served(str):
+    """The server's base URL, with its gRPC address as `grpc`."""
+
+    def __new__(cls, base: str, grpc: str) -> Served:
+        served = super().__new__(cls, base)
+        served.grpc = grpc
+        return served
+
+
+@pytest.fixture(scope="module")
+def server(exported: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`asymvae serve` in a subprocess on a free port, once it answers ready; its log is kept for failures."""
+    port, grpc_port = _free_port(), _free_port()
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "asymvae", "serve", str(exported), "--http-port", str(port),
+            "--grpc-port", str(grpc_port)]  # fmt: skip
+    with log.open("w") as sink:
+        proc = subprocess.Popen([*argv, *TILE], stdout=sink, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"asymvae serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if request("GET", f"{base}/v2/health/ready", None, {}, 5.0).status == 200:
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"asymvae serve not ready after {STARTUP_S:g} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield Served(base, f"127.0.0.1:{grpc_port}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(exported: Path):
+    """Decode in this process, as the server should: (inputs as numpy, tile or None) -> sample."""
+    vae = load_vae(exported)
+    transform = LatentTransform.of(vae.config)
+
+    def decode(inputs: dict[str, np.ndarray], tile: TileConfig | None = None) -> np.ndarray:
+        t = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        with torch.inference_mode():
+            return decode_latents(vae, transform.to_vae(t["latent"]), t["image"], t["mask"], tile).numpy()
+
+    return decode
+
+
+def _inputs(server: str, size: int, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    return decoder_inputs(fetch_model_io(server, MODEL), size, size, batch, seed)
+
+
+@pytest.mark.parametrize("payload", ["binary", "json"])
+def test_a_request_decodes_as_the_model_does_in_process(server, reference, payload) -> None:
+    io = fetch_model_io(server, MODEL)
+    assert [(s.name, s.shape) for s in io.inputs] == [("latent", [-1, 4, -1, -1]), ("image", [-1, 3, -1, -1]),
+                                                      ("mask", [-1, 1, -1, -1])]  # fmt: skip
+    inputs = decoder_inputs(io, 48, 64, batch=2, seed=1)
+    sample = infer(server, io, inputs, payload=payload)["sample"]
+    assert sample.shape == (2, 3, 48, 64) and sample.dtype == np.float32
+    np.testing.assert_allclose(sample, reference(inputs), atol=1e-5)
+
+
+_TRITONCLIENT = """
+import sys
+import numpy as np
+import tritonclient.{protocol} as client_module
+
+client = client_module.InferenceServerClient(sys.argv[1])
+inputs = np.load(sys.argv[2])
+tensors = []
+for name in ("latent", "image", "mask"):
+    tensors.append(client_module.InferInput(name, list(inputs[name].shape), "FP32"))
+    tensors[-1].set_data_from_numpy(inputs[name])
+result = client.infer("{model}", tensors, outputs=[client_module.InferRequestedOutput("sample")])
+np.save(sys.argv[3], result.as_numpy("sample"))
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tritonclient_talks_to_it_over_rest_and_grpc(server, reference, protocol, tmp_path) -> None:
+    """The maintained v2 client, as docs/export-and-serving.md shows it, over both of the server's protocols
+    (in a process of its own: tritonclient.grpc and kserve register the same protobuf names)."""
+    inputs = _inputs(server, 32, seed=3)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    url = server.removeprefix("http://") if protocol == "http" else server.grpc
+    script = _TRITONCLIENT.format(protocol=protocol, model=MODEL)
+    argv = [sys.executable, "-c", script, url, str(tmp_path / "inputs.npz"), str(tmp_path / "sample.npy")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "sample.npy"), reference(inputs), atol=1e-5)
+
+
+def test_it_serves_what_the_triton_export_declares_and_passes_the_deploy_check(
+    server, asym_export_dir: Path, tmp_path: Path
+) -> None:
+    """Same tensors as the Triton model of the same training export, so one client and one deploy check
+    (`check_inference` on the export's config.pbtxt, as asymvae.steps.deploy runs it) serve both."""
+    export_model(ExportConfig(str(asym_export_dir), "triton", str(tmp_path / "repo"), name=MODEL))
+    declared = ModelIO.from_triton_config(tmp_path / "repo" / MODEL)
+    served = fetch_model_io(server, MODEL)
+    assert (served.inputs, served.outputs) == (declared.inputs, declared.outputs)
+    check = check_inference(server, declared, 40, 24, batch=declared.max_batch_size)
+    assert check.output_shape == [declared.max_batch_size, 3, 40, 24]
+
+
+def test_binary_requests_get_binary_answers_a_quarter_the_size_of_json(server) -> None:
+    inputs = _inputs(server, 64)
+    datatypes = dict.fromkeys(inputs, "FP32")
+    url = f"{server}/v2/models/{MODEL}/infer"
+    sizes = {}
+    for binary in (True, False):
+        body, headers = encode_request(inputs, datatypes, ("sample",), binary)
+        answer = request("POST", url, body, headers, 60.0)
+        assert answer.status == 200
+        assert ("inference-header-content-length" in answer.headers) == binary
+        sizes[binary] = len(body) + len(answer.body)
+    raw = sum(a.nbytes for a in inputs.values()) + 4 * 3 * 64 * 64
+    assert raw < sizes[True] < raw + 2000 and sizes[False] > 3 * sizes[True]
+
+
+def test_a_large_image_is_decoded_in_tiles(server, reference) -> None:
+    inputs = _inputs(server, 96, seed=2)  # above --tile-above 64
+    sample = infer(server, fetch_model_io(server, MODEL), inputs)["sample"]
+    tiled = reference(inputs, TileConfig(size=64, overlap=32))
+    np.testing.assert_allclose(sample, tiled, atol=1e-5)
+    assert np.abs(sample - reference(inputs)).max() > 1e-3  # not the whole-image decode
+
+
+def _metric(server: str, name: str) -> float:
+    text = request("GET", f"{server}/metrics", None, {}, 10.0).body.decode()
+    values = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, flags=re.M)
+    return sum(float(v) for v in values)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_image(server, reference) -> None:
+    io = fetch_model_io(server, MODEL)
+    requests = [decoder_inputs(io, 32, 32, batch=1, seed=10 + i) for i in range(8)]
+    decodes = _metric(server, "asymvae_decode_batch_requests_count")
+    served = _metric(server, "asymvae_decode_batch_requests_sum")
+    with ThreadPoolExecutor(8) as pool:
+        samples = list(pool.map(lambda inputs: infer(server, io, inputs, timeout_s=120.0)["sample"], requests))
+    for inputs, sample in zip(requests, samples, strict=True):
+        np.testing.assert_allclose(sample, reference(inputs), atol=1e-5)
+    assert _metric(server, "asymvae_decode_batch_requests_sum") - served == 8
+    assert _metric(server, "asymvae_decode_batch_requests_count") - decodes < 8  # some were decoded together
+    assert _metric(server, "request_predict_seconds_count") >= 8  # KServe's own latency histogram
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--model", "no_such_model"], "HTTP 404"),
+        (["--height", "12"], "multiples of 8"),
+        (["--timeout", "0.000001"], "no complete answer within"),
+    ],
+)
+def test_the_infer_command_succeeds_or_fails_in_one_line(server, capsys, argv, said) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["infer", server, "--height", "32", "--width", "32"])
+    assert done.value.code == 0 and "sample [1, 3, 32, 32]" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["infer", server, "--height", "32", "--width", "32", *argv])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and said in err and err.count("\n") == 1, err
+
+
+def test_requests_the_model_cannot_decode_are_refused_with_the_reason(server) -> None:
+    io = fetch_model_io(server, MODEL)
+    inputs = decoder_inputs(io, 32, 32)
+    inputs["mask"] = inputs["mask"][..., :16, :]
+    with pytest.raises(ServingError, match=r"HTTP 400.*'mask' has shape \[1, 1, 16, 32\].*needs \[1, 1, 32, 32\]"):
+        infer(server, io, inputs)
+    empty = decoder_inputs(io, 32, 32)
+    empty = {k: v[..., :0, :0] for k, v in empty.items()}  # passes the shape checks; the decoder cannot run it
+    with pytest.raises(ServingError, match=r"HTTP 5\d\d"):
+        infer(server, io, empty, payload="binary")
+
+
+_READINESS = """
+import asyncio
+import sys
+from asymvae.serving.config import ServeConfig
+from asymvae.serving.predictor import DecoderPredictor
+
+predictor = DecoderPredictor(ServeConfig(sys.argv[1], device="cpu"))
+before = (predictor.ready, asyncio.run(predictor.healthy()))
+predictor.load()
+print(before, (predictor.ready, asyncio.run(predictor.healthy())))
+"""
+
+
+def test_the_model_is_ready_only_once_loaded(exported: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _READINESS, str(exported)], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(False, False) (True, True)"
+
+
+@pytest.mark.parametrize(
+    ("model", "argv", "said"),
+    [
+        ("exported", ["--tile", "36", "--tile-overlap", "8"], r"--tile 36 --tile-overlap 8: tile size 36 is not a mul"),
+        pytest.param("exported", ["--device", "cuda"], r"--device cuda: no GPU is visible",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")),
+        ("missing", [], r"missing does not exist"),
+    ],
+)  # fmt: skip
+def test_what_only_the_model_or_the_machine_can_refuse_is_one_line(exported, tmp_path, model, argv, said) -> None:
+    """In a process of its own (the check comes after kserve is imported); serving instead would time out."""
+    folder = exported if model == "exported" else tmp_path / model
+    argv = [sys.executable, "-m", "asymvae", "serve", str(folder), *argv, "--http-port", str(_free_port()),
+            "--grpc-port", "0"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    lines = [x for x in done.stderr.splitlines() if x.startswith("asymvae serve: error:")]
+    assert done.returncode == 2 and len(lines) == 1 and re.search(said, lines[0]), done.stderr[-2000:]
+
+
+def test_serve_options_are_checked_before_anything_loads(tmp_path: Path, capsys) -> None:
+    """(In this process: these fail before kserve is imported.)"""
+    for argv, said in (
+        (["--tile", "32", "--tile-overlap", "32"], "--tile 32 --tile-overlap 32"),
+        (["--name", "a/b"], "model name 'a/b'"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(["serve", str(tmp_path), *argv])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and said in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as done:  # a choice: argparse lists the choices beside the usage
+        main(["serve", str(tmp_path), "--device", "tpu"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "'tpu' is not one of auto, cpu, cuda" in err, err
