@@ -178,6 +178,8 @@ def test_switches_have_one_flag_that_changes_something(path: tuple[str, ...]) ->
         (["inpaint", "--vae", "v", "--pipeline", "p", "--image", "i", "--mask", "m", "--prompt", "x", "--out", "o",
           "--compile", "max-autotun"], "max-autotune-no-cudagraphs"),
         (["train", "demo", "--train.mixed-precision", "fp8"], "{no,bf16,fp16}"),
+        (["pipeline", "run-local", "--runner", "dokker"], "{subprocess,docker}"),
+        (["serve", "m", "--device", "tpu"], "{auto,cpu,cuda}"),
     ],
 )  # fmt: skip
 def test_choices_are_listed_and_checked(argv, listed, capsys) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from asymvae.commands.options import Leaf, add_command, from_args, section_values
 from asymvae.extras import check_installed
@@ -58,7 +58,7 @@ class RunLocalOptions:
 
     root: str = "work_dirs/pipeline-runs"
     """Artifact root: each run lands in `ROOT/asymvae-<timestamp>/<task>/<output>`."""
-    runner: str = "subprocess"
+    runner: Literal["subprocess", "docker"] = "subprocess"
     """How each step runs: `subprocess` (a process of this Python) or `docker` (a container of `--image` in the
     Docker engine DOCKER_HOST names, exactly as a cluster runs it; docs/cluster.md, "The image")."""
     image: str = IMAGE
