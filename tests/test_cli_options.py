@@ -183,7 +183,7 @@ def test_switches_have_one_flag_that_changes_something(path: tuple[str, ...]) ->
     ],
 )  # fmt: skip
 def test_choices_are_listed_and_checked(argv, listed, capsys) -> None:
-    path = tuple(a for a in argv[:2] if a in ("export", "eval", "inpaint", "train"))
+    path = tuple(a for a in argv[:2] if a in ("export", "eval", "inpaint", "train", "serve", "pipeline", "run-local"))
     assert listed in _words(_subparser(path).format_help())
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(argv)
