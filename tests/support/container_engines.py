@@ -151,9 +151,16 @@ def build_image(tag: str) -> Built:
     return Built(tag, engine, seconds, int(size))
 
 
+def image_id(engine: str, image: str) -> str | None:
+    """The image ID `engine` has for `image` (hex, without `sha256:`), or None when it has no such image."""
+    found = subprocess.run([engine, "image", "inspect", image, "--format", "{{.Id}}"], capture_output=True, text=True)
+    return found.stdout.strip().removeprefix("sha256:") or None if found.returncode == 0 else None
+
+
 def into_docker(built: Built) -> None:
-    """Make `built` available to the Docker engine (podman's images live elsewhere: save | load)."""
-    if built.engine == "docker" or image_exists("docker", built.tag):
+    """Make `built` available to the Docker engine (podman's images live elsewhere: save | load). A tag the Docker
+    engine holds from an earlier build is replaced: it would run old code under the new tag."""
+    if built.engine == "docker" or image_id("docker", built.tag) == image_id("podman", built.tag):
         return
     save = subprocess.Popen([*LOW_PRIORITY, "podman", "save", built.tag], stdout=subprocess.PIPE)
     load = subprocess.run(["docker", "load"], stdin=save.stdout, capture_output=True, text=True, timeout=1800)
