@@ -744,20 +744,30 @@ def test_export_force_never_replaces_a_folder_asymvae_did_not_write(asym_export_
     assert sorted(os.listdir(tmp_path)) == ["theirs"], "the refused export left something behind"
 
 
+# An export that stops itself once everything is written into its temporary folder, just before it would publish
+# it: the test kills it there, deterministically, however busy the machine (polling for the folder raced a fast
+# export on a loaded CPU). Only this child process is changed; it runs the real `asymvae export`.
+PAUSED_BEFORE_PUBLISH = """
+import os, signal, sys
+import asymvae.export.run as run
+publish = run.publish
+def paused(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return publish(*args, **kwargs)
+run.publish = paused
+from asymvae.cli import main
+main(sys.argv[1:])
+"""
+
+
 def test_a_temporary_folder_a_killed_export_left_is_removed_by_the_next_export(asym_export_dir, tmp_path):
     target = tmp_path / "out"
-    command = [sys.executable, "-m", "asymvae", "export", str(asym_export_dir), *DIFFUSERS, str(target)]
+    command = [sys.executable, "-c", PAUSED_BEFORE_PUBLISH, "export", str(asym_export_dir), *DIFFUSERS, str(target)]
     export = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     prefix = f".out.tmp-{socket.gethostname()}-"
-    # Look only while the export is stopped, so it cannot finish between the look and the kill (on a busy
-    # machine this process may not run for longer than the whole export takes).
-    while True:
-        export.send_signal(signal.SIGSTOP)
-        if any(p.name.startswith(prefix) for p in tmp_path.iterdir()):
-            break
-        assert export.poll() is None, "the export ended before its temporary folder was seen"
-        export.send_signal(signal.SIGCONT)
-        time.sleep(0.02)
+    _, status = os.waitpid(export.pid, os.WUNTRACED)  # returns once it has stopped itself (or ended)
+    assert os.WIFSTOPPED(status), f"the export ended (status {status}) instead of stopping before it publishes"
+    assert any(p.name.startswith(prefix) for p in tmp_path.iterdir())
     export.send_signal(signal.SIGTERM)
     export.send_signal(signal.SIGCONT)
     assert export.wait() == -signal.SIGTERM
