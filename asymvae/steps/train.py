@@ -33,8 +33,8 @@ BASELINE_DIR = "baseline"
 
 
 TENSORBOARD_IN_MODEL = "tensorboard"
-"""Inside the Model artifact: the run's TensorBoard log dir (`OUTPUT/logs/tensorboard`), when the step can
-reach the run folder (launcher=local, or a shared runs volume)."""
+"""Inside the Model artifact: the run's TensorBoard log dir (`OUTPUT/logs/tensorboard`), from the run folder
+(launcher=local, or a shared runs volume) or from the run's mirror in the object store (the cluster default)."""
 TENSORBOARD_CRD = "tensorboard.kubeflow.org/v1alpha1"
 """Kubeflow's Tensorboard resource (kubeflow/kubeflow components/tensorboard-controller/api/v1alpha1/
 tensorboard_types.go: `spec.logspath`, an object-store URI or `pvc://<claim>/<path>`)."""
