@@ -2,9 +2,11 @@
 
 `pip install asymvae` brings what training, evaluation and the diffusers export need. The rest comes in extras
 (pyproject.toml): `kubeflow` (kfp, kfp-kubernetes, kubernetes, docker), `export` (onnx, onnxruntime, Triton's
-config schema), `serving` (Triton's config schema for `asymvae infer --model-dir`), `stlpips` (shift-tolerant
-LPIPS), `demo` (the built-in demo images), `all` (every one of these) and `dev` (all, plus the test tools).
-Every import of such a package goes through `require`.
+config schema), `serving` (tritonclient: Triton's config schema and the binary v2 payloads of `asymvae infer`),
+`stlpips` (shift-tolerant LPIPS), `demo` (the built-in demo images), `serve` (KServe's model server for
+`asymvae serve`), `all` (every one of these but `serve`) and `dev` (all and serve, plus the test tools).
+Such a package is imported through `require`, or checked without importing it through `check_installed`; only
+`asymvae.serving.predictor` imports kserve directly.
 """
 
 from __future__ import annotations
