@@ -117,6 +117,9 @@ PARAMETERS: list[Param] = [
     Own("deploy_model", bool, False, "Serve the Triton export with KServe (and check one inference)."),
     From("deploy_name", deploy, "name"),
     From("deploy_gpus", deploy, "gpus"),
+    From("deploy_gate", deploy, "gate"),
+    From("deploy_min_improvement", deploy, "min_improvement"),
+    From("deploy_first_max_ratio", deploy, "first_deploy_max_ratio"),
 ]
 """Every pipeline parameter, in the order the UI lists them (see asymvae_pipelines.parameters)."""
 SIGNATURE = signature(PARAMETERS)
@@ -194,7 +197,12 @@ def _pipeline(p: dict[str, Any], runs_volume: str | None) -> None:
             gpus=p["deploy_gpus"],
             node_selector=p["gpu_node_selector"],
             tolerations=p["gpu_tolerations"],
+            gate=p["deploy_gate"],
+            min_improvement=p["deploy_min_improvement"],
+            first_deploy_max_ratio=p["deploy_first_max_ratio"],
+            **store,
         )
+        _with_store(served)  # the gate reads the serving export's evaluation.json
         kubernetes.use_field_path_as_env(served, NAMESPACE_ENV, "metadata.namespace")
         _step(served, "deploy", retry=False).set_caching_options(False)  # it changes the cluster: never cached
 

@@ -17,6 +17,7 @@ from asymvae.evaluation.report import write_report
 from asymvae.export import ExportError
 from asymvae.export import run as export_run
 from asymvae.export.config import ExportConfig
+from asymvae.export.evaluation import parse_evaluation
 from asymvae.export.onnx import INPUT_NAMES, export_onnx, verify_onnx
 from asymvae.export.run import export_model
 from asymvae.export.triton import validate_triton_model
@@ -56,6 +57,12 @@ def test_diffusers_export_loads_and_carries_a_card(asym_export_dir, base_vae_dir
     for text in ("## Model", "mask branch", "## Training config", "kind: asymmetric", "data fingerprint: not"):
         assert text in card, text
     assert "| masked | pre_error: MSE ↓ | preserved | 4.000e-03 | 1.000e-03 |" in card
+    # the deploy gate's input: the score and the identity of the held-out evaluation, machine-readable
+    scored = parse_evaluation((out / "evaluation.json").read_text(), "evaluation.json")
+    assert (scored.pre_error, scored.baseline_pre_error, scored.ratio) == (0.001, 0.004, 0.25)
+    assert scored.held_out == {"data": "builtin:demo", "split": None, "images": 2, "resolution": 32,
+                               "mask_seed": 1, "latents": "baseline encoder, posterior mode", "decoding": None}  # fmt: skip
+    assert "evaluation.json" in result.files and "`evaluation.json`" in card
     assert _leftovers(tmp_path) == []
 
 
@@ -98,10 +105,13 @@ def test_triton_repository_parses_as_triton_protobuf_and_matches_the_graph(asym_
 
     root = tmp_path / "repo"
     (root / "other_model").mkdir(parents=True)  # a repository may hold other models: left alone
-    export_model(ExportConfig(str(asym_export_dir), "triton", str(root), name="decoder"))
+    export_model(
+        ExportConfig(str(asym_export_dir), "triton", str(root), name="decoder", eval=str(_eval_json(tmp_path)))
+    )
     assert sorted(p.name for p in root.iterdir()) == ["decoder", "other_model"]
     model = root / "decoder"
     assert (model / "1" / "model.onnx").is_file() and (model / "README.md").is_file()
+    assert parse_evaluation((model / "evaluation.json").read_text(), "evaluation.json").pre_error == 0.001
     config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.name == "decoder" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 8
     assert config.HasField("dynamic_batching")

@@ -25,6 +25,7 @@ from asymvae.data.provenance import PROVENANCE_NAME
 from asymvae.export import ExportError
 from asymvae.export.card import CardInfo, write_card
 from asymvae.export.config import ExportConfig
+from asymvae.export.evaluation import EVALUATION_NAME, evaluation_record
 from asymvae.export.onnx import export_onnx, verify_onnx
 from asymvae.export.triton import triton_config, validate_triton_model
 from asymvae.extras import require
@@ -137,6 +138,9 @@ def _export(cfg: ExportConfig, target: Path) -> ExportResult:
         with writing("the export", target):  # a full disk or a folder it may not write to: one line, nothing left
             tmp = private_staging_dir(target)  # also removes what a killed export left here
             files, checks = _fill(cfg, vae, tmp, run_config, record)
+            if eval_summary is not None:  # for the deploy gate (asymvae.serving.gate), beside the card
+                (tmp / EVALUATION_NAME).write_text(json.dumps(evaluation_record(eval_summary), indent=1) + "\n")
+                files.append(EVALUATION_NAME)
             files.append("README.md")
             info = CardInfo(cfg.name, cfg.format, str(cfg.model), run_config, record, eval_summary, checks, files)
             write_card(tmp, vae, info)  # last: a folder with its card is complete

@@ -165,6 +165,22 @@ REQUEST_TIMEOUT_S = 30.0
 """Timeout of each Kubernetes API request (connect and each read), as the training job runner's."""
 
 
+def read_inferenceservice(name: str, namespace: str, api_client: Any = None) -> dict[str, Any] | None:
+    """The InferenceService `namespace/name` as the API server has it, or None when there is none. Raises
+    asymvae.kube.KubernetesAPIError when the API server refuses the read."""
+    ApiException = require("kubernetes.client.rest", "kubeflow", "reading an InferenceService").ApiException
+    try:
+        return _custom(api_client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise KubernetesAPIError(
+            f"could not read InferenceService {namespace}/{name}: HTTP {e.status} {e.reason}. {api_message(e)}"
+        ) from e
+
+
 @dataclass
 class Applied:
     """What `apply_inferenceservice` did, and which revision the rollout of its spec replaces."""

@@ -7,6 +7,9 @@ service's cluster-local address, with the pod's service-account token (Kubeflow'
 refuses a request there without one; no other host ever gets it), and checks that a finite image of the
 right shape comes back. Any of that failing fails the step: a run is never green with a service that cannot
 answer.
+
+First the deploy gate (asymvae.serving.gate) decides: an export that does not beat the one being served, on
+the same held-out evaluation, is not deployed; the cluster is left as it is and the step succeeds, `kept`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from asymvae.cluster.jobspec import gpu_tolerations
 from asymvae.cluster.pod import resolve_namespace
 from asymvae.serving.client import InferenceCheck, ModelIO, ServingError, check_inference
+from asymvae.serving.gate import GateSettings, Verdict, check_gate
 from asymvae.serving.inferenceservice import (
     PROGRESS_DEADLINE_S,
     READY_TIMEOUT_S,
@@ -66,14 +70,26 @@ class DeployStepConfig:
     token_file: str = str(SERVICE_ACCOUNT_TOKEN)
     """The pod's service-account token, sent as a bearer token with the check to the service's own
     cluster-local address only; no file (outside a pod): no token."""
+    gate: str = "on"
+    """Deploy gate: `on` deploys only an export that beats the serving one on the same held-out evaluation
+    (its evaluation.json; a first deploy must beat the baseline VAE); `off` always deploys."""
+    min_improvement: float = 0.0
+    """Relative drop of the masked pre_error the new export needs over the serving one (0.01: 1% lower)."""
+    first_deploy_max_ratio: float = 1.0
+    """First deploy: the new export's masked pre_error must be below this times the baseline VAE's."""
 
     def __post_init__(self) -> None:
+        self.gate_settings()  # refuses bad gate settings before anything runs
         if self.ready_timeout_s <= self.progress_deadline_s:
             raise DeploymentError(
                 f"ready_timeout_s ({self.ready_timeout_s:g} s) must exceed progress_deadline_s "
                 f"({self.progress_deadline_s} s): the step would give up while Knative still waits for the pods. "
                 "Fix: raise ready_timeout_s or lower progress_deadline_s"
             )
+
+    def gate_settings(self) -> GateSettings:
+        """The deploy gate's settings (GateError when they cannot be used)."""
+        return GateSettings(self.gate, self.min_improvement, self.first_deploy_max_ratio)
 
 
 @dataclass
@@ -82,14 +98,17 @@ class Deployment:
 
     manifest: dict[str, Any]
     action: str
-    """`created` or `updated`."""
+    """`created`, `updated`, or `kept` (the gate kept the serving export; the manifest was not applied)."""
     url: str
-    """The service's cluster-local base URL (requests go to `<url>/v2/models/<model>/infer`)."""
+    """The service's cluster-local base URL (requests go to `<url>/v2/models/<model>/infer`); empty when kept."""
     model: str
     """The model's name in the Triton repository."""
-    check: InferenceCheck
+    check: InferenceCheck | None
+    """The check of one inference; None when kept."""
     revision: str
-    """The Knative revision that serves the spec and answered the check."""
+    """The Knative revision that serves the spec and answered the check; empty when kept."""
+    verdict: Verdict
+    """The deploy gate's verdict."""
 
 
 def triton_model_dir(repository: str | Path) -> Path:
@@ -102,7 +121,8 @@ def triton_model_dir(repository: str | Path) -> Path:
 
 def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_client: Any = None) -> Deployment:
     """Serve the Triton repository at `storage_uri` (whose local copy is `repository`), wait until Ready, check
-    one inference. Raises DeploymentError / ServingError / KubernetesAPIError when any of it fails."""
+    one inference; unless the deploy gate keeps the serving export (action `kept`, nothing applied). Raises
+    DeploymentError / ServingError / KubernetesAPIError when any of it fails."""
     io = ModelIO.from_triton_config(triton_model_dir(repository))
     tolerations = [t.to_dict() for t in gpu_tolerations()] if cfg.gpus else []
     spec = InferenceServiceSpec(
@@ -118,6 +138,10 @@ def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_cl
         progress_deadline_s=cfg.progress_deadline_s,
     )
     manifest = build_inferenceservice(spec)
+    verdict = check_gate(cfg.gate_settings(), spec.name, spec.namespace, repository, storage_uri, api_client)
+    if not verdict.deploy:
+        log.info("kept the serving export of %s/%s: nothing applied", spec.namespace, spec.name)
+        return Deployment(manifest, "kept", "", io.model, None, "", verdict)
     applied = apply_inferenceservice(manifest, api_client)
     status = wait_ready(
         spec.name, spec.namespace, cfg.ready_timeout_s, cfg.poll_s, api_client, replaces=applied.replaces
@@ -130,4 +154,4 @@ def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_cl
     token = "with the pod's service-account token" if headers else "without a token"
     log.info("%s answered in %.3f s (%s): sample %s", url, check.seconds, token, check.output_shape)
     revision = status["components"]["predictor"]["latestReadyRevision"]
-    return Deployment(manifest, applied.action, url, io.model, check, revision)
+    return Deployment(manifest, applied.action, url, io.model, check, revision, verdict)

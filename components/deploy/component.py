@@ -1,7 +1,7 @@
 """deploy: serve a Triton export with KServe, wait until it is Ready, and check that it answers."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
 
 from asymvae.steps.deploy import DeployStepConfig
 from asymvae_components._image import IMAGE
@@ -13,6 +13,7 @@ from asymvae_components._params import from_config
 def deploy(
     exported: Input[Model],
     manifest: Output[Artifact],
+    verdict: Output[Markdown],
     name: str = "asymvae-decoder",
     namespace: str = "",
     service_account: str = "asymvae-serving",
@@ -23,19 +24,31 @@ def deploy(
     tolerations: list = [],  # noqa: B006
     ready_timeout_s: float = 2400.0,
     check_size: int = 64,
+    gate: str = "on",
+    min_improvement: float = 0.0,
+    first_deploy_max_ratio: float = 1.0,
+    s3_endpoint: str = "",
+    s3_use_https: bool = False,
 ) -> str:
     """Apply a KServe InferenceService whose `storageUri` is `exported` (a Triton repository in the object store),
-    wait for Ready, then send one v2 inference (latent, image, mask) and check the decoded image's shape.
+    wait for Ready, then send one v2 inference (latent, image, mask) and check the decoded image's shape; unless
+    the deploy gate keeps the export being served (it scores no worse on the same held-out evaluation), which
+    leaves the cluster as it is and still succeeds.
 
     Every setting is documented once, on the library's DeployStepConfig, and checked against it when this
     module is imported.
 
     Args:
         exported: Output of the export component with format `triton`.
-        manifest: The InferenceService applied (YAML); metadata: its URL, the Triton model name, the check.
+        manifest: The InferenceService applied (YAML; when kept, the one not applied); metadata: the action, its
+            URL, the Triton model name, the check, the gate's verdict and numbers.
+        verdict: The deploy gate's verdict as Markdown: deployed or kept, why, both exports' scores.
+        s3_endpoint: Object-store endpoint (host:port) where the gate reads the serving export's
+            evaluation.json; empty: the environment's.
+        s3_use_https: TLS to the object store.
 
     Returns:
-        `created` or `updated`.
+        `created`, `updated` or `kept`.
     """
     given = dict(locals())
     import dataclasses
@@ -44,23 +57,34 @@ def deploy(
     import yaml
 
     from asymvae.steps.deploy import DeployStepConfig, deploy_step
-    from asymvae.steps.uris import store_uri
+    from asymvae.steps.uris import store_uri, use_store_endpoint
 
+    use_store_endpoint(s3_endpoint, s3_use_https)
     settings = {f.name: given[f.name] for f in dataclasses.fields(DeployStepConfig) if f.name in given}
     cfg = DeployStepConfig(**settings)
     done = deploy_step(cfg, exported.path, store_uri(exported.uri))
-    Path(manifest.path).write_text(yaml.safe_dump(done.manifest, sort_keys=False))
+    kept = "# Not applied: the deploy gate kept the export being served (see the verdict output).\n"
+    head = kept if done.action == "kept" else ""
+    Path(manifest.path).write_text(head + yaml.safe_dump(done.manifest, sort_keys=False))
+    Path(verdict.path).write_text(done.verdict.markdown())
+    verdict.metadata.update(done.verdict.metadata())
     manifest.metadata.update(
         {
             "name": name,
             "namespace": done.manifest["metadata"]["namespace"],
             "storage_uri": done.manifest["spec"]["predictor"]["model"]["storageUri"],
             "action": done.action,
-            "url": done.url,
             "model": done.model,
-            "infer_route": f"/v2/models/{done.model}/infer",
-            "output_shape": done.check.output_shape,
-            "seconds": done.check.seconds,
+            **done.verdict.metadata(),
         }
     )
+    if done.check is not None:
+        manifest.metadata.update(
+            {
+                "url": done.url,
+                "infer_route": f"/v2/models/{done.model}/infer",
+                "output_shape": done.check.output_shape,
+                "seconds": done.check.seconds,
+            }
+        )
     return done.action
