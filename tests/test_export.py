@@ -60,8 +60,8 @@ def test_diffusers_export_loads_and_carries_a_card(asym_export_dir, base_vae_dir
     # the deploy gate's input: the score and the identity of the held-out evaluation, machine-readable
     scored = parse_evaluation((out / "evaluation.json").read_text(), "evaluation.json")
     assert (scored.pre_error, scored.baseline_pre_error, scored.ratio) == (0.001, 0.004, 0.25)
-    assert scored.held_out == {"data": "builtin:demo", "split": None, "images": 2, "resolution": 32,
-                               "mask_seed": 1, "latents": "baseline encoder, posterior mode", "decoding": None}  # fmt: skip
+    assert scored.held_out == {"data": "builtin:demo", "split": None, "images": 2, "resolution": 32, "mask_seed": 1,
+                               "latents": "baseline encoder, posterior mode", "decoding": None}  # fmt: skip
     assert "evaluation.json" in result.files and "`evaluation.json`" in card
     assert _leftovers(tmp_path) == []
 

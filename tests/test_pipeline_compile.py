@@ -108,7 +108,7 @@ def test_credentials_are_secret_references_only() -> None:
     text = COMMITTED_YAML.read_text()
     _, platform = _docs(COMMITTED_YAML)
     execs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("exec-prepare", "exec-train", "exec-evaluate"):
+    for name in ("exec-prepare", "exec-train", "exec-evaluate", "exec-deploy"):  # deploy: the gate reads the store
         secret = execs[name]["secretAsEnv"][0]
         assert secret["secretName"] == "mlpipeline-minio-artifact"
         assert {m["secretKey"]: m["envVar"] for m in secret["keyToEnv"]} == {

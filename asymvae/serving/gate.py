@@ -208,7 +208,7 @@ def _serving(isvc: dict[str, Any], new_uri: str) -> Serving:
     try:
         found = find_evaluation(uri)
     except UserError as e:
-        return Serving(uri, None, f"{e}.")
+        return Serving(uri, None, str(e).rstrip(".") + ".")
     if found is None:
         return Serving(uri, None, f"no {EVALUATION_NAME} there (an export made without --eval, or before the gate).")
     return Serving(uri, found)

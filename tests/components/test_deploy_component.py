@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kfp.dsl import Artifact, Model
+from kfp.dsl import Artifact, Markdown, Model
 
 from asymvae.cluster.pod import NAMESPACE_ENV
 from asymvae.export.config import ExportConfig
@@ -27,7 +27,7 @@ from asymvae.serving.inferenceservice import (
 from asymvae.steps.deploy import DeployStepConfig, deploy_step
 from asymvae_components.deploy.component import deploy
 from tests.support.crd import schema_errors, validate_custom_object
-from tests.support.fake_kube import TOKEN, FakeKubeServer, condition
+from tests.support.fake_kube import FakeKubeServer, condition
 from tests.support.k8s_rbac import kubeflow_role_rules
 from tests.support.k8s_schemas import INFERENCESERVICE_CRD
 from tests.support.kserve_runtime import merged_pod_errors
@@ -111,7 +111,7 @@ def test_the_pods_token_goes_to_the_services_own_cluster_local_address_only(tmp_
     assert cluster_local_auth(url, "asymvae-decoder", NS, tmp_path / "absent") == {}  # outside a pod: none
 
 
-# -- the step, against the stand-ins ----------------------------------------------------------------------
+# -- the step, against the stand-ins (gate off: these test the rollout; test_deploy_gate_runs.py the gate)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_deploys_in_its_namespace_waits_for_ready_and_checks_an_inference(
     server = _cluster()
     with server as fake, V2Server(repository) as served:
         fake.isvc_url = served
-        cfg = DeployStepConfig(gpus=1, node_selector={"nvidia.com/gpu.product": "NVIDIA-L4"}, poll_s=0.01)
+        cfg = DeployStepConfig(gate="off", gpus=1, node_selector={"nvidia.com/gpu.product": "NVIDIA-L4"}, poll_s=0.01)
         done = deploy_step(cfg, str(repository), STORE, server.api_client())
         again = deploy_step(cfg, str(repository), STORE, server.api_client())
     assert not fake.refused
@@ -154,7 +154,7 @@ def test_a_service_that_never_becomes_ready_fails_the_step_with_kserves_reason(
     server = _cluster()
     with server as fake:
         fake.script("asymvae-decoder", [stuck])
-        cfg = DeployStepConfig(ready_timeout_s=1.2, progress_deadline_s=1, poll_s=0.01)
+        cfg = DeployStepConfig(gate="off", ready_timeout_s=1.2, progress_deadline_s=1, poll_s=0.01)
         with pytest.raises(DeploymentError, match="not Ready within 1.2 s: Ready: RevisionMissing Configuration is"):
             deploy_step(cfg, str(repository), STORE, server.api_client())
 
@@ -179,7 +179,7 @@ def test_an_update_is_ready_once_its_own_revision_serves(
     with server as fake, V2Server(repository) as served:
         fake.isvc_url = served
         fake.add_existing_inferenceservice(before, generation, ksvc_generation)
-        cfg = DeployStepConfig(ready_timeout_s=2.0, progress_deadline_s=1, poll_s=0.01)
+        cfg = DeployStepConfig(gate="off", ready_timeout_s=2.0, progress_deadline_s=1, poll_s=0.01)
         done = deploy_step(cfg, str(repository), STORE, server.api_client())
     assert done.action == "updated" and done.manifest["spec"]["predictor"]["model"]["storageUri"] == STORE
     assert done.revision == f"asymvae-decoder-predictor-{ksvc_generation + 1:05d}"
@@ -194,7 +194,7 @@ def test_a_service_outside_kserves_serverless_mode_is_refused_at_once(
     with server as fake:
         fake.script("asymvae-decoder", [raw])
         with pytest.raises(DeploymentError, match="runs in KServe's RawDeployment deployment mode"):
-            deploy_step(DeployStepConfig(poll_s=0.01), str(repository), STORE, server.api_client())
+            deploy_step(DeployStepConfig(gate="off", poll_s=0.01), str(repository), STORE, server.api_client())
         assert len(fake.calls("GET", "/inferenceservices/asymvae-decoder")) == 1
 
 
@@ -213,7 +213,7 @@ def test_under_machine_to_machine_auth_the_check_carries_the_pods_current_token(
         gateway = M2MGateway({host: served}, tokens={"token-1"})
         with gateway as port:
             fake.isvc_url = f"http://{host}:{port}"
-            cfg = DeployStepConfig(poll_s=0.01, token_file=str(token))
+            cfg = DeployStepConfig(gate="off", poll_s=0.01, token_file=str(token))
             with pytest.raises(ServingError, match="answered HTTP 403: RBAC: access denied"):
                 deploy_step(cfg, str(repository), STORE, server.api_client())  # no token file
             token.write_text("token-1\n")
@@ -238,7 +238,10 @@ def test_an_address_on_another_host_gets_no_token(
             fake.isvc_url = f"http://127.0.0.1:{port}"  # not the service's cluster-local name
             with pytest.raises(ServingError, match="answered HTTP 403"):
                 deploy_step(
-                    DeployStepConfig(poll_s=0.01, token_file=str(token)), str(repository), STORE, server.api_client()
+                    DeployStepConfig(gate="off", poll_s=0.01, token_file=str(token)),
+                    str(repository),
+                    STORE,
+                    server.api_client(),
                 )
     assert gateway.seen == [None]
 
@@ -260,24 +263,18 @@ def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
     with server as fake, V2Server(repository) as served:
         fake.isvc_url = served
         fake.rollout_reads = 0  # rolled out by the first read: the component polls every 10 s
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
-            "users": [{"name": "run", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "run", "namespace": NS}}],
-            "current-context": "fake",
-        }
-        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(server.kubeconfig(NS)))
         # the kubernetes client read $KUBECONFIG when it was imported: point its default there
         monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
         monkeypatch.setenv(NAMESPACE_ENV, NS)
         exported = _Downloaded(name="exported", uri="minio://" + STORE.removeprefix("s3://"))
         exported.local = str(repository)
         manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
-        action = deploy.python_func(exported=exported, manifest=manifest, gpus=0)
+        verdict = Markdown(name="verdict", uri=str(tmp_path / "verdict"))
+        action = deploy.python_func(exported=exported, manifest=manifest, verdict=verdict, gpus=0, gate="off")
     assert action == "created" and not fake.refused
     written = yaml.safe_load((tmp_path / "manifest").read_text())
     assert written["spec"]["predictor"]["model"]["storageUri"] == STORE
     assert manifest.metadata["url"] == served and manifest.metadata["model"] == "asymvae_decoder"
     assert manifest.metadata["output_shape"] == [1, 3, 64, 64]
+    assert manifest.metadata["gate_deploy"] is True and "gate is off" in (tmp_path / "verdict").read_text()

@@ -655,6 +655,17 @@ class FakeKubeServer:
     def __exit__(self, *exc: Any) -> None:
         self.server.stop()
 
+    def kubeconfig(self, namespace: str, token: str = TOKEN) -> dict[str, Any]:
+        """A kubeconfig for this server, as a run's pod would have it: its token, its namespace."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.state.url}}],
+            "users": [{"name": "run", "user": {"token": token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "run", "namespace": namespace}}],
+            "current-context": "fake",
+        }
+
     def api_client(self, token: str | None = TOKEN) -> Any:
         """The real kubernetes ApiClient, configured for this server (with the service account's token)."""
         from kubernetes import client
