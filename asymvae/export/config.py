@@ -40,7 +40,8 @@ class ExportConfig:
     name: str = "asymvae_decoder"
     """Model name: the Triton model folder, and the card's title."""
     eval: str | None = None
-    """An `asymvae eval` metrics.json whose table goes into the model card."""
+    """An `asymvae eval` metrics.json whose table goes into the model card; its score and held-out identity also
+    go into the export's evaluation.json, which the deploy gate compares."""
     opset: int = DEFAULT_OPSET
     """ONNX opset."""
     max_batch_size: int = DEFAULT_MAX_BATCH

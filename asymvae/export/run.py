@@ -7,6 +7,8 @@ left is removed by the next export to the same target on the same host.
 
 Targets: `--format diffusers` and `onnx` write `OUT/` itself; `--format triton` writes the model folder
 `OUT/<name>/` inside the repository root `OUT/` (other models already there are left alone).
+With `--eval`, the export also carries evaluation.json (asymvae.export.evaluation), written in the temporary
+folder with the rest: for triton inside the model folder, the part that is published atomically.
 """
 
 from __future__ import annotations
