@@ -78,6 +78,8 @@ def test_the_same_export_again_and_the_gate_off_deploy() -> None:
     assert decide(None, NEW, Serving(NEW + "/"), ON).deploy
     off = decide(_scored(0.009), NEW, Serving(OLD, _scored(0.001)), GateSettings(gate="off"))
     assert off.deploy and "gate is off" in off.reason
+    page = decide(None, NEW, None, GateSettings(gate="off")).markdown()
+    assert page == "# Deploy gate: Deployed\n\nThe gate is off (gate=off): deployed without comparing.\n"
 
 
 def test_unusable_settings_are_refused() -> None:

@@ -74,8 +74,10 @@ class Verdict:
     def markdown(self) -> str:
         """The verdict as the Markdown page the deploy step shows in the KFP UI."""
         title = "Deployed" if self.deploy else "Not deployed: the serving export was kept"
-        lines = [f"# Deploy gate: {title}", "", self.reason, "", f"| | {METRIC} | ratio to baseline | held-out |"]
-        lines.append("|---|---|---|---|")
+        lines = [f"# Deploy gate: {title}", "", self.reason]
+        if self.new is None and self.serving is None:  # the gate was off: nothing was read
+            return "\n".join(lines) + "\n"
+        lines += ["", f"| | {METRIC} | ratio to baseline | held-out |", "|---|---|---|---|"]
         rows = [("new export", self.new)]
         if self.serving is not None:
             rows.append((f"serving (`{self.serving.storage_uri}`)", self.serving.evaluation))
