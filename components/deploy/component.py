@@ -1,4 +1,5 @@
-"""deploy: serve a Triton export with KServe, wait until it is Ready, and check that it answers."""
+"""deploy: serve the export with KServe (the Triton runtime or the `asymvae serve` predictor), wait until it is
+Ready, and check that it answers."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
@@ -13,7 +14,10 @@ from asymvae_components._params import from_config
 def deploy(
     exported: Input[Model],
     manifest: Output[Artifact],
+    diffusers: Input[Model] = None,
     name: str = "asymvae-decoder",
+    runtime: str = "triton",
+    image: str = "",
     namespace: str = "",
     service_account: str = "asymvae-serving",
     gpus: int = 1,
@@ -24,15 +28,17 @@ def deploy(
     ready_timeout_s: float = 2400.0,
     check_size: int = 64,
 ) -> str:
-    """Apply a KServe InferenceService whose `storageUri` is `exported` (a Triton repository in the object store),
-    wait for Ready, then send one v2 inference (latent, image, mask) and check the decoded image's shape.
+    """Apply a KServe InferenceService serving `exported` (runtime `triton`) or `diffusers` (runtime `predictor`)
+    from the object store, wait for Ready, then send one v2 inference (latent, image, mask) and check the
+    decoded image's shape.
 
     Every setting is documented once, on the library's DeployStepConfig, and checked against it when this
     module is imported.
 
     Args:
-        exported: Output of the export component with format `triton`.
-        manifest: The InferenceService applied (YAML); metadata: its URL, the Triton model name, the check.
+        exported: Output of the export component with format `triton`: served with runtime `triton`.
+        manifest: The InferenceService applied (YAML); metadata: its URL, the model's name, the check.
+        diffusers: Output of the export component with format `diffusers`: served with runtime `predictor`.
 
     Returns:
         `created` or `updated`.
@@ -43,18 +49,26 @@ def deploy(
 
     import yaml
 
+    from asymvae.serving.inferenceservice import DeploymentError
     from asymvae.steps.deploy import DeployStepConfig, deploy_step
     from asymvae.steps.uris import store_uri
 
     settings = {f.name: given[f.name] for f in dataclasses.fields(DeployStepConfig) if f.name in given}
     cfg = DeployStepConfig(**settings)
-    done = deploy_step(cfg, exported.path, store_uri(exported.uri))
+    served = exported if cfg.runtime == "triton" else diffusers
+    if served is None:
+        raise DeploymentError(
+            "deploy: runtime=predictor serves the diffusers export, and no `diffusers` input was given. "
+            "Fix: pass the `exported` output of the export component with format diffusers as `diffusers`"
+        )
+    done = deploy_step(cfg, served.path, store_uri(served.uri))
     Path(manifest.path).write_text(yaml.safe_dump(done.manifest, sort_keys=False))
     manifest.metadata.update(
         {
             "name": name,
             "namespace": done.manifest["metadata"]["namespace"],
-            "storage_uri": done.manifest["spec"]["predictor"]["model"]["storageUri"],
+            "runtime": cfg.runtime,
+            "storage_uri": store_uri(served.uri),
             "action": done.action,
             "url": done.url,
             "model": done.model,
