@@ -216,6 +216,19 @@ def _predictor_container(spec: InferenceServiceSpec, resources: dict[str, Any]) 
     }
 
 
+def storage_uri(isvc: dict[str, Any]) -> str:
+    """Where an InferenceService's predictor takes its model from: `predictor.model.storageUri` (a runtime such
+    as Triton's), or the `STORAGE_URI` of a custom predictor's `kserve-container` (kserve v0.16.0
+    predictor_custom.go, `GetStorageUri`); empty when it names neither."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    if "model" in predictor:
+        return str(predictor["model"].get("storageUri", ""))
+    for container in predictor.get("containers") or []:
+        if container.get("name") == PREDICTOR_CONTAINER:
+            return next((e.get("value", "") for e in container.get("env") or [] if e.get("name") == "STORAGE_URI"), "")
+    return ""
+
+
 def _custom(api_client: Any) -> Any:
     k8s = require("kubernetes.client", "kubeflow", "deploying an InferenceService")
     if api_client is None:

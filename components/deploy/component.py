@@ -49,7 +49,7 @@ def deploy(
 
     import yaml
 
-    from asymvae.serving.inferenceservice import DeploymentError
+    from asymvae.serving.inferenceservice import DeploymentError, storage_uri
     from asymvae.steps.deploy import DeployStepConfig, deploy_step
     from asymvae.steps.uris import store_uri
 
@@ -68,7 +68,7 @@ def deploy(
             "name": name,
             "namespace": done.manifest["metadata"]["namespace"],
             "runtime": cfg.runtime,
-            "storage_uri": store_uri(served.uri),
+            "storage_uri": storage_uri(done.manifest),
             "action": done.action,
             "url": done.url,
             "model": done.model,

@@ -24,6 +24,7 @@ from asymvae.serving.inferenceservice import (
     InferenceServiceSpec,
     build_inferenceservice,
     cluster_local_auth,
+    storage_uri,
 )
 from asymvae.steps.deploy import DeployStepConfig, deploy_step
 from asymvae_components.deploy.component import deploy
@@ -47,6 +48,7 @@ def test_inferenceservice_matches_the_crd_and_survives_kserves_runtime_merge(gpu
     )
     validate_custom_object(obj, INFERENCESERVICE_CRD)
     assert merged_pod_errors(obj) == []
+    assert storage_uri(obj) == "s3://mlpipeline/v2/artifacts/x/exported"
     model = obj["spec"]["predictor"]["model"]
     assert model["modelFormat"] == {"name": "onnx"} and model["runtime"] == "kserve-tritonserver"
     assert model["storageUri"] == "s3://mlpipeline/v2/artifacts/x/exported"
@@ -377,6 +379,7 @@ def test_the_predictor_deploys_on_the_steps_own_image_and_answers_the_check(
         again = deploy_step(other, str(diffusers_export), STORE_HF, server.api_client())
     assert not fake.refused and not fake.pruned
     assert (done.action, again.action) == ("created", "updated")
+    assert storage_uri(done.manifest) == STORE_HF
     created = fake.calls("POST", f"/namespaces/{NS}/inferenceservices")[0].body["spec"]["predictor"]
     (container,) = created["containers"]
     assert container["image"] == IMAGE and {"name": "STORAGE_URI", "value": STORE_HF} in container["env"]
