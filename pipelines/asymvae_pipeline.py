@@ -15,9 +15,9 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from asymvae.cluster.pod import NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
+from asymvae.cluster.pod import IMAGE_ENV, NAMESPACE_ENV, POD_NAME_ENV, POD_UID_ENV
 from asymvae.config import ConfigError
-from asymvae.steps.train import IMAGE_ENV, RUNS_MOUNT
+from asymvae.steps.train import RUNS_MOUNT
 from asymvae_components._image import IMAGE
 from asymvae_components.deploy.component import deploy
 from asymvae_components.evaluate.component import evaluate
@@ -114,8 +114,9 @@ PARAMETERS: list[Param] = [
     From("eval_data", evaluate, "data"),
     From("eval_resolution", evaluate, "resolution"),
     From("eval_max_images", evaluate, "max_images"),
-    Own("deploy_model", bool, False, "Serve the Triton export with KServe (and check one inference)."),
+    Own("deploy_model", bool, False, "Serve the model with KServe (and check one inference)."),
     From("deploy_name", deploy, "name"),
+    From("deploy_runtime", deploy, "runtime"),
     From("deploy_gpus", deploy, "gpus"),
     From("deploy_gate", deploy, "gate"),
     From("deploy_min_improvement", deploy, "min_improvement"),
@@ -192,7 +193,9 @@ def _pipeline(p: dict[str, Any], runs_volume: str | None) -> None:
     with dsl.If(p["deploy_model"] == True, name="deploy"):  # noqa: E712 - a pipeline condition, not a Python bool
         served = deploy(
             exported=exports["triton"].outputs["exported"],
+            diffusers=exports["diffusers"].outputs["exported"],
             name=p["deploy_name"],
+            runtime=p["deploy_runtime"],
             namespace=p["namespace"],
             gpus=p["deploy_gpus"],
             node_selector=p["gpu_node_selector"],
@@ -204,6 +207,7 @@ def _pipeline(p: dict[str, Any], runs_volume: str | None) -> None:
         )
         _with_store(served)  # the gate reads the serving export's evaluation.json
         kubernetes.use_field_path_as_env(served, NAMESPACE_ENV, "metadata.namespace")
+        served.set_env_variable(IMAGE_ENV, IMAGE)  # the predictor's image (runtime=predictor) is the step's own
         _step(served, "deploy", retry=False).set_caching_options(False)  # it changes the cluster: never cached
 
 

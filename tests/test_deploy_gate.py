@@ -10,8 +10,8 @@ import pytest
 
 from asymvae.export import ExportError
 from asymvae.export.evaluation import FORMAT, Evaluation
-from asymvae.serving.gate import GateError, GateSettings, Serving, decide, find_evaluation, serving_storage_uri
-from asymvae.serving.inferenceservice import InferenceServiceSpec, build_inferenceservice
+from asymvae.serving.gate import GateError, GateSettings, Serving, decide, find_evaluation
+from asymvae.serving.inferenceservice import InferenceServiceSpec, build_inferenceservice, storage_uri
 
 HELD_OUT = {"data": "s3://asymvae/eval", "split": "val", "images": 64, "resolution": 256, "mask_seed": 1,
             "latents": "baseline encoder, posterior mode", "decoding": "whole images"}  # fmt: skip
@@ -115,9 +115,7 @@ def test_an_exports_evaluation_is_found_at_its_root_or_in_its_one_model_folder(t
 
 def test_the_storage_uri_of_either_predictor_shape() -> None:
     triton = build_inferenceservice(InferenceServiceSpec(name="d", storage_uri=OLD))
-    assert serving_storage_uri(triton) == OLD
-    custom = {"spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "asymvae",
-              "env": [{"name": "OTHER", "value": "x"}, {"name": "STORAGE_URI", "value": NEW}]}]}}}  # fmt: skip
-    assert serving_storage_uri(custom) == NEW
-    assert serving_storage_uri({"spec": {"predictor": {"storageUri": OLD, "containers": [{}]}}}) == OLD
-    assert serving_storage_uri({"spec": {"predictor": {"containers": [{"name": "c"}]}}}) == ""
+    assert storage_uri(triton) == OLD
+    custom = build_inferenceservice(InferenceServiceSpec(name="d", storage_uri=NEW, runtime="predictor", image="a"))
+    assert storage_uri(custom) == NEW
+    assert storage_uri({"spec": {"predictor": {"containers": [{"name": "c"}]}}}) == ""

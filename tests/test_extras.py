@@ -44,6 +44,11 @@ CASES: dict[str, tuple[str, list[str] | str, str]] = {
         ["pipeline", "compile", "--out", "out"],
         "asymvae pipeline: error: the Kubeflow pipeline (asymvae pipeline ...) " + _message("kubeflow", "kfp"),
     ),
+    "serve-kserve": (
+        "kserve",
+        ["serve", "model"],
+        "asymvae serve: error: asymvae serve " + _message("serve", "kserve"),
+    ),
     "prepare-demo": (
         "skimage",
         ["prepare", "builtin:demo", "--out", "out"],

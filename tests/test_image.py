@@ -63,9 +63,11 @@ def test_the_cli_runs_in_the_image_as_its_non_root_user(image: Built) -> None:
     for user in ("10001:10001", "123456:0"):
         wrote = run_in(image, "sh", "-c", 'touch "$HF_HOME/probe" && mkdir -p "$HOME/.cache/x"', user=user)
         assert wrote.returncode == 0, (user, wrote.stderr)
-    where = run_in(image, "python", "-c", "import asymvae, asymvae_components as c, asymvae_pipelines as p, kfp; "
-                   "print(p.__file__); print(c.component_file('train'))")  # fmt: skip
+    # kserve too: the deploy step's runtime=predictor runs `asymvae serve` on this image
+    where = run_in(image, "python", "-c", "import asymvae, asymvae_components as c, asymvae_pipelines as p, kfp, "
+                   "kserve; print(p.__file__); print(c.component_file('train')); print(kserve.__file__)")  # fmt: skip
     assert where.returncode == 0, where.stderr[-2000:]
+    assert len(where.stdout.split()) == 3
     assert all("/site-packages/" in line for line in where.stdout.split())  # installed, not a copied tree
     # The build's package-index settings and secrets stayed out of the image; LPIPS_WEIGHTS=none baked nothing.
     env = run_in(image, "env").stdout

@@ -51,6 +51,15 @@ EXAMPLE_ISVC = InferenceServiceSpec(
     tolerations=[t.to_dict() for t in gpu_tolerations()],
 )
 """The InferenceService committed as k8s/serving/inferenceservice.yaml."""
+EXAMPLE_PREDICTOR = InferenceServiceSpec(
+    name="asymvae-decoder",
+    storage_uri="s3://asymvae/diffusers",
+    runtime="predictor",
+    image="asymvae:0.1.0",
+    namespace="asymvae",
+    tolerations=[t.to_dict() for t in gpu_tolerations()],
+)
+"""The custom predictor (`asymvae serve`) committed as k8s/serving-predictor/inferenceservice.yaml."""
 GOLDEN = {
     "training/pytorchjob.yaml": (
         "asymvae.cluster.pytorchjob.build_pytorchjob(EXAMPLE_JOB)",
@@ -62,6 +71,11 @@ GOLDEN = {
         "asymvae.serving.inferenceservice.build_inferenceservice(EXAMPLE_ISVC)",
         build_inferenceservice,
         EXAMPLE_ISVC,
+    ),
+    "serving-predictor/inferenceservice.yaml": (
+        "asymvae.serving.inferenceservice.build_inferenceservice(EXAMPLE_PREDICTOR)",
+        build_inferenceservice,
+        EXAMPLE_PREDICTOR,
     ),
 }
 """Committed manifests that are exactly a builder's output (file under k8s/: (what, builder, its spec))."""
@@ -88,6 +102,12 @@ def crd_for(doc: dict) -> Path | None:
         if crd_group == group and kind == doc["kind"] and path != TRAINJOB_V21_CRD:  # k8s/ is for Trainer v2.2+
             return path
     return None
+
+
+def committed(name: str) -> dict:
+    """The one document of k8s/NAME."""
+    (doc,) = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    return doc
 
 
 def find(kind: str, name: str | None = None) -> dict:
@@ -154,8 +174,9 @@ def test_each_crd_is_used_by_some_manifest():
 @pytest.mark.parametrize(
     "kind, where, typo",
     [
-        ("InferenceService", lambda d: d["spec"]["predictor"]["model"], "storageURI"),
-        ("InferenceService", lambda d: d["spec"]["predictor"], "serviceAcountName"),
+        ("serving/inferenceservice.yaml", lambda d: d["spec"]["predictor"]["model"], "storageURI"),
+        ("serving/inferenceservice.yaml", lambda d: d["spec"]["predictor"], "serviceAcountName"),
+        ("serving-predictor/inferenceservice.yaml", lambda d: d["spec"]["predictor"]["containers"][0], "comand"),
         ("TrainJob", lambda d: d["spec"]["trainer"], "numProcsPerNode"),
         (
             "TrainJob",
@@ -167,7 +188,8 @@ def test_each_crd_is_used_by_some_manifest():
     ],
 )
 def test_a_misspelt_field_fails_the_crd_schema(kind, where, typo):
-    doc = copy.deepcopy(find(kind))
+    """`kind`: a kind found once under k8s/, or a file there."""
+    doc = copy.deepcopy(committed(kind) if kind.endswith(".yaml") else find(kind))
     where(doc)[typo] = "x"
     errors = schema_errors(doc, crd_for(doc))
     assert len(errors) == 1 and typo in errors[0], errors
@@ -363,13 +385,20 @@ def test_the_profiles_run_account_may_do_what_the_steps_do():
     assert all(allows(with_operator, *request) for request in RUN_REQUESTS)
 
 
-def test_serving_credentials_are_wired_as_kserve_expects():
-    isvc = find("InferenceService")
+@pytest.mark.parametrize("name", ["serving/inferenceservice.yaml", "serving-predictor/inferenceservice.yaml"])
+def test_serving_credentials_are_wired_as_kserve_expects(name):
+    isvc = committed(name)
     predictor = isvc["spec"]["predictor"]
-    assert predictor["model"]["modelFormat"]["name"] == "onnx"
-    assert predictor["model"]["runtime"] == "kserve-tritonserver"
-    assert predictor["model"]["storageUri"].startswith("s3://")
-    assert merged_pod_errors(isvc) == []  # valid once KServe merges the runtime into it
+    if "model" in predictor:
+        assert predictor["model"]["modelFormat"]["name"] == "onnx"
+        assert predictor["model"]["runtime"] == "kserve-tritonserver"
+        storage_uri = predictor["model"]["storageUri"]
+    else:  # a custom predictor: STORAGE_URI of kserve-container (kserve v0.16.0 predictor_custom.go)
+        (container,) = predictor["containers"]
+        assert container["name"] == "kserve-container"
+        storage_uri = {e["name"]: e["value"] for e in container["env"]}["STORAGE_URI"]
+    assert storage_uri.startswith("s3://")
+    assert merged_pod_errors(isvc) == []  # the pod KServe makes of it is valid
     account = find("ServiceAccount", predictor["serviceAccountName"])
     secret = find("Secret", account["secrets"][0]["name"])
     notes = secret["metadata"]["annotations"]

@@ -82,9 +82,9 @@ def test_submit_registers_the_pipeline_and_runs_its_version(kfp_api, capsys) -> 
     # every step, and through the train step's own image the training job, run the one named with --image
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {IMAGE}
-    assert spec["deploymentSpec"]["executors"]["exec-train"]["container"]["env"] == [
-        {"name": "ASYMVAE_IMAGE", "value": IMAGE}
-    ]
+    for step in ("exec-train", "exec-deploy"):  # the training job's and the predictor's default image
+        env = spec["deploymentSpec"]["executors"][step]["container"]["env"]
+        assert env == [{"name": "ASYMVAE_IMAGE", "value": IMAGE}]
 
 
 def test_submit_and_schedule_need_the_image_the_cluster_pulls(kfp_api, capsys) -> None:

@@ -104,6 +104,27 @@ def test_dag_and_artifacts() -> None:
     assert defaults["s3_use_https"] is False
 
 
+def test_deploy_gets_both_exports_and_the_runtime_choice() -> None:
+    """deploy_runtime picks what the deploy step serves: the Triton export (`exported`, from the export task of
+    format triton) or the diffusers export (`diffusers`) with `asymvae serve` on the step's own image."""
+    spec, _ = _docs(COMMITTED_YAML)
+    tasks = spec["root"]["dag"]["tasks"]
+    exports = ("export", "export-2")
+    formats = {tasks[t]["inputs"]["parameters"]["format"]["runtimeValue"]["constant"]: t for t in exports}
+    channels = tasks["condition-1"]["inputs"]["artifacts"]
+    deploy = spec["components"]["comp-condition-1"]["dag"]["tasks"]["deploy"]["inputs"]
+    producer = {k: channels[v["componentInputArtifact"]]["taskOutputArtifact"] for k, v in deploy["artifacts"].items()}
+    assert producer == {
+        "exported": {"outputArtifactKey": "exported", "producerTask": formats["triton"]},
+        "diffusers": {"outputArtifactKey": "exported", "producerTask": formats["diffusers"]},
+    }
+    assert deploy["parameters"]["runtime"] == {"componentInputParameter": "pipelinechannel--deploy_runtime"}
+    param = spec["root"]["inputDefinitions"]["parameters"]["deploy_runtime"]
+    assert param["defaultValue"] == "triton" and "predictor" in param["description"]
+    container = spec["deploymentSpec"]["executors"]["exec-deploy"]["container"]
+    assert container["env"] == [{"name": "ASYMVAE_IMAGE", "value": container["image"]}]
+
+
 def test_credentials_are_secret_references_only() -> None:
     text = COMMITTED_YAML.read_text()
     _, platform = _docs(COMMITTED_YAML)

@@ -4,12 +4,10 @@ model), answered by the v2 client in binary and JSON and checked against a direc
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,17 +29,11 @@ from asymvae.model.latent_space import LatentTransform
 from asymvae.serving.client import ModelIO, ServingError, check_inference, decoder_inputs, fetch_model_io, infer
 from asymvae.serving.payload import encode_request
 from asymvae.storage.http import request
+from tests.support.serve import Served, asymvae_serve, free_port
 
 MODEL = "asymvae_decoder"
 TILE = ("--tile-above", "64", "--tile", "64", "--tile-overlap", "32")
 """Images with a side above 64 px decode in 64 px tiles here (a 96² image: 2 x 2 tiles)."""
-STARTUP_S = 180.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,47 +44,11 @@ def exported(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
-class Served(str):
-    """The server's base URL, with its gRPC address as `grpc`."""
-
-    def __new__(cls, base: str, grpc: str) -> Served:
-        served = super().__new__(cls, base)
-        served.grpc = grpc
-        return served
-
-
 @pytest.fixture(scope="module")
-def server(exported: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`asymvae serve` in a subprocess on a free port, once it answers ready; its log is kept for failures."""
-    port, grpc_port = _free_port(), _free_port()
-    log = tmp_path_factory.mktemp("serve_log") / "server.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "asymvae", "serve", str(exported), "--http-port", str(port),
-            "--grpc-port", str(grpc_port)]  # fmt: skip
-    with log.open("w") as sink:
-        proc = subprocess.Popen([*argv, *TILE], stdout=sink, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"asymvae serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if request("GET", f"{base}/v2/health/ready", None, {}, 5.0).status == 200:
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"asymvae serve not ready after {STARTUP_S:g} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Served(base, f"127.0.0.1:{grpc_port}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`asymvae serve` in a subprocess on free ports, once it answers ready; its log is kept for failures."""
+    with asymvae_serve(exported, tmp_path_factory.mktemp("serve_log") / "server.log", *TILE) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +228,7 @@ def test_the_model_is_ready_only_once_loaded(exported: Path) -> None:
 def test_what_only_the_model_or_the_machine_can_refuse_is_one_line(exported, tmp_path, model, argv, said) -> None:
     """In a process of its own (the check comes after kserve is imported); serving instead would time out."""
     folder = exported if model == "exported" else tmp_path / model
-    argv = [sys.executable, "-m", "asymvae", "serve", str(folder), *argv, "--http-port", str(_free_port()),
+    argv = [sys.executable, "-m", "asymvae", "serve", str(folder), *argv, "--http-port", str(free_port()),
             "--grpc-port", "0"]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     lines = [x for x in done.stderr.splitlines() if x.startswith("asymvae serve: error:")]

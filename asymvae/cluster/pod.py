@@ -21,6 +21,9 @@ POD_NAME_ENV = "ASYMVAE_POD_NAME"
 """The pod's name (downward API `metadata.name`)."""
 POD_UID_ENV = "ASYMVAE_POD_UID"
 """The pod's UID (downward API `metadata.uid`)."""
+IMAGE_ENV = "ASYMVAE_IMAGE"
+"""The image the step itself runs, which the pipeline sets on the train and deploy steps: the default image of
+the training job's pods and of the deploy step's predictor."""
 
 
 def own_namespace(env: Mapping[str, str] = os.environ, sa_file: Path = SERVICE_ACCOUNT_NAMESPACE) -> str | None:

@@ -7,17 +7,16 @@ from __future__ import annotations
 import argparse
 
 from asymvae.commands.options import add_command, from_args
-from asymvae.config import ConfigError
+from asymvae.extras import check_installed
 from asymvae.serving.config import ServeConfig
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and serve it until interrupted."""
     cfg = from_args(ServeConfig, args)
-    try:
-        from asymvae.serving.predictor import serve
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"asymvae serve needs {e.name}: pip install 'asymvae[serve]'") from None
+    check_installed("kserve", "serve", "asymvae serve")
+    from asymvae.serving.predictor import serve
+
     serve(cfg)
     return 0
 

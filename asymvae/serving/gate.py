@@ -21,7 +21,7 @@ from typing import Any
 
 from asymvae.errors import UserError
 from asymvae.export.evaluation import EVALUATION_NAME, METRIC, Evaluation, parse_evaluation
-from asymvae.serving.inferenceservice import read_inferenceservice
+from asymvae.serving.inferenceservice import read_inferenceservice, storage_uri
 from asymvae.storage.factory import is_s3_uri, open_store
 
 log = logging.getLogger(__name__)
@@ -184,25 +184,11 @@ def find_evaluation(uri: str) -> Evaluation | None:
     return parse_evaluation(store.get(found[0]), store.url(found[0]))
 
 
-def serving_storage_uri(isvc: dict[str, Any]) -> str:
-    """The storage URI of an InferenceService's predictor: `predictor.model.storageUri` (a model-format runtime
-    such as Triton), the predictor's own `storageUri`, or its first container's STORAGE_URI variable (a custom
-    predictor); "" when it names none."""
-    predictor = (isvc.get("spec") or {}).get("predictor") or {}
-    uri = (predictor.get("model") or {}).get("storageUri") or predictor.get("storageUri")
-    if uri:
-        return str(uri)
-    for container in (predictor.get("containers") or [])[:1]:
-        for env in container.get("env") or []:
-            if env.get("name") == "STORAGE_URI" and env.get("value"):
-                return str(env["value"])
-    return ""
-
-
 def _serving(isvc: dict[str, Any], new_uri: str) -> Serving:
-    uri = serving_storage_uri(isvc)
+    uri = storage_uri(isvc)
     if not uri:
-        return Serving("", None, "the InferenceService names no storage URI (predictor.model.storageUri).")
+        reason = "the InferenceService names no storage URI (model.storageUri, or a custom predictor's STORAGE_URI)."
+        return Serving("", None, reason)
     if uri.rstrip("/") == new_uri.rstrip("/"):
         return Serving(uri)
     if not is_s3_uri(uri):

@@ -1,14 +1,28 @@
-"""The KServe InferenceService that serves the Triton export: a pure builder, create-or-update, a wait until
+"""The KServe InferenceService that serves the exported decoder: a pure builder, create-or-update, a wait until
 this spec is rolled out, and the credentials of a request to it.
 
-`predictor.model`: `modelFormat: onnx`, `runtime: kserve-tritonserver`, `storageUri` = the Triton
-repository root (`<root>/<model>/config.pbtxt`, `<root>/<model>/1/model.onnx`). KServe's storage
-initializer reads the S3 credentials from the Secrets listed by the predictor's service account
-(k8s/serving-access). KServe merges the ServingRuntime's container into the predictor key by key (the
-`kserve-tritonserver` runtime limits CPU to 1 and memory to 2Gi), so the builder sets both the request and
-the limit of CPU and memory: a request above a limit inherited from the runtime would make an invalid pod.
-`predictor.annotations` carries Knative's progress deadline (see `PROGRESS_DEADLINE`).
-The tests validate the manifest offline against KServe's CRD (tests/support/crd.py).
+Two runtimes (`InferenceServiceSpec.runtime`; docs/export-and-serving.md says when to choose which):
+
+- `triton`: `predictor.model` with `modelFormat: onnx`, `runtime: kserve-tritonserver`, `storageUri` = the
+  Triton repository root (`<root>/<model>/config.pbtxt`, `<root>/<model>/1/model.onnx`). KServe merges the
+  ServingRuntime's container into the predictor key by key (the `kserve-tritonserver` runtime limits CPU to
+  1 and memory to 2Gi), so the builder sets both the request and the limit of CPU and memory: a request
+  above a limit inherited from the runtime would make an invalid pod.
+- `predictor`: a custom predictor, `asymvae serve` on the project's image (kserve v0.16.0
+  pkg/apis/serving/v1beta1/predictor_custom.go: the container named `kserve-container` is the predictor,
+  its `STORAGE_URI` environment variable its storage URI, its `PROTOCOL` v1 or v2). KServe turns that URI
+  into the storage initializer's annotation (pkg/controller/v1beta1/inferenceservice/components/predictor.go,
+  `addStorageInitializerAnnotations`), and its pod webhook adds the init container that downloads the
+  diffusers export into /mnt/models and mounts that read-only into `kserve-container`
+  (pkg/webhook/admission/pod/storage_initializer_injector.go, `InjectStorageInitializer`,
+  constants.DefaultModelLocalMountPath). No ServingRuntime is merged: the container's resources are the pod's.
+  Knative routes the one declared port (8080, `asymvae serve --http-port`; gRPC is off: Knative routes one
+  port) and probes it for readiness, and `asymvae serve` only listens once the model is loaded.
+
+Either way KServe's storage initializer reads the S3 credentials from the Secrets listed by the predictor's
+service account (k8s/serving-access), and `predictor.annotations` carries Knative's progress deadline (see
+`PROGRESS_DEADLINE`). The tests validate the manifest offline against KServe's CRD (tests/support/crd.py)
+and the pod it makes against Kubernetes' Pod schema (tests/support/kserve_runtime.py).
 
 When is a spec rolled out? In KServe's serverless mode (Kubeflow's default) the InferenceService has no
 observed generation of its own: KServe copies the Knative Service's (kserve v0.16.0
@@ -30,11 +44,13 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from asymvae.errors import UserError
+from asymvae.export.config import check_model_name
 from asymvae.extras import require
 from asymvae.kube import NO_ISTIO, SERVICE_ACCOUNT_NAMESPACE, KubernetesAPIError, api_message, load_api_client
+from asymvae.serving.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +79,39 @@ SERVICE_ACCOUNT_TOKEN = SERVICE_ACCOUNT_NAMESPACE.parent / "token"
 """Where Kubernetes mounts the pod's service-account token (a projected token, which the kubelet rotates)."""
 SERVERLESS_MODES = ("Serverless", "Knative")
 """KServe's names of its serverless deployment mode in `status.deploymentMode` (legacy and current)."""
+Runtime = Literal["triton", "predictor"]
+RUNTIMES = get_args(Runtime)
+PREDICTOR_CONTAINER = "kserve-container"
+"""The custom predictor's container (kserve v0.16.0 pkg/constants/constants.go `InferenceServiceContainerName`)."""
+MODEL_MOUNT = "/mnt/models"
+"""Where the storage initializer puts the model in `kserve-container` (constants.go `DefaultModelLocalMountPath`)."""
+PREDICTOR_PORT = 8080
+"""The port `asymvae serve` listens on in the pod (KServe's default HTTP port, `InferenceServiceDefaultHttpPort`)."""
 
 
 @dataclass
 class InferenceServiceSpec:
-    """One Triton deployment of the exported decoder."""
+    """One deployment of the exported decoder."""
 
     name: str
     """InferenceService name (a DNS label; KServe derives host names from it, so at most 45 characters)."""
     storage_uri: str
-    """Triton model repository root, e.g. `s3://mlpipeline/v2/artifacts/.../model` (not the model folder)."""
+    """triton: the Triton model repository root, e.g. `s3://mlpipeline/v2/artifacts/.../model` (not the model
+    folder); predictor: the diffusers export (`asymvae export --format diffusers`)."""
+    runtime: Runtime = "triton"
+    """`triton`: the ONNX export on KServe's Triton runtime; `predictor`: `asymvae serve` as a custom predictor."""
+    image: str = ""
+    """predictor: the project's image (`asymvae serve` and the serve extra in it); triton: unused."""
+    model_name: str = ServeConfig.name
+    """predictor: the model's name in the v2 routes (`asymvae serve --name`); triton: the repository names it."""
     namespace: str = "asymvae"
     """Namespace to deploy into (where the S3 Secret and service account live; the deploy step passes its own)."""
     service_account: str | None = "asymvae-serving"
     """Predictor service account listing the S3 Secret (k8s/serving-access); None: the namespace default."""
-    runtime: str = "kserve-tritonserver"
-    """KServe ServingRuntime."""
+    serving_runtime: str = "kserve-tritonserver"
+    """triton: the KServe ServingRuntime."""
     model_format: str = "onnx"
-    """`modelFormat.name` (the export is ONNX under Triton)."""
+    """triton: `modelFormat.name` (the export is ONNX under Triton)."""
     gpus: int = 1
     """`nvidia.com/gpu` limit (0: CPU serving)."""
     cpu: str = "2"
@@ -100,6 +131,11 @@ class InferenceServiceSpec:
     Kubeflow's default, 600 s, can be shorter than a cold pull of the Triton image)."""
 
     def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        if self.runtime == "predictor" and not self.image:
+            raise ValueError("runtime predictor needs the image that runs `asymvae serve`: set image")
+        check_model_name(self.model_name)  # a bad name fails here, not in the pod
         if not _DNS_LABEL.match(self.name) or len(self.name) > 45:
             raise ValueError(f"name {self.name!r} must be a DNS label of at most 45 characters (a-z, 0-9, -)")
         if not self.storage_uri.startswith(("s3://", "gs://", "pvc://", "https://", "http://")):
@@ -122,6 +158,7 @@ def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": spec.cpu, "memory": _double(spec.memory)}
     if spec.gpus:
         limits["nvidia.com/gpu"] = str(spec.gpus)
+    resources = {"requests": {"cpu": spec.cpu, "memory": spec.memory}, "limits": limits}
     predictor: dict[str, Any] = {}
     if spec.service_account:
         predictor["serviceAccountName"] = spec.service_account
@@ -130,17 +167,17 @@ def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
     if spec.tolerations:
         predictor["tolerations"] = [dict(t) for t in spec.tolerations]
     predictor["annotations"] = {PROGRESS_DEADLINE: f"{spec.progress_deadline_s}s"}
-    predictor.update(
-        minReplicas=spec.min_replicas,
-        maxReplicas=spec.max_replicas,
-        model={
+    predictor.update(minReplicas=spec.min_replicas, maxReplicas=spec.max_replicas)
+    if spec.runtime == "triton":
+        predictor["model"] = {
             "modelFormat": {"name": spec.model_format},
-            "runtime": spec.runtime,
+            "runtime": spec.serving_runtime,
             "protocolVersion": "v2",
             "storageUri": spec.storage_uri,
-            "resources": {"requests": {"cpu": spec.cpu, "memory": spec.memory}, "limits": limits},
-        },
-    )
+            "resources": resources,
+        }
+    else:
+        predictor["containers"] = [_predictor_container(spec, resources)]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -152,6 +189,44 @@ def build_inferenceservice(spec: InferenceServiceSpec) -> dict[str, Any]:
         },
         "spec": {"predictor": predictor},
     }
+
+
+def _predictor_container(spec: InferenceServiceSpec, resources: dict[str, Any]) -> dict[str, Any]:
+    """`kserve-container` of the custom predictor: `asymvae serve` on the model the storage initializer fetched."""
+    return {
+        "name": PREDICTOR_CONTAINER,
+        "image": spec.image,
+        "command": ["asymvae"],
+        "args": [
+            "serve",
+            MODEL_MOUNT,
+            "--name",
+            spec.model_name,
+            "--http-port",
+            str(PREDICTOR_PORT),
+            "--grpc-port",
+            "0",
+        ],
+        "env": [
+            {"name": "STORAGE_URI", "value": spec.storage_uri},
+            {"name": "PROTOCOL", "value": "v2"},
+        ],
+        "ports": [{"name": "http1", "containerPort": PREDICTOR_PORT, "protocol": "TCP"}],
+        "resources": resources,
+    }
+
+
+def storage_uri(isvc: dict[str, Any]) -> str:
+    """Where an InferenceService's predictor takes its model from: `predictor.model.storageUri` (a runtime such
+    as Triton's), or the `STORAGE_URI` of a custom predictor's `kserve-container` (kserve v0.16.0
+    predictor_custom.go, `GetStorageUri`); empty when it names neither."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    if "model" in predictor:
+        return str(predictor["model"].get("storageUri", ""))
+    for container in predictor.get("containers") or []:
+        if container.get("name") == PREDICTOR_CONTAINER:
+            return next((e.get("value", "") for e in container.get("env") or [] if e.get("name") == "STORAGE_URI"), "")
+    return ""
 
 
 def _custom(api_client: Any) -> Any:

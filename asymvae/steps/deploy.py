@@ -1,12 +1,15 @@
-"""The deploy step: serve a Triton export with KServe, wait until it is Ready, and prove it answers.
+"""The deploy step: serve the export with KServe, wait until it is Ready, and prove it answers.
 
-The InferenceService goes to the step's own namespace (downward API) unless one is given; once this spec is
-rolled out and Ready (`wait_ready`: the revision serving it is the new one, not the one before the update),
-the step sends one v2 inference (latent, image, mask, shaped from the export's config.pbtxt) to the
-service's cluster-local address, with the pod's service-account token (Kubeflow's machine-to-machine auth
-refuses a request there without one; no other host ever gets it), and checks that a finite image of the
-right shape comes back. Any of that failing fails the step: a run is never green with a service that cannot
-answer.
+`runtime`: `triton` serves the Triton export on KServe's Triton runtime; `predictor` serves the diffusers
+export with `asymvae serve` on the project's image (`image`, by default the step's own: ASYMVAE_IMAGE) as a
+custom predictor (asymvae.serving.inferenceservice). The InferenceService goes to the step's own namespace
+(downward API) unless one is given; once this spec is rolled out and Ready (`wait_ready`: the revision
+serving it is the new one, not the one before the update), the step sends one v2 inference (latent, image,
+mask, shaped from the Triton export's config.pbtxt, or from the predictor's own metadata,
+`GET /v2/models/<name>`) to the service's cluster-local address, with the pod's service-account token
+(Kubeflow's machine-to-machine auth refuses a request there without one; no other host ever gets it), and
+checks that a finite image of the right shape comes back. Any of that failing fails the step: a run is never
+green with a service that cannot answer.
 
 First the deploy gate (asymvae.serving.gate) decides: an export that does not beat the one being served, on
 the same held-out evaluation, is not deployed; the cluster is left as it is and the step succeeds, `kept`.
@@ -15,17 +18,19 @@ the same held-out evaluation, is not deployed; the cluster is left as it is and 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from asymvae.cluster.jobspec import gpu_tolerations
-from asymvae.cluster.pod import resolve_namespace
-from asymvae.serving.client import InferenceCheck, ModelIO, ServingError, check_inference
+from asymvae.cluster.pod import IMAGE_ENV, resolve_namespace
+from asymvae.serving.client import InferenceCheck, ModelIO, ServingError, check_inference, fetch_model_io
 from asymvae.serving.gate import GateSettings, Verdict, check_gate
 from asymvae.serving.inferenceservice import (
     PROGRESS_DEADLINE_S,
     READY_TIMEOUT_S,
+    RUNTIMES,
     SERVICE_ACCOUNT_TOKEN,
     DeploymentError,
     InferenceServiceSpec,
@@ -44,6 +49,11 @@ class DeployStepConfig:
 
     name: str = "asymvae-decoder"
     """InferenceService name."""
+    runtime: str = "triton"
+    """`triton`: the Triton export (ONNX, fixed sizes) on KServe's Triton runtime; `predictor`: the diffusers
+    export served by `asymvae serve` (any size, tiled decoding of large images) as a KServe custom predictor."""
+    image: str = ""
+    """runtime=predictor: the image that runs `asymvae serve`; empty: the deploy step's own image."""
     namespace: str = ""
     """Namespace; empty: the step's own (its pod's)."""
     service_account: str = "asymvae-serving"
@@ -80,6 +90,8 @@ class DeployStepConfig:
 
     def __post_init__(self) -> None:
         self.gate_settings()  # refuses bad gate settings before anything runs
+        if self.runtime not in RUNTIMES:
+            raise DeploymentError(f"runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if self.ready_timeout_s <= self.progress_deadline_s:
             raise DeploymentError(
                 f"ready_timeout_s ({self.ready_timeout_s:g} s) must exceed progress_deadline_s "
@@ -102,7 +114,7 @@ class Deployment:
     url: str
     """The service's cluster-local base URL (requests go to `<url>/v2/models/<model>/infer`); empty when kept."""
     model: str
-    """The model's name in the Triton repository."""
+    """The model's name in the v2 routes (Triton's: its folder in the repository)."""
     check: InferenceCheck | None
     """The check of one inference; None when kept."""
     revision: str
@@ -119,15 +131,30 @@ def triton_model_dir(repository: str | Path) -> Path:
     return found[0]
 
 
+def predictor_image(cfg: DeployStepConfig) -> str:
+    """The predictor's image: `image`, else the step's own (ASYMVAE_IMAGE); DeploymentError when neither is known."""
+    found = cfg.image or os.environ.get(IMAGE_ENV, "")
+    if not found:
+        raise DeploymentError(
+            f"runtime=predictor needs the image that runs `asymvae serve`: set `image` (or {IMAGE_ENV}, which the "
+            "pipeline sets to the step's own image)"
+        )
+    return found
+
+
 def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_client: Any = None) -> Deployment:
-    """Serve the Triton repository at `storage_uri` (whose local copy is `repository`), wait until Ready, check
-    one inference; unless the deploy gate keeps the serving export (action `kept`, nothing applied). Raises
+    """Serve the export at `storage_uri` (whose local copy is `repository`: the Triton repository for
+    runtime=triton, the diffusers export for runtime=predictor), wait until Ready, check one inference;
+    unless the deploy gate keeps the serving export (action `kept`, nothing applied). Raises
     DeploymentError / ServingError / KubernetesAPIError when any of it fails."""
-    io = ModelIO.from_triton_config(triton_model_dir(repository))
+    triton = cfg.runtime == "triton"
+    io = ModelIO.from_triton_config(triton_model_dir(repository)) if triton else None
     tolerations = [t.to_dict() for t in gpu_tolerations()] if cfg.gpus else []
     spec = InferenceServiceSpec(
         name=cfg.name,
         storage_uri=storage_uri,
+        runtime="triton" if triton else "predictor",
+        image="" if triton else predictor_image(cfg),
         namespace=resolve_namespace(cfg.namespace),
         service_account=cfg.service_account or None,
         gpus=cfg.gpus,
@@ -141,7 +168,7 @@ def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_cl
     verdict = check_gate(cfg.gate_settings(), spec.name, spec.namespace, repository, storage_uri, api_client)
     if not verdict.deploy:
         log.info("kept the serving export of %s/%s: nothing applied", spec.namespace, spec.name)
-        return Deployment(manifest, "kept", "", io.model, None, "", verdict)
+        return Deployment(manifest, "kept", "", io.model if io else spec.model_name, None, "", verdict)
     applied = apply_inferenceservice(manifest, api_client)
     status = wait_ready(
         spec.name, spec.namespace, cfg.ready_timeout_s, cfg.poll_s, api_client, replaces=applied.replaces
@@ -150,6 +177,8 @@ def deploy_step(cfg: DeployStepConfig, repository: str, storage_uri: str, api_cl
     if not url:
         raise ServingError(f"InferenceService {spec.namespace}/{spec.name} is Ready but reports no address")
     headers = cluster_local_auth(url, spec.name, spec.namespace, cfg.token_file)
+    if io is None:  # the predictor's tensors (any size: -1), as it reports them
+        io = fetch_model_io(url, spec.model_name, headers)
     check = check_inference(url, io, cfg.check_size, cfg.check_size, headers=headers)
     token = "with the pod's service-account token" if headers else "without a token"
     log.info("%s answered in %.3f s (%s): sample %s", url, check.seconds, token, check.output_shape)

@@ -14,7 +14,7 @@ from typing import Any
 
 from asymvae.cluster.interrupt import stop_on_sigterm
 from asymvae.cluster.jobspec import Toleration, TrainingJobSpec, gpu_tolerations
-from asymvae.cluster.pod import own_namespace, own_pod, resolve_namespace
+from asymvae.cluster.pod import IMAGE_ENV, own_namespace, own_pod, resolve_namespace
 from asymvae.cluster.runner import WaitPolicy
 from asymvae.cluster.submit import BUILDERS, LAUNCHERS, run_training
 from asymvae.cluster.verdict import recording_failure, refuse_after_failure
@@ -39,8 +39,6 @@ TENSORBOARD_CRD = "tensorboard.kubeflow.org/v1alpha1"
 """Kubeflow's Tensorboard resource (kubeflow/kubeflow components/tensorboard-controller/api/v1alpha1/
 tensorboard_types.go: `spec.logspath`, an object-store URI or `pvc://<claim>/<path>`)."""
 
-IMAGE_ENV = "ASYMVAE_IMAGE"
-"""The image the step itself runs, which the pipeline sets on the train step: the job's default image."""
 RUNS_MOUNT = "/mnt/runs"
 """Where the cluster launchers' runs volume is mounted (the step's and the job's pods)."""
 LOCAL_RUNS = "work_dirs/pipeline"

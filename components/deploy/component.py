@@ -1,4 +1,5 @@
-"""deploy: serve a Triton export with KServe, wait until it is Ready, and check that it answers."""
+"""deploy: serve the export with KServe (the Triton runtime or the `asymvae serve` predictor), wait until it is
+Ready, and check that it answers."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Markdown, Model, Output
@@ -14,7 +15,10 @@ def deploy(
     exported: Input[Model],
     manifest: Output[Artifact],
     verdict: Output[Markdown],
+    diffusers: Input[Model] = None,
     name: str = "asymvae-decoder",
+    runtime: str = "triton",
+    image: str = "",
     namespace: str = "",
     service_account: str = "asymvae-serving",
     gpus: int = 1,
@@ -30,19 +34,20 @@ def deploy(
     s3_endpoint: str = "",
     s3_use_https: bool = False,
 ) -> str:
-    """Apply a KServe InferenceService whose `storageUri` is `exported` (a Triton repository in the object store),
-    wait for Ready, then send one v2 inference (latent, image, mask) and check the decoded image's shape; unless
-    the deploy gate keeps the export being served (it scores no worse on the same held-out evaluation), which
-    leaves the cluster as it is and still succeeds.
+    """Apply a KServe InferenceService serving `exported` (runtime `triton`) or `diffusers` (runtime `predictor`)
+    from the object store, wait for Ready, then send one v2 inference (latent, image, mask) and check the
+    decoded image's shape; unless the deploy gate keeps the export being served (it scores no worse on the same
+    held-out evaluation), which leaves the cluster as it is and still succeeds.
 
     Every setting is documented once, on the library's DeployStepConfig, and checked against it when this
     module is imported.
 
     Args:
-        exported: Output of the export component with format `triton`.
+        exported: Output of the export component with format `triton`: served with runtime `triton`.
         manifest: The InferenceService applied (YAML; when kept, the one not applied); metadata: the action, its
-            URL, the Triton model name, the check, the gate's verdict and numbers.
+            URL, the model's name, the check, the gate's verdict and numbers.
         verdict: The deploy gate's verdict as Markdown: deployed or kept, why, both exports' scores.
+        diffusers: Output of the export component with format `diffusers`: served with runtime `predictor`.
         s3_endpoint: Object-store endpoint (host:port) where the gate reads the serving export's
             evaluation.json; empty: the environment's.
         s3_use_https: TLS to the object store.
@@ -56,13 +61,20 @@ def deploy(
 
     import yaml
 
+    from asymvae.serving.inferenceservice import DeploymentError, storage_uri
     from asymvae.steps.deploy import DeployStepConfig, deploy_step
     from asymvae.steps.uris import store_uri, use_store_endpoint
 
     use_store_endpoint(s3_endpoint, s3_use_https)
     settings = {f.name: given[f.name] for f in dataclasses.fields(DeployStepConfig) if f.name in given}
     cfg = DeployStepConfig(**settings)
-    done = deploy_step(cfg, exported.path, store_uri(exported.uri))
+    served = exported if cfg.runtime == "triton" else diffusers
+    if served is None:
+        raise DeploymentError(
+            "deploy: runtime=predictor serves the diffusers export, and no `diffusers` input was given. "
+            "Fix: pass the `exported` output of the export component with format diffusers as `diffusers`"
+        )
+    done = deploy_step(cfg, served.path, store_uri(served.uri))
     kept = "# Not applied: the deploy gate kept the export being served (see the verdict output).\n"
     head = kept if done.action == "kept" else ""
     Path(manifest.path).write_text(head + yaml.safe_dump(done.manifest, sort_keys=False))
@@ -72,7 +84,8 @@ def deploy(
         {
             "name": name,
             "namespace": done.manifest["metadata"]["namespace"],
-            "storage_uri": done.manifest["spec"]["predictor"]["model"]["storageUri"],
+            "runtime": cfg.runtime,
+            "storage_uri": storage_uri(done.manifest),
             "action": done.action,
             "model": done.model,
             **done.verdict.metadata(),

@@ -8,13 +8,14 @@ Kubeflow's machine-to-machine auth gateway (tests/support/m2m_gateway.py) with t
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp.dsl import Artifact, Markdown, Model
 
-from asymvae.cluster.pod import NAMESPACE_ENV
+from asymvae.cluster.pod import IMAGE_ENV, NAMESPACE_ENV
 from asymvae.export.config import ExportConfig
 from asymvae.export.run import export_model
 from asymvae.serving.client import ServingError
@@ -23,6 +24,7 @@ from asymvae.serving.inferenceservice import (
     InferenceServiceSpec,
     build_inferenceservice,
     cluster_local_auth,
+    storage_uri,
 )
 from asymvae.steps.deploy import DeployStepConfig, deploy_step
 from asymvae_components.deploy.component import deploy
@@ -32,6 +34,7 @@ from tests.support.k8s_rbac import kubeflow_role_rules
 from tests.support.k8s_schemas import INFERENCESERVICE_CRD
 from tests.support.kserve_runtime import merged_pod_errors
 from tests.support.m2m_gateway import M2MGateway, cluster_dns
+from tests.support.serve import Served, asymvae_serve
 from tests.support.v2_server import V2Server
 
 NS = "kubeflow-user-example-com"
@@ -45,6 +48,7 @@ def test_inferenceservice_matches_the_crd_and_survives_kserves_runtime_merge(gpu
     )
     validate_custom_object(obj, INFERENCESERVICE_CRD)
     assert merged_pod_errors(obj) == []
+    assert storage_uri(obj) == "s3://mlpipeline/v2/artifacts/x/exported"
     model = obj["spec"]["predictor"]["model"]
     assert model["modelFormat"] == {"name": "onnx"} and model["runtime"] == "kserve-tritonserver"
     assert model["storageUri"] == "s3://mlpipeline/v2/artifacts/x/exported"
@@ -256,6 +260,14 @@ class _Downloaded(Model):
         return self.local
 
 
+def _use_kubeconfig(server: FakeKubeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the component's Kubernetes client (it makes its own) at the stand-in, as the run's account in NS."""
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(server.kubeconfig(NS)))
+    # the kubernetes client read $KUBECONFIG when it was imported: point its default there
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+    monkeypatch.setenv(NAMESPACE_ENV, NS)
+
+
 def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
     repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,10 +275,7 @@ def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
     with server as fake, V2Server(repository) as served:
         fake.isvc_url = served
         fake.rollout_reads = 0  # rolled out by the first read: the component polls every 10 s
-        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(server.kubeconfig(NS)))
-        # the kubernetes client read $KUBECONFIG when it was imported: point its default there
-        monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
-        monkeypatch.setenv(NAMESPACE_ENV, NS)
+        _use_kubeconfig(server, tmp_path, monkeypatch)
         exported = _Downloaded(name="exported", uri="minio://" + STORE.removeprefix("s3://"))
         exported.local = str(repository)
         manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
@@ -278,3 +287,131 @@ def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
     assert manifest.metadata["url"] == served and manifest.metadata["model"] == "asymvae_decoder"
     assert manifest.metadata["output_shape"] == [1, 3, 64, 64]
     assert manifest.metadata["gate_deploy"] is True and "gate is off" in (tmp_path / "verdict").read_text()
+
+
+# -- runtime=predictor: `asymvae serve` on the project's image -----------------------------------------
+
+STORE_HF = STORE.replace("export-2", "export-1")
+"""Where the diffusers export lies in the store (the export task of format diffusers)."""
+IMAGE = "registry.example.com/asymvae:0.1.0"
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_the_custom_predictor_matches_the_crd_and_makes_a_valid_pod(gpus: int) -> None:
+    """kserve v0.16.0 predictor_custom.go: the container named kserve-container is the predictor and its
+    STORAGE_URI the model KServe's storage initializer puts in /mnt/models; no runtime is merged into it."""
+    spec = InferenceServiceSpec(name="asymvae-decoder", storage_uri=STORE_HF, runtime="predictor", image=IMAGE,
+                                gpus=gpus)  # fmt: skip
+    obj = build_inferenceservice(spec)
+    validate_custom_object(obj, INFERENCESERVICE_CRD)
+    assert merged_pod_errors(obj) == []
+    predictor = obj["spec"]["predictor"]
+    assert "model" not in predictor and predictor["serviceAccountName"] == "asymvae-serving"
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container" and container["image"] == IMAGE
+    assert container["command"] + container["args"] == [
+        "asymvae", "serve", "/mnt/models", "--name", "asymvae_decoder", "--http-port", "8080", "--grpc-port", "0",
+    ]  # fmt: skip
+    assert container["env"] == [{"name": "STORAGE_URI", "value": STORE_HF}, {"name": "PROTOCOL", "value": "v2"}]
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+    resources = container["resources"]
+    assert resources["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert resources["limits"] == {"cpu": "2", "memory": "16Gi", **({"nvidia.com/gpu": "1"} if gpus else {})}
+
+
+def test_the_custom_predictors_pod_is_checked_as_written() -> None:
+    """No runtime fills in what the predictor leaves out: a GPU request above its limit makes an invalid pod."""
+    obj = build_inferenceservice(
+        InferenceServiceSpec(name="d", storage_uri="s3://b/p", runtime="predictor", image=IMAGE)
+    )
+    obj["spec"]["predictor"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "2"
+    assert merged_pod_errors(obj) == ["resources.requests.nvidia.com/gpu: 2 must be less than or equal to the "
+                                      "nvidia.com/gpu limit of 1",
+                                      "resources.requests.nvidia.com/gpu: must equal the limit for an extended "
+                                      "resource"]  # fmt: skip
+
+
+def test_predictor_spec_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="runtime 'tgi': choose one of triton, predictor"):
+        InferenceServiceSpec(name="d", storage_uri="s3://b/p", runtime="tgi")
+    with pytest.raises(ValueError, match="runtime predictor needs the image that runs `asymvae serve`"):
+        InferenceServiceSpec(name="d", storage_uri="s3://b/p", runtime="predictor")
+    with pytest.raises(ValueError, match="model name 'a/b'"):
+        InferenceServiceSpec(name="d", storage_uri="s3://b/p", runtime="predictor", image=IMAGE, model_name="a/b")
+    with pytest.raises(DeploymentError, match="runtime 'tgi': choose one of triton, predictor"):
+        DeployStepConfig(runtime="tgi")
+    monkeypatch.delenv(IMAGE_ENV, raising=False)
+    with pytest.raises(DeploymentError, match=f"runtime=predictor needs the image .* set `image` \\(or {IMAGE_ENV}"):
+        deploy_step(DeployStepConfig(runtime="predictor"), "unused", STORE_HF)
+
+
+@pytest.fixture(scope="module")
+def diffusers_export(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as the export step of format diffusers writes it."""
+    out = tmp_path_factory.mktemp("deploy") / "diffusers"
+    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(out)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(diffusers_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """What the predictor's pod runs: `asymvae serve` (KServe's model server) on the diffusers export."""
+    with asymvae_serve(diffusers_export, tmp_path_factory.mktemp("predictor") / "server.log", "--grpc-port", "0") as s:
+        yield s
+
+
+def test_the_predictor_deploys_on_the_steps_own_image_and_answers_the_check(
+    diffusers_export: Path, predictor: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runtime=predictor: the custom predictor on the step's own image (ASYMVAE_IMAGE, which the pipeline sets),
+    the diffusers export as its STORAGE_URI, and the check's tensors from the served model's own metadata."""
+    monkeypatch.setenv(NAMESPACE_ENV, NS)
+    monkeypatch.setenv(IMAGE_ENV, IMAGE)
+    server = _cluster()
+    with server as fake:
+        fake.isvc_url = predictor
+        cfg = DeployStepConfig(runtime="predictor", gate="off", gpus=1, poll_s=0.01)
+        done = deploy_step(cfg, str(diffusers_export), STORE_HF, server.api_client())
+        image = "registry.example.com/asymvae:0.2.0"
+        other = DeployStepConfig(runtime="predictor", gate="off", image=image, poll_s=0.01)
+        again = deploy_step(other, str(diffusers_export), STORE_HF, server.api_client())
+    assert not fake.refused and not fake.pruned
+    assert (done.action, again.action) == ("created", "updated")
+    assert storage_uri(done.manifest) == STORE_HF
+    created = fake.calls("POST", f"/namespaces/{NS}/inferenceservices")[0].body["spec"]["predictor"]
+    (container,) = created["containers"]
+    assert container["image"] == IMAGE and {"name": "STORAGE_URI", "value": STORE_HF} in container["env"]
+    assert created["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    updated = fake.calls("PUT", f"/namespaces/{NS}/inferenceservices/asymvae-decoder")[0].body["spec"]["predictor"]
+    assert updated["containers"][0]["image"] == "registry.example.com/asymvae:0.2.0"
+    assert done.url == predictor and done.model == "asymvae_decoder"
+    assert done.check.output_shape == [1, 3, 64, 64] and done.check.input_shapes["latent"] == [1, 4, 8, 8]
+
+
+def test_the_component_serves_the_diffusers_export_with_the_predictor(
+    repository: Path, diffusers_export: Path, predictor: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NAMESPACE_ENV, NS)
+    server = _cluster()
+    triton = _Downloaded(name="exported", uri="minio://" + STORE.removeprefix("s3://"))
+    triton.local = str(repository)
+    hf = _Downloaded(name="exported", uri="minio://" + STORE_HF.removeprefix("s3://"))
+    hf.local = str(diffusers_export)
+    with server as fake:
+        fake.isvc_url = predictor
+        fake.rollout_reads = 0  # rolled out by the first read: the component polls every 10 s
+        with pytest.raises(DeploymentError, match="runtime=predictor serves the diffusers export, and no `diffusers`"):
+            deploy.python_func(
+                exported=triton, manifest=Artifact(name="m", uri=str(tmp_path / "m")),
+                verdict=Markdown(name="v", uri=str(tmp_path / "v")), runtime="predictor", gate="off",
+            )  # fmt: skip
+        manifest = Artifact(name="manifest", uri=str(tmp_path / "manifest"))
+        _use_kubeconfig(server, tmp_path, monkeypatch)
+        verdict = Markdown(name="verdict", uri=str(tmp_path / "verdict"))
+        action = deploy.python_func(exported=triton, diffusers=hf, manifest=manifest, verdict=verdict,
+                                    runtime="predictor", image=IMAGE, gpus=0, gate="off")  # fmt: skip
+    assert action == "created" and not fake.refused
+    written = yaml.safe_load((tmp_path / "manifest").read_text())
+    assert written["spec"]["predictor"]["containers"][0]["env"][0] == {"name": "STORAGE_URI", "value": STORE_HF}
+    assert manifest.metadata["runtime"] == "predictor" and manifest.metadata["storage_uri"] == STORE_HF
+    assert manifest.metadata["model"] == "asymvae_decoder" and manifest.metadata["output_shape"] == [1, 3, 64, 64]

@@ -15,8 +15,9 @@ step call, speaking the REST paths the real `kubernetes` client uses, so tests d
   and torch). Which Trainer serves them is `trainer`: "v2.3" (the v2.3 line's CRD, `runtimePatches`) or
   "v2.1" (v2.1.0's, which Kubeflow 26.03 installs: `podTemplateOverrides`, no `runtimePatches`). An
   InferenceService is accepted as the API server would, and its status follows what KServe and Knative make
-  of it (`FakeKnativeService`); KServe's runtime merge (tests/support/kserve_runtime.py) decides whether its
-  revisions become ready, or fail with the pod's validation error.
+  of it (`FakeKnativeService`); the pod KServe makes of it (tests/support/kserve_runtime.py: the runtime
+  merged in, or a custom predictor's containers as written) decides whether its revisions become ready, or
+  fail with the pod's validation error.
 - `/api/v1/namespaces/NS/pods` (label selector) and `/pods/POD/log`: the pods the operator would have made
   for each job (PyTorchJob: `<job>-master-0`, TrainJob: `<job>-node-0-0`), labelled as upstream labels them,
   with scripted container states (restarts, termination reasons).

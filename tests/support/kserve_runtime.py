@@ -7,7 +7,9 @@ InferenceService's container a strategic merge patch over it: `resources.request
 are maps merged key by key (the InferenceService's keys win, the runtime's others stay), `env` merges by
 name, other fields are replaced, and `args` are concatenated (runtime's, then the InferenceService's). The
 API server then refuses a container whose request of a resource exceeds its limit, and an extended
-resource (e.g. `nvidia.com/gpu`) whose request differs from its limit.
+resource (e.g. `nvidia.com/gpu`) whose request differs from its limit. A custom predictor (`predictor.containers`,
+kserve v0.16.0 pkg/apis/serving/v1beta1/predictor_custom.go) has no runtime: its containers are the pod's as
+they are written.
 """
 
 from __future__ import annotations
@@ -86,16 +88,24 @@ def container_errors(container: dict[str, Any]) -> list[str]:
     return errors
 
 
+def pod_containers(isvc: dict[str, Any], runtime_path: Path = TRITON_RUNTIME) -> list[dict[str, Any]]:
+    """The containers of the predictor's pod: the runtime merged into `predictor.model`, or a custom predictor's."""
+    predictor = isvc["spec"]["predictor"]
+    if "model" in predictor:
+        return [merge_container(runtime_container(runtime_path), predictor_container(isvc))]
+    return copy.deepcopy(predictor["containers"])
+
+
 def merged_pod_errors(isvc: dict[str, Any], runtime_path: Path = TRITON_RUNTIME) -> list[str]:
-    """Merge the runtime into the InferenceService's predictor; the resulting pod's problems ([] when valid):
-    the API server's resource rules, then core/v1 Pod's schema (strict) via kubernetes-validate."""
-    merged = merge_container(runtime_container(runtime_path), predictor_container(isvc))
-    errors = container_errors(merged)
+    """The problems ([] when valid) of the pod KServe makes of the predictor (`pod_containers`): the API
+    server's resource rules, then core/v1 Pod's schema (strict) via kubernetes-validate."""
+    containers = pod_containers(isvc, runtime_path)
+    errors = [e for c in containers for e in container_errors(c)]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": isvc["metadata"]["name"] + "-predictor"},
-        "spec": {"containers": [merged]},
+        "spec": {"containers": containers},
     }
     try:
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
