@@ -12,6 +12,11 @@ The server is started as pytriton starts it (pytriton/triton.py `_prepare_triton
 pytriton/server/triton_server.py `_get_env`): a backend folder holding the Python backend with the stub built
 for this interpreter's version, the wheel's `nvidia_pytriton.libs` on LD_LIBRARY_PATH, and this interpreter's
 `bin/` first on PATH, so the stub's embedded Python finds the environment's numpy and onnxruntime.
+
+Tensors cross between Triton and the model by DLPack, not `as_numpy()` / `pb_utils.Tensor(name, array)`: the
+stub (built against NumPy 1) reads NumPy 2 arrays wrongly there (an output of 0 bytes, inputs of garbage).
+NumPy 2 then prints "PyCapsule_GetPointer called with incorrect name" into the server's log when the capsule
+the stub consumed is freed; the values are exact (the tests compare them with onnxruntime run directly).
 """
 
 from __future__ import annotations
