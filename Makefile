@@ -15,12 +15,15 @@ export HF_DATASETS_OFFLINE ?= 1
 install: $(STAMP)
 
 # Exact versions from constraints.txt (pyproject.toml keeps ranges). torch and torchvision are installed first,
-# so that nothing later pulls a different multi-GB build.
+# so that nothing later pulls a different multi-GB build. nvidia-pytriton (a test dependency: the real tritonserver
+# binary it carries serves the Triton export in tests/support/tritonserver.py) comes without its dependencies: its
+# metadata caps numpy below 2, and the tests use only its binary, not its Python package.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -c constraints.txt nvidia-pytriton
 	touch $(STAMP)
 
 # Refresh constraints.txt after changing a dependency in pyproject.toml: a fresh venv resolves the ranges, and
@@ -31,6 +34,7 @@ constraints:
 	.venv-constraints/bin/python -m pip install -q --upgrade pip
 	.venv-constraints/bin/python -m pip install -q $$(grep -E '^(torch|torchvision)==' constraints.txt)
 	.venv-constraints/bin/python -m pip install -q -e '.[dev]'
+	.venv-constraints/bin/python -m pip install -q --no-deps nvidia-pytriton
 	{ sed -n '/^#/p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-constraints

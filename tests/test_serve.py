@@ -249,3 +249,141 @@ def test_serve_options_are_checked_before_anything_loads(tmp_path: Path, capsys)
         main(["serve", str(tmp_path), "--device", "tpu"])
     err = capsys.readouterr().err
     assert done.value.code == 2 and "'tpu' is not one of auto, cpu, cuda" in err, err
+
+
+@pytest.fixture(scope="module")
+def photo_request(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A real photo (scikit-image's astronaut, 64x48 px) as a JPEG, its mask as a PNG (a box: 255 = hole) and
+    its latent, encoded in this process by the tiny model and scaled as a diffusion model hands it over, as
+    .npy and .safetensors."""
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+    from safetensors.numpy import save_file
+    from skimage.data import astronaut
+
+    root = tmp_path_factory.mktemp("photo")
+    photo = Image.fromarray(astronaut()).resize((64, 48), Image.Resampling.LANCZOS)
+    photo.save(root / "photo.jpg", quality=95)
+    hole = np.zeros((48, 64), np.uint8)
+    hole[8:32, 16:56] = 255
+    Image.fromarray(hole).save(root / "mask.png")
+    vae = load_vae(exported)
+    pixels = VaeImageProcessor().preprocess(Image.open(root / "photo.jpg"))  # [-1, 1], as pipelines encode
+    with torch.inference_mode():
+        latent = LatentTransform.of(vae.config).from_vae(vae.encode(pixels).latent_dist.mode()).contiguous().numpy()
+    np.save(root / "latent.npy", latent)
+    save_file({"latent": latent[0]}, str(root / "latent.safetensors"))  # (C, h, w): without the batch axis
+    return {"image": root / "photo.jpg", "mask": root / "mask.png", "latent": root / "latent.npy",
+            "safetensors": root / "latent.safetensors"}  # fmt: skip
+
+
+def _decode_files(server: str, files: dict[str, Path], to: Path, **changed: Path | str) -> list[str]:
+    paths = {"image": files["image"], "mask": files["mask"], "latent": files["latent"], "output": to, **changed}
+    return ["infer", server, *(x for name, path in paths.items() for x in (f"--{name}", str(path)))]
+
+
+@pytest.mark.parametrize("latent", ["latent", "safetensors"])
+def test_the_infer_command_decodes_image_mask_and_latent_files_to_the_png_of_an_in_process_decode(
+    server, reference, photo_request, latent, tmp_path, capsys
+) -> None:
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    output = tmp_path / "decoded.png"
+    with pytest.raises(SystemExit) as done:
+        main(_decode_files(server, photo_request, output, latent=photo_request[latent]))
+    assert done.value.code == 0 and f"wrote {output} (64x48 px)" in capsys.readouterr().out
+    inputs = {
+        "latent": np.load(photo_request["latent"]),
+        "image": np.asarray(Image.open(photo_request["image"]), np.float32).transpose(2, 0, 1)[None] / 127.5 - 1,
+        "mask": (np.asarray(Image.open(photo_request["mask"])) >= 128).astype(np.float32)[None, None],
+    }
+    expected = VaeImageProcessor().postprocess(torch.from_numpy(reference(inputs)), output_type="np")[0]
+    with Image.open(output) as png:
+        written = np.asarray(png)
+        assert png.mode == "RGB" and png.text["Software"] == "asymvae infer"
+    assert written.shape == (48, 64, 3)
+    assert np.abs(written.astype(int) - (expected * 255).round().astype(int)).max() <= 1
+    assert [p.name for p in tmp_path.iterdir()] == ["decoded.png"]  # no temporary file left behind
+
+
+def test_the_infer_command_replaces_only_its_own_png(server, photo_request, tmp_path, capsys) -> None:
+    output = tmp_path / "decoded.png"
+    for _ in range(2):  # the second run replaces the PNG the first one wrote
+        with pytest.raises(SystemExit) as done:
+            main(_decode_files(server, photo_request, output))
+        assert done.value.code == 0, capsys.readouterr().err
+    theirs = tmp_path / "theirs.png"
+    theirs.write_bytes(photo_request["mask"].read_bytes())  # a PNG asymvae infer did not write
+    with pytest.raises(SystemExit) as done:
+        main(_decode_files(server, photo_request, theirs))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1, err
+    assert f"{theirs} exists and was not written by asymvae infer" in err and "choose another --output" in err
+    assert theirs.read_bytes() == photo_request["mask"].read_bytes()
+
+
+def _bad_inputs(root: Path, files: dict[str, Path]) -> dict[str, dict[str, Path | str]]:
+    """Each mistake a user can make with the files: the options to change and the file they point to."""
+    from PIL import Image
+
+    latent = np.load(files["latent"])
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    Image.new("L", (32, 48)).save(root / "narrow_mask.png")
+    np.save(root / "small.npy", latent[..., :4, :])
+    np.save(root / "channels.npy", np.concatenate([latent, latent], axis=1))
+    np.save(root / "two.npy", np.concatenate([latent, latent]))
+    nan = latent.copy()
+    nan[0, 0, 0, :3] = np.nan
+    np.save(root / "nan.npy", nan)
+    np.save(root / "pickled.npy", np.array([{"latent": latent}], dtype=object), allow_pickle=True)
+    np.save(root / "ints.npy", latent.astype(np.int64))
+    (root / "latent.pt").write_bytes(b"")
+    return {
+        "missing image": {"image": root / "absent.jpg"},
+        "corrupt image": {"image": root / "corrupt.png"},
+        "mask of another size": {"mask": root / "narrow_mask.png"},
+        "latent of another size": {"latent": root / "small.npy"},
+        "latent of other channels": {"latent": root / "channels.npy"},
+        "two latents": {"latent": root / "two.npy"},
+        "NaN in the latent": {"latent": root / "nan.npy"},
+        "pickled latent": {"latent": root / "pickled.npy"},
+        "integer latent": {"latent": root / "ints.npy"},
+        "latent not npy": {"latent": root / "latent.pt"},
+        "output not png": {"output": root / "decoded.jpg"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("missing image", r"--image \S+absent.jpg: no such file"),
+        ("corrupt image", r"--image \S+corrupt.png: not a readable image"),
+        ("mask of another size", r"--image \S+ is 64x48 px but --mask \S+narrow_mask.png is 32x48 px"),
+        ("latent of another size", r"--latent \S+small.npy is 8x4, the latent of a 64x32 px image, but --image"),
+        ("latent of other channels", r"--latent \S+channels.npy: 8 channels, but model 'asymvae_decoder' decodes"),
+        ("two latents", r"--latent \S+two.npy: shape \[2, 4, 6, 8\], expected one latent"),
+        ("NaN in the latent", r"--latent \S+nan.npy: 3 of 192 values are NaN or infinite"),
+        ("pickled latent", r"--latent \S+pickled.npy: not a NumPy .npy array \(Object arrays cannot be loaded"),
+        ("integer latent", r"--latent \S+ints.npy: holds int64 values"),
+        ("latent not npy", r"--latent \S+latent.pt: expected a .npy or .safetensors file"),
+        ("output not png", r"--output \S+decoded.jpg: the decoded image is written as PNG"),
+    ],
+)
+def test_files_the_infer_command_cannot_decode_are_refused_in_one_line(
+    server, photo_request, tmp_path, capsys, case, said
+) -> None:
+    bad = _bad_inputs(tmp_path, photo_request)[case]
+    with pytest.raises(SystemExit) as done:
+        main(_decode_files(server, photo_request, tmp_path / "decoded.png", **bad))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1 and re.search(said, err), err
+    assert not (tmp_path / "decoded.png").exists()
+
+
+def test_the_file_options_go_together(server, photo_request, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["infer", server, "--image", str(photo_request["image"]), "--latent", str(photo_request["latent"])])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1, err
+    assert "--image, --latent without --mask, --output: --image, --mask, --latent and --output go together" in err

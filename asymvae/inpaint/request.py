@@ -12,7 +12,7 @@ from asymvae.data.images import BadImageError, decode_image, decode_mask_image
 from asymvae.errors import UserError
 from asymvae.model.decode import TileConfig
 
-__all__ = ["InpaintInputError", "InpaintRequest", "read_request"]
+__all__ = ["InpaintInputError", "InpaintRequest", "open_input", "read_request"]
 
 
 class InpaintInputError(UserError, ValueError):
@@ -48,9 +48,10 @@ class InpaintRequest:
     """Decode in overlapping tiles, each conditioned on its crop of image and mask (large images); None: whole."""
 
 
-def _open(path: str | Path, decode: Callable[[Path], Image.Image], what: str) -> Image.Image:
-    """The file decoded as `prepare` decodes images (`asymvae.data.images`: EXIF orientation applied, alpha
-    over white for an image)."""
+def open_input(path: str | Path, decode: Callable[[Path], Image.Image], what: str) -> Image.Image:
+    """The file given as `--{what}`, decoded as `prepare` decodes images (`asymvae.data.images`: EXIF
+    orientation applied, alpha over white for an image); InpaintInputError naming the flag and file when it is
+    missing or not a readable image."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise InpaintInputError(f"--{what} {p}: no such file")
@@ -64,8 +65,8 @@ def read_request(
     image: str | Path, mask: str | Path, prompts: list[str], **options: int | float | TileConfig | None
 ) -> InpaintRequest:
     """An `InpaintRequest` from image files; `options` are its other fields (None: the field's default)."""
-    img = _open(image, decode_image, "image")
-    msk = _open(mask, decode_mask_image, "mask")
+    img = open_input(image, decode_image, "image")
+    msk = open_input(mask, decode_mask_image, "mask")
     if img.size != msk.size:
         raise InpaintInputError(f"--image is {img.size[0]}x{img.size[1]} but --mask is {msk.size[0]}x{msk.size[1]}")
     if not prompts:

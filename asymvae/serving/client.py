@@ -12,8 +12,8 @@ each input with its datatype and shape and carries the values flattened row-majo
 `ModelIO` describes the tensors (from the export's `config.pbtxt` or the server's model metadata);
 `decoder_inputs` makes a well-formed (latent, image, mask) triple; `infer` sends it, by default as raw
 tensors after a JSON header (the binary tensor extension, `asymvae.serving.payload`: several times smaller
-than the JSON above), as JSON where the server lacks it; `check_inference` does all three and checks the
-decoded image's shape.
+than the JSON above), as JSON where the server lacks it; `decode` sends it and checks the decoded image's
+shape; `check_inference` does all three on made-up inputs (`asymvae.serving.files` reads real ones).
 """
 
 from __future__ import annotations
@@ -115,13 +115,20 @@ class ModelIO:
 
 
 def decoder_inputs(
-    io: ModelIO, height: int, width: int, batch: int = 1, seed: int = 0, latent: np.ndarray | None = None
+    io: ModelIO,
+    height: int,
+    width: int,
+    batch: int = 1,
+    seed: int = 0,
+    latent: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """A (latent, image, mask) request for the exported decoder at `height` x `width` pixels.
 
     latent: `latent`, else standard normal noise (a scaled latent, as the diffusion model hands it over);
-    image: random pixels on [-1, 1]; mask: 1 (hole) in a centred box covering a quarter of the image, 0 elsewhere.
-    Shapes and datatypes come from `io` and are checked against it.
+    image: `image`, else random pixels on [-1, 1]; mask: `mask`, else 1 (hole) in a centred box covering a
+    quarter of the image, 0 elsewhere. Shapes and datatypes come from `io` and are checked against it.
     """
     if height % DOWNSAMPLING or width % DOWNSAMPLING or height <= 0 or width <= 0:
         raise ServingError(f"height and width must be positive multiples of {DOWNSAMPLING}, got {height}x{width}")
@@ -134,9 +141,12 @@ def decoder_inputs(
         if channels < 1:
             raise ServingError(f"the latent's channel count is not fixed in {specs['latent'].shape}; pass a latent")
         latent = rng.standard_normal((batch, channels, height // DOWNSAMPLING, width // DOWNSAMPLING))
-    mask = np.zeros((batch, 1, height, width))
-    mask[:, :, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1.0
-    arrays = {"latent": latent, "image": rng.uniform(-1.0, 1.0, (batch, 3, height, width)), "mask": mask}
+    if image is None:
+        image = rng.uniform(-1.0, 1.0, (batch, 3, height, width))
+    if mask is None:
+        mask = np.zeros((batch, 1, height, width))
+        mask[:, :, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1.0
+    arrays = {"latent": latent, "image": image, "mask": mask}
     out = {}
     for name, array in arrays.items():
         spec = specs[name]
@@ -259,9 +269,31 @@ def check_inference(
     `payload`: as `infer`'s."""
     inputs = decoder_inputs(io, height, width, batch)
     start = time.perf_counter()
-    outputs = infer(base_url, io, inputs, headers, timeout_s, payload)
+    sample = decode(base_url, io, inputs, headers, timeout_s, payload)
     seconds = time.perf_counter() - start
+    return InferenceCheck(
+        base_url,
+        io.model,
+        {k: list(v.shape) for k, v in inputs.items()},
+        list(sample.shape),
+        round(seconds, 3),
+        (float(sample.min()), float(sample.max())),
+    )
+
+
+def decode(
+    base_url: str,
+    io: ModelIO,
+    inputs: dict[str, np.ndarray],
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+    payload: str = "auto",
+) -> np.ndarray:
+    """Send `inputs` (as `decoder_inputs` makes them) and return `sample`, checked to be a finite image of the
+    request's batch and size, (B, 3, H, W); ServingError saying what came back otherwise."""
+    outputs = infer(base_url, io, inputs, headers, timeout_s, payload)
     sample = outputs.get(DECODER_OUTPUT)
+    batch, _, height, width = inputs["image"].shape
     expected = [batch, 3, height, width]
     if sample is None:
         raise ServingError(f"{model_url(base_url, io.model)}/infer returned no {DECODER_OUTPUT!r}: {sorted(outputs)}")
@@ -270,11 +302,4 @@ def check_inference(
             f"{model_url(base_url, io.model)}/infer returned {DECODER_OUTPUT!r} of shape {list(sample.shape)} "
             f"(finite: {bool(np.isfinite(sample).all())}); expected a finite image of shape {expected}"
         )
-    return InferenceCheck(
-        base_url,
-        io.model,
-        {k: list(v.shape) for k, v in inputs.items()},
-        expected,
-        round(seconds, 3),
-        (float(sample.min()), float(sample.max())),
-    )
+    return sample

@@ -35,7 +35,7 @@ from tests.support.k8s_schemas import INFERENCESERVICE_CRD
 from tests.support.kserve_runtime import merged_pod_errors
 from tests.support.m2m_gateway import M2MGateway, cluster_dns
 from tests.support.serve import Served, asymvae_serve
-from tests.support.v2_server import V2Server
+from tests.support.tritonserver import TritonServer
 
 NS = "kubeflow-user-example-com"
 STORE = "s3://mlpipeline/private-artifacts/kubeflow-user-example-com/v2/artifacts/asymvae/run-1/export-2/exported"
@@ -125,17 +125,24 @@ def repository(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     return root
 
 
+@pytest.fixture(scope="module")
+def triton(repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Triton serving the export (tests/support/tritonserver.py): the address the InferenceService reports."""
+    with TritonServer(repository, tmp_path_factory.mktemp("tritonserver")) as url:
+        yield url
+
+
 def _cluster() -> FakeKubeServer:
     return FakeKubeServer(service_account=(NS, "default-editor"), rbac_rules=kubeflow_role_rules("kubeflow-edit"))
 
 
 def test_deploys_in_its_namespace_waits_for_ready_and_checks_an_inference(
-    repository: Path, monkeypatch: pytest.MonkeyPatch
+    repository: Path, triton: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(NAMESPACE_ENV, NS)
     server = _cluster()
-    with server as fake, V2Server(repository) as served:
-        fake.isvc_url = served
+    with server as fake:
+        fake.isvc_url = triton
         cfg = DeployStepConfig(gate="off", gpus=1, node_selector={"nvidia.com/gpu.product": "NVIDIA-L4"}, poll_s=0.01)
         done = deploy_step(cfg, str(repository), STORE, server.api_client())
         again = deploy_step(cfg, str(repository), STORE, server.api_client())
@@ -146,7 +153,7 @@ def test_deploys_in_its_namespace_waits_for_ready_and_checks_an_inference(
     predictor = created.body["spec"]["predictor"]
     assert predictor["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
     assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert done.url == served and done.model == "asymvae_decoder"
+    assert done.url == triton and done.model == "asymvae_decoder"
     assert done.check.output_shape == [1, 3, 64, 64]
 
 
@@ -167,7 +174,7 @@ def test_a_service_that_never_becomes_ready_fails_the_step_with_kserves_reason(
     "generation, ksvc_generation", [(1, 3), (4, 1)], ids=["knative-service-ahead", "knative-service-made-again"]
 )
 def test_an_update_is_ready_once_its_own_revision_serves(
-    repository: Path, monkeypatch: pytest.MonkeyPatch, generation: int, ksvc_generation: int
+    repository: Path, triton: str, monkeypatch: pytest.MonkeyPatch, generation: int, ksvc_generation: int
 ) -> None:
     """The InferenceService's observedGeneration is its Knative Service's (kserve v0.16.0
     inference_service_status.go), a counter of its own. Ahead of the InferenceService's (a ServingRuntime
@@ -180,8 +187,8 @@ def test_an_update_is_ready_once_its_own_revision_serves(
         InferenceServiceSpec(name="asymvae-decoder", storage_uri=STORE.replace("run-1", "run-0"), namespace=NS)
     )
     server = _cluster()
-    with server as fake, V2Server(repository) as served:
-        fake.isvc_url = served
+    with server as fake:
+        fake.isvc_url = triton
         fake.add_existing_inferenceservice(before, generation, ksvc_generation)
         cfg = DeployStepConfig(gate="off", ready_timeout_s=2.0, progress_deadline_s=1, poll_s=0.01)
         done = deploy_step(cfg, str(repository), STORE, server.api_client())
@@ -203,7 +210,7 @@ def test_a_service_outside_kserves_serverless_mode_is_refused_at_once(
 
 
 def test_under_machine_to_machine_auth_the_check_carries_the_pods_current_token(
-    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repository: Path, triton: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Behind Kubeflow's cluster-local gateway with the m2m-auth overlay, a request without a Kubernetes token
     gets 403 (what the step sent before, and sends outside a pod); the step sends the pod's token, read
@@ -213,8 +220,8 @@ def test_under_machine_to_machine_auth_the_check_carries_the_pods_current_token(
     token = tmp_path / "token"
     host = f"asymvae-decoder.{NS}.svc.cluster.local"
     server = _cluster()
-    with server as fake, V2Server(repository) as served:
-        gateway = M2MGateway({host: served}, tokens={"token-1"})
+    with server as fake:
+        gateway = M2MGateway({host: triton}, tokens={"token-1"})
         with gateway as port:
             fake.isvc_url = f"http://{host}:{port}"
             cfg = DeployStepConfig(gate="off", poll_s=0.01, token_file=str(token))
@@ -230,14 +237,14 @@ def test_under_machine_to_machine_auth_the_check_carries_the_pods_current_token(
 
 
 def test_an_address_on_another_host_gets_no_token(
-    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repository: Path, triton: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(NAMESPACE_ENV, NS)
     token = tmp_path / "token"
     token.write_text("token-1\n")
     server = _cluster()
-    with server as fake, V2Server(repository) as served:
-        gateway = M2MGateway({"127.0.0.1": served}, tokens={"token-1"})
+    with server as fake:
+        gateway = M2MGateway({"127.0.0.1": triton}, tokens={"token-1"})
         with gateway as port:
             fake.isvc_url = f"http://127.0.0.1:{port}"  # not the service's cluster-local name
             with pytest.raises(ServingError, match="answered HTTP 403"):
@@ -269,11 +276,11 @@ def _use_kubeconfig(server: FakeKubeServer, tmp_path: Path, monkeypatch: pytest.
 
 
 def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
-    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repository: Path, triton: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = _cluster()
-    with server as fake, V2Server(repository) as served:
-        fake.isvc_url = served
+    with server as fake:
+        fake.isvc_url = triton
         fake.rollout_reads = 0  # rolled out by the first read: the component polls every 10 s
         _use_kubeconfig(server, tmp_path, monkeypatch)
         exported = _Downloaded(name="exported", uri="minio://" + STORE.removeprefix("s3://"))
@@ -284,7 +291,7 @@ def test_the_component_deploys_through_the_kubeconfig_and_records_the_check(
     assert action == "created" and not fake.refused
     written = yaml.safe_load((tmp_path / "manifest").read_text())
     assert written["spec"]["predictor"]["model"]["storageUri"] == STORE
-    assert manifest.metadata["url"] == served and manifest.metadata["model"] == "asymvae_decoder"
+    assert manifest.metadata["url"] == triton and manifest.metadata["model"] == "asymvae_decoder"
     assert manifest.metadata["output_shape"] == [1, 3, 64, 64]
     assert manifest.metadata["gate_deploy"] is True and "gate is off" in (tmp_path / "verdict").read_text()
 

@@ -24,7 +24,7 @@ from asymvae.storage.factory import open_store
 from asymvae_components.deploy.component import deploy
 from tests.support.fake_kube import FakeKubeServer, condition
 from tests.support.k8s_rbac import kubeflow_role_rules
-from tests.support.v2_server import V2Server
+from tests.support.tritonserver import TritonServer
 
 NS = "kubeflow-user-example-com"
 NAME = "asymvae-decoder"
@@ -68,9 +68,10 @@ def runs(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 @pytest.fixture
-def answering() -> Callable[[Path], AbstractContextManager[str]]:
-    """What answers the check after a rollout: a v2 inference server for a Triton repository (its URL)."""
-    return V2Server
+def answering(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], AbstractContextManager[str]]:
+    """What answers the check after a rollout: the real tritonserver serving a Triton repository (its URL;
+    tests/support/tritonserver.py)."""
+    return lambda repository: TritonServer(repository, tmp_path_factory.mktemp("tritonserver"))
 
 
 @pytest.fixture
