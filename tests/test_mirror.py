@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,6 +24,7 @@ from asymvae.training.checkpoint import MARKER, RESUMES_NAME
 from asymvae.training.mirror import MIRROR_MARK, MirrorError, RunMirror, fetch_export
 from asymvae.training.run import train
 from tests.support.faults import ROOT, asymvae, one_line_error
+from tests.support.ports import free_port
 from tests.support.tiny_models import tiny_config, weights
 
 STEP2, STEP4 = "checkpoints/step-00000002", "checkpoints/step-00000004"
@@ -173,15 +173,9 @@ def test_a_run_mirrors_to_s3_and_a_run_on_an_empty_disk_resumes_from_it(s3_env, 
     assert not (tmp_path / "nobucket" / "checkpoints").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_nodes(cfg_file: Path, outs: list[Path]) -> list[subprocess.CompletedProcess]:
     """`asymvae train --resume` as two torchrun nodes of one process each, each with its own output folder."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ASYMVAE_LOG_LEVEL": "INFO"}  # INFO on rank 1 too
     procs = []
     for rank, out in enumerate(outs):

@@ -29,7 +29,8 @@ from asymvae.model.latent_space import LatentTransform
 from asymvae.serving.client import ModelIO, ServingError, check_inference, decoder_inputs, fetch_model_io, infer
 from asymvae.serving.payload import encode_request
 from asymvae.storage.http import request
-from tests.support.serve import Served, asymvae_serve, free_port
+from tests.support.ports import free_port
+from tests.support.serve import Served, asymvae_serve
 
 MODEL = "asymvae_decoder"
 TILE = ("--tile-above", "64", "--tile", "64", "--tile-overlap", "32")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import pytest
 
 from asymvae.storage.http import request
+from tests.support.ports import free_port
 
 STARTUP_S = 120.0
 _CANNOT_RUN = ("error while loading shared libraries", "cannot execute binary file", "version `GLIBC_")
@@ -79,12 +79,6 @@ def _pytriton_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("nvidia-pytriton, which carries tritonserver, is not installed (make install adds it)")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def python_backend_twin(exported: Path, twin: Path) -> None:
@@ -146,7 +140,7 @@ class TritonServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         twin = self.workdir / "repository"
         python_backend_twin(self.repository, twin)
-        http, grpc, metrics = _free_port(), _free_port(), _free_port()
+        http, grpc, metrics = free_port(), free_port(), free_port()
         argv = [str(binary), f"--model-repository={twin}", f"--backend-directory={self._backends(pytriton)}",
                 "--http-address=127.0.0.1", f"--http-port={http}", "--grpc-address=127.0.0.1",
                 f"--grpc-port={grpc}", f"--metrics-port={metrics}", "--allow-metrics=false",
