@@ -24,7 +24,7 @@ share the machine's cores. The model: `--model DIR` (an exported diffusers folde
 random weights (seed 0; time and memory do not depend on the weight values), `--decoder`:
 
   toy    SD's layout (4 levels, 8x, the mask branch) at widths 32-64, 1 res layer per block, 0.85M decoder
-         parameters (benchmarks/paper_models.py TINY). The default: the whole run takes a few minutes on 2 cores.
+         parameters (benchmarks/paper_models.py TINY). The default: the whole run takes under ten minutes on 2 cores.
   x1.5   SD's encoder with the paper's x1.5 decoder, 160.1M decoder parameters: about a minute per 512² image on
          a 2-core CPU, so the whole run takes hours there (use fewer --requests and --rounds); whether its
          whole-image 2048² decode fits in the machine's memory is what the memory part then shows.
