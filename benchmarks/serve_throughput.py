@@ -25,7 +25,7 @@ random weights (seed 0; time and memory do not depend on the weight values), `--
 
   toy    SD's layout (4 levels, 8x, the mask branch) at widths 32-64, 1 res layer per block, 0.85M decoder
          parameters (benchmarks/paper_models.py TINY). The default: the whole run takes under ten minutes on 2 cores.
-  x1.5   SD's encoder with the paper's x1.5 decoder, 160.1M decoder parameters: about a minute per 512² image on
+  x1.5   SD's encoder with the paper's x1.5 decoder, 160.1M decoder parameters: tens of seconds per 512² image on
          a 2-core CPU, so the whole run takes hours there (use fewer --requests and --rounds); whether its
          whole-image 2048² decode fits in the machine's memory is what the memory part then shows.
   x2     the paper's x2 decoder (372M).
@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -73,6 +72,7 @@ from asymvae.serving.client import DECODER_OUTPUT, ModelIO, decoder_inputs, fetc
 from asymvae.serving.config import ServeConfig
 from asymvae.serving.payload import encode_request
 from asymvae.storage.http import request
+from asymvae.storage.local_s3 import free_ports
 
 from paper_models import DECODERS, ENCODER, TINY
 
@@ -82,12 +82,6 @@ TIMEOUT_S = 3600.0
 """Per request: a whole 2048² decode of a large model on a CPU takes many minutes."""
 TINY_TILE = ("--tile-above", "64", "--tile", "64", "--tile-overlap", "32")
 """--tiny: images above 64 px decode in 64 px tiles (the 128² image: 3 x 3 tiles), as tests/test_serve.py."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status_kib(pid: int, key: str) -> int | None:
@@ -120,7 +114,7 @@ class Server:
 @contextmanager
 def served(model: Path, options: list[str], threads: int, work: Path) -> Iterator[Server]:
     """`asymvae serve MODEL` on a free loopback port (no gRPC), once it answers ready; stopped at the end."""
-    port = _free_port()
+    (port,) = free_ports(1)
     log = work / f"server_{port}.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
     argv = [sys.executable, "-m", "asymvae", "serve", str(model), "--name", MODEL, "--http-port", str(port),
