@@ -68,7 +68,16 @@ from diffusers import AsymmetricAutoencoderKL
 from asymvae.model.decode import decode_latents
 from asymvae.model.files import load_vae
 from asymvae.model.latent_space import LatentTransform
-from asymvae.serving.client import DECODER_OUTPUT, ModelIO, decoder_inputs, fetch_model_io, infer, model_url
+from asymvae.serving.client import (
+    DECODER_OUTPUT,
+    ModelIO,
+    ServingError,
+    decoder_inputs,
+    fetch_model_io,
+    infer,
+    model_url,
+    wait_ready,
+)
 from asymvae.serving.config import ServeConfig
 from asymvae.serving.payload import encode_request
 from asymvae.storage.http import request
@@ -122,19 +131,11 @@ def served(model: Path, options: list[str], threads: int, work: Path) -> Iterato
     with log.open("w") as sink:
         proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
     server = Server(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + STARTUP_S
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"asymvae serve exited with {proc.returncode}:\n{server.tail()}")
-            try:
-                if request("GET", f"{server.url}/v2/health/ready", None, {}, 5.0).status == 200:
-                    break
-            except Exception:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"asymvae serve not ready after {STARTUP_S:g} s:\n{server.tail()}")
-            time.sleep(0.5)
+        try:
+            wait_ready(server.url, STARTUP_S, proc)
+        except ServingError as e:
+            raise SystemExit(f"asymvae serve: {e}:\n{server.tail()}") from None
         yield server
     finally:
         proc.terminate()

@@ -28,13 +28,16 @@ from asymvae.export.config import ExportConfig
 from asymvae.export.run import export_model
 from asymvae.serving.client import (
     ModelIO,
+    ServerExited,
     ServingError,
     TensorSpec,
     check_inference,
     decoder_inputs,
     fetch_model_io,
     infer,
+    wait_ready,
 )
+from tests.support.ports import free_port
 from tests.support.tritonserver import TritonServer
 
 MODEL = "asymvae_decoder"
@@ -293,3 +296,15 @@ def test_failed_and_malformed_answers_end_in_one_line(capsys, status, data, head
         main(["infer", base, "--height", "32", "--width", "32", "--payload", "binary"])
     err = capsys.readouterr().err
     assert done.value.code == 2 and said in err and err.count("\n") == 1, err
+
+
+def test_waiting_for_a_server_ends_when_its_process_ends_or_time_runs_out() -> None:
+    """What the test fixtures and the serving benchmark wait with: a server that died is reported at once, with
+    its exit status, not after the whole wait; a port nobody answers on, after the given time."""
+    nobody = f"http://127.0.0.1:{free_port()}"
+    died = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    died.wait()
+    with pytest.raises(ServerExited, match=f"the server for {nobody} exited with 3 before it was ready"):
+        wait_ready(nobody, 600.0, died)  # a wait that ignored the process would end in "not ready after 600 s"
+    with pytest.raises(ServingError, match=rf"{nobody} was not ready after 0.3 s \(GET /v2/health/ready\)"):
+        wait_ready(nobody, 0.3, poll_s=0.05)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,28 @@ def fetch_model_io(
 ) -> ModelIO:
     """The served model's tensors, from `GET /v2/models/{model}`."""
     return ModelIO.from_metadata(_http("GET", model_url(base_url, model), None, headers or {}, timeout_s))
+
+
+class ServerExited(ServingError):
+    """The server process being waited for ended before it was ready."""
+
+
+def wait_ready(base_url: str, timeout_s: float, process: subprocess.Popen | None = None, poll_s: float = 0.5) -> None:
+    """Wait until the v2 server at `base_url` answers `GET /v2/health/ready` with 200 (a server answers it only
+    once its models are loaded). `process`: the server's process, when the caller started it: ServerExited as
+    soon as it ends. ServingError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            raise ServerExited(f"the server for {base_url} exited with {process.returncode} before it was ready")
+        try:
+            if request("GET", f"{base_url.rstrip('/')}/v2/health/ready", None, {}, 5.0).status == 200:
+                return
+        except HTTPFault:  # not listening yet
+            pass
+        if time.monotonic() > deadline:
+            raise ServingError(f"{base_url} was not ready after {timeout_s:g} s (GET /v2/health/ready)")
+        time.sleep(poll_s)
 
 
 def infer(

@@ -12,14 +12,13 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from asymvae.storage.http import request
+from asymvae.serving.client import ServingError, wait_ready
 from tests.support.ports import free_port
 
 STARTUP_S = 180.0
@@ -49,19 +48,11 @@ def asymvae_serve(model_dir: Path, log: Path, *options: str) -> Iterator[Served]
     with log.open("w") as sink:
         proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"asymvae serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if request("GET", f"{base}/v2/health/ready", None, {}, 5.0).status == 200:
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"asymvae serve not ready after {STARTUP_S:g} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        try:
+            wait_ready(base, STARTUP_S, proc)
+        except ServingError as e:
+            pytest.fail(f"asymvae serve: {e}:\n{log.read_text()[-3000:]}")
         yield Served(base, f"127.0.0.1:{grpc_port}")
     finally:
         proc.terminate()

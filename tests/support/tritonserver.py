@@ -26,13 +26,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asymvae.storage.http import request
+from asymvae.serving.client import ServerExited, ServingError, wait_ready
 from tests.support.ports import free_port
 
 STARTUP_S = 120.0
@@ -156,22 +155,16 @@ class TritonServer:
         return self.url
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if self.proc.poll() is not None:
-                log = self.log.read_text()
-                if any(sign in log for sign in _CANNOT_RUN):  # the binary or its stub, not the repository
-                    pytest.skip(f"tritonserver cannot run on this machine: {log[-1500:]}")
-                errors = "\n".join(line for line in log.splitlines() if line.startswith("E"))  # Triton's E lines
-                raise RuntimeError(f"tritonserver exited with {self.proc.returncode}:\n{errors}\n{log[-1000:]}")
-            try:
-                if request("GET", f"{self.url}/v2/health/ready", None, {}, 5.0).status == 200:
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tritonserver not ready after {STARTUP_S:g} s:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            wait_ready(self.url, STARTUP_S, self.proc, poll_s=0.2)
+        except ServerExited:
+            log = self.log.read_text()
+            if any(sign in log for sign in _CANNOT_RUN):  # the binary or its stub, not the repository
+                pytest.skip(f"tritonserver cannot run on this machine: {log[-1500:]}")
+            errors = "\n".join(line for line in log.splitlines() if line.startswith("E"))  # Triton's E lines
+            raise RuntimeError(f"tritonserver exited with {self.proc.returncode}:\n{errors}\n{log[-1000:]}") from None
+        except ServingError as e:
+            raise RuntimeError(f"tritonserver: {e}:\n{self.log.read_text()[-3000:]}") from None
 
     def __exit__(self, *exc: Any) -> None:
         if self.proc is None:
