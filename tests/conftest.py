@@ -12,7 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from tests.support.tiny_models import make_base_vae, tiny_config
 
-RUNTIME_FIXTURES = frozenset({"base_vae_dir", "asym_export_dir", "s3_server", "s3_env"})
+RUNTIME_FIXTURES = frozenset({"base_vae_dir", "asym_export_dir", "diffusers_export_dir", "s3_server", "s3_env"})
 """Fixtures that bring a real runtime (a saved model to train, evaluate or export; a SeaweedFS server): a test using
 one is an integration test."""
 
@@ -82,3 +82,15 @@ def asym_export_dir(base_vae_dir: Path, tmp_path_factory: pytest.TempPathFactory
     vae.save_pretrained(root / "vae")
     (root / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return root
+
+
+@pytest.fixture(scope="session")
+def diffusers_export_dir(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as `asymvae export --format diffusers` writes it (what `asymvae serve` and the predictor
+    serve)."""
+    from asymvae.export.config import ExportConfig
+    from asymvae.export.run import export_model
+
+    out = tmp_path_factory.mktemp("diffusers_export") / "hf"
+    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(out)))
+    return out

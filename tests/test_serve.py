@@ -38,24 +38,16 @@ TILE = ("--tile-above", "64", "--tile", "64", "--tile-overlap", "32")
 
 
 @pytest.fixture(scope="module")
-def exported(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model as `asymvae export --format diffusers` writes it."""
-    out = tmp_path_factory.mktemp("serve") / "hf"
-    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(out)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def server(diffusers_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`asymvae serve` in a subprocess on free ports, once it answers ready; its log is kept for failures."""
-    with asymvae_serve(exported, tmp_path_factory.mktemp("serve_log") / "server.log", *TILE) as served:
+    with asymvae_serve(diffusers_export_dir, tmp_path_factory.mktemp("serve_log") / "server.log", *TILE) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-def reference(exported: Path):
+def reference(diffusers_export_dir: Path):
     """Decode in this process, as the server should: (inputs as numpy, tile or None) -> sample."""
-    vae = load_vae(exported)
+    vae = load_vae(diffusers_export_dir)
     transform = LatentTransform.of(vae.config)
 
     def decode(inputs: dict[str, np.ndarray], tile: TileConfig | None = None) -> np.ndarray:
@@ -210,8 +202,8 @@ print(before, (predictor.ready, asyncio.run(predictor.healthy())))
 """
 
 
-def test_the_model_is_ready_only_once_loaded(exported: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", _READINESS, str(exported)], capture_output=True, text=True,
+def test_the_model_is_ready_only_once_loaded(diffusers_export_dir: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _READINESS, str(diffusers_export_dir)], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "(False, False) (True, True)"
@@ -226,9 +218,11 @@ def test_the_model_is_ready_only_once_loaded(exported: Path) -> None:
         ("missing", [], r"missing does not exist"),
     ],
 )  # fmt: skip
-def test_what_only_the_model_or_the_machine_can_refuse_is_one_line(exported, tmp_path, model, argv, said) -> None:
+def test_what_only_the_model_or_the_machine_can_refuse_is_one_line(
+    diffusers_export_dir, tmp_path, model, argv, said
+) -> None:
     """In a process of its own (the check comes after kserve is imported); serving instead would time out."""
-    folder = exported if model == "exported" else tmp_path / model
+    folder = diffusers_export_dir if model == "exported" else tmp_path / model
     argv = [sys.executable, "-m", "asymvae", "serve", str(folder), *argv, "--http-port", str(free_port()),
             "--grpc-port", "0"]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -253,7 +247,7 @@ def test_serve_options_are_checked_before_anything_loads(tmp_path: Path, capsys)
 
 
 @pytest.fixture(scope="module")
-def photo_request(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def photo_request(diffusers_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real photo (scikit-image's astronaut, 64x48 px) as a JPEG, its mask as a PNG (a box: 255 = hole) and
     its latent, encoded in this process by the tiny model and scaled as a diffusion model hands it over, as
     .npy and .safetensors."""
@@ -268,7 +262,7 @@ def photo_request(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     hole = np.zeros((48, 64), np.uint8)
     hole[8:32, 16:56] = 255
     Image.fromarray(hole).save(root / "mask.png")
-    vae = load_vae(exported)
+    vae = load_vae(diffusers_export_dir)
     pixels = VaeImageProcessor().preprocess(Image.open(root / "photo.jpg"))  # [-1, 1], as pipelines encode
     with torch.inference_mode():
         latent = LatentTransform.of(vae.config).from_vae(vae.encode(pixels).latent_dist.mode()).contiguous().numpy()

@@ -353,22 +353,16 @@ def test_predictor_spec_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def diffusers_export(asym_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model as the export step of format diffusers writes it."""
-    out = tmp_path_factory.mktemp("deploy") / "diffusers"
-    export_model(ExportConfig(str(asym_export_dir), "diffusers", str(out)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def predictor(diffusers_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def predictor(diffusers_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """What the predictor's pod runs: `asymvae serve` (KServe's model server) on the diffusers export."""
-    with asymvae_serve(diffusers_export, tmp_path_factory.mktemp("predictor") / "server.log", "--grpc-port", "0") as s:
+    with asymvae_serve(
+        diffusers_export_dir, tmp_path_factory.mktemp("predictor") / "server.log", "--grpc-port", "0"
+    ) as s:
         yield s
 
 
 def test_the_predictor_deploys_on_the_steps_own_image_and_answers_the_check(
-    diffusers_export: Path, predictor: Served, monkeypatch: pytest.MonkeyPatch
+    diffusers_export_dir: Path, predictor: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """runtime=predictor: the custom predictor on the step's own image (ASYMVAE_IMAGE, which the pipeline sets),
     the diffusers export as its STORAGE_URI, and the check's tensors from the served model's own metadata."""
@@ -378,10 +372,10 @@ def test_the_predictor_deploys_on_the_steps_own_image_and_answers_the_check(
     with server as fake:
         fake.isvc_url = predictor
         cfg = DeployStepConfig(runtime="predictor", gate="off", gpus=1, poll_s=0.01)
-        done = deploy_step(cfg, str(diffusers_export), STORE_HF, server.api_client())
+        done = deploy_step(cfg, str(diffusers_export_dir), STORE_HF, server.api_client())
         image = "registry.example.com/asymvae:0.2.0"
         other = DeployStepConfig(runtime="predictor", gate="off", image=image, poll_s=0.01)
-        again = deploy_step(other, str(diffusers_export), STORE_HF, server.api_client())
+        again = deploy_step(other, str(diffusers_export_dir), STORE_HF, server.api_client())
     assert not fake.refused and not fake.pruned
     assert (done.action, again.action) == ("created", "updated")
     assert storage_uri(done.manifest) == STORE_HF
@@ -396,14 +390,14 @@ def test_the_predictor_deploys_on_the_steps_own_image_and_answers_the_check(
 
 
 def test_the_component_serves_the_diffusers_export_with_the_predictor(
-    repository: Path, diffusers_export: Path, predictor: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repository: Path, diffusers_export_dir: Path, predictor: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(NAMESPACE_ENV, NS)
     server = _cluster()
     triton = _Downloaded(name="exported", uri="minio://" + STORE.removeprefix("s3://"))
     triton.local = str(repository)
     hf = _Downloaded(name="exported", uri="minio://" + STORE_HF.removeprefix("s3://"))
-    hf.local = str(diffusers_export)
+    hf.local = str(diffusers_export_dir)
     with server as fake:
         fake.isvc_url = predictor
         fake.rollout_reads = 0  # rolled out by the first read: the component polls every 10 s
