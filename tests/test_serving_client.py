@@ -308,3 +308,17 @@ def test_waiting_for_a_server_ends_when_its_process_ends_or_time_runs_out() -> N
         wait_ready(nobody, 600.0, died)  # a wait that ignored the process would end in "not ready after 600 s"
     with pytest.raises(ServingError, match=rf"{nobody} was not ready after 0.3 s \(GET /v2/health/ready\)"):
         wait_ready(nobody, 0.3, poll_s=0.05)
+
+
+def test_the_client_and_its_file_reading_load_neither_torch_nor_diffusers() -> None:
+    """`asymvae infer` (with or without files) is a network client: the modules it runs load none of the model
+    stack, which takes seconds to import (it did: reading the files went through asymvae.inpaint.request, which
+    imported asymvae.model.decode for an annotation)."""
+    code = (
+        "import json, sys\n"
+        "import asymvae.commands.infer, asymvae.serving.client, asymvae.serving.files\n"
+        "print(json.dumps(sorted(m.partition('.')[0] for m in sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert not loaded & {"torch", "diffusers", "accelerate", "datasets", "transformers"}, sorted(loaded)

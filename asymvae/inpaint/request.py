@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from asymvae.data.images import BadImageError, decode_image, decode_mask_image
 from asymvae.errors import UserError
-from asymvae.model.decode import TileConfig
+
+if TYPE_CHECKING:  # an annotation only: reading a request's files needs neither torch nor diffusers
+    from asymvae.model.decode import TileConfig
 
 __all__ = ["InpaintInputError", "InpaintRequest", "open_input", "read_request"]
 
